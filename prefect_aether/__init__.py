@@ -1,0 +1,60 @@
+"""prefect-aether: point an AI planner at the Prefect flows you already have.
+
+Registered flows become a typed action catalog; a planner composes them into a
+plan for a goal; the plan is validated before anything runs.
+
+Example:
+    >>> import prefect_aether
+    >>> "ActionCatalog" in prefect_aether.__all__
+    True
+"""
+
+from __future__ import annotations
+
+from prefect_aether._version import __version__
+from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot
+from prefect_aether.exceptions import (
+    AetherUsageError,
+    BindingError,
+    CatalogError,
+    ExecutionError,
+    LLMError,
+    PlanDecodingError,
+    PlanValidationError,
+    PrefectAetherError,
+)
+from prefect_aether.plan import (
+    Binding,
+    CandidatePlan,
+    PlanStep,
+    iter_bindings,
+    map_bindings,
+    parse_binding,
+)
+from prefect_aether.settings import AetherSettings
+from prefect_aether.validate import ValidationIssue, ValidationResult, validate_plan
+
+__all__ = [
+    "ActionCatalog",
+    "ActionSpec",
+    "AetherSettings",
+    "AetherUsageError",
+    "Binding",
+    "BindingError",
+    "CandidatePlan",
+    "CatalogError",
+    "ExecutionError",
+    "IOSlot",
+    "LLMError",
+    "PlanDecodingError",
+    "PlanStep",
+    "PlanValidationError",
+    "PrefectAetherError",
+    "ValidationIssue",
+    "ValidationResult",
+    "__version__",
+    "iter_bindings",
+    "map_bindings",
+    "parse_binding",
+    "validate_plan",
+]

@@ -1,0 +1,416 @@
+"""The action catalog: Prefect flows, introspected into typed actions.
+
+Example:
+    >>> from prefect import flow
+    >>> from prefect_aether import ActionCatalog
+    >>> @flow(name="add", version="1")
+    ... def add(a: int, b: int = 1) -> int:
+    ...     '''Add two numbers.
+    ...
+    ...     Args:
+    ...         a: The first number.
+    ...         b: The second number.
+    ...     '''
+    ...     return a + b
+    >>> catalog = ActionCatalog()
+    >>> spec = catalog.register(add)
+    >>> spec.ref, [(s.name, s.type, s.required) for s in spec.inputs]
+    ('flow:add@1', [('a', 'integer', True), ('b', 'integer', False)])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from prefect import Flow
+from prefect.flows import load_flow_from_entrypoint
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from prefect_aether import _introspect
+from prefect_aether._schema import json_kind, main_variant
+from prefect_aether._search import SearchIndex
+from prefect_aether.exceptions import CatalogError
+from prefect_aether.plan import canonical_json
+
+__all__ = ["ActionCatalog", "ActionSpec", "IOSlot"]
+
+_ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
+
+
+class IOSlot(BaseModel):
+    """One input (a flow parameter) or output (a field of the return value) of an action.
+
+    Example:
+        >>> IOSlot(name="path", type="string", json_schema={"type": "string"}).required
+        True
+    """
+
+    name: str = Field(description="Parameter or output field name.")
+    type: str | None = Field(
+        default=None,
+        description=(
+            "Coarse JSON type: string, integer, number, boolean, array, object; None means any."
+        ),
+    )
+    json_schema: dict[str, Any] = Field(
+        default_factory=dict, description="Self-contained JSON schema of the value."
+    )
+    description: str | None = Field(default=None, description="Human/LLM-facing description.")
+    required: bool = Field(default=True, description="Whether a value must be given.")
+    default: Any = Field(default=None, description="Default value (JSON) when not required.")
+
+
+class ActionSpec(BaseModel):
+    """A catalog action: what a planner may call, with typed inputs and outputs.
+
+    Example:
+        >>> spec = ActionSpec(name="noop", ref="flow:noop@1", version="1")
+        >>> spec.kind
+        'flow'
+    """
+
+    name: str = Field(description="Unique action name (the flow name).")
+    ref: str = Field(
+        description="Canonical ref: `flow:<name>@<version>` or `deployment:<flow>/<name>`."
+    )
+    kind: Literal["flow", "deployment"] = Field(default="flow", description="How it runs.")
+    version: str | None = Field(default=None, description="Flow version.")
+    description: str = Field(default="", description="Docstring summary text.")
+    tags: list[str] = Field(default_factory=list, description="Tags, used by search.")
+    flow_id: str | None = Field(default=None, description="Group id; None means global.")
+    inputs: list[IOSlot] = Field(default_factory=list, description="Inputs, in parameter order.")
+    outputs: list[IOSlot] = Field(default_factory=list, description="Outputs of the return value.")
+    entrypoint: str | None = Field(
+        default=None, description="Where the flow was loaded from (`path.py:fn` or `pkg.mod:fn`)."
+    )
+
+    def input(self, name: str) -> IOSlot | None:
+        """The input slot called `name`, if any."""
+        return next((s for s in self.inputs if s.name == name), None)
+
+    def output(self, name: str) -> IOSlot | None:
+        """The output slot called `name`, if any."""
+        return next((s for s in self.outputs if s.name == name), None)
+
+
+@dataclass
+class _Entry:
+    spec: ActionSpec
+    flow: Flow[..., Any] | None
+    hints: dict[str, Any]
+    checkers: dict[str, Any] = field(default_factory=dict)
+
+
+class ActionCatalog:
+    """The actions a planner may use, built by introspecting Prefect flows.
+
+    Example:
+        >>> catalog = ActionCatalog()
+        >>> len(catalog), catalog.get("missing") is None
+        (0, True)
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._by_ref: dict[str, str] = {}
+        self._index: SearchIndex | None = None
+        self._fingerprint: str | None = None
+
+    # -- registration -------------------------------------------------------------------
+
+    def register(
+        self,
+        flow: Flow[..., Any],
+        *,
+        name: str | None = None,
+        flow_id: str | None = None,
+        tags: Iterable[str] | None = None,
+        entrypoint: str | None = None,
+    ) -> ActionSpec:
+        """Introspect a Prefect flow and add it as an action.
+
+        Registering the same flow twice is a no-op; a different flow under a
+        taken name raises `CatalogError`.
+
+        Args:
+            flow: A `prefect.Flow` (a function decorated with `@flow`).
+            name: Action name; defaults to the flow name.
+            flow_id: Group id for `list_actions(flow_ids=...)`; None is global.
+            tags: Extra tags for search.
+            entrypoint: Where the flow comes from, recorded on the spec.
+
+        Returns:
+            The action spec.
+
+        Raises:
+            CatalogError: `flow` is not a Prefect flow, or the name is taken.
+        """
+        if not isinstance(flow, Flow):
+            raise CatalogError(
+                f"cannot register {flow!r}: it is not a Prefect flow "
+                "(decorate the function with @flow)"
+            )
+        hints = _introspect.type_hints(flow)
+        doc = _introspect.parse_docstring(_introspect.flow_docstring(flow))
+        action_name = name or flow.name
+        version = str(flow.version) if flow.version is not None else None
+        spec = ActionSpec(
+            name=action_name,
+            ref=f"flow:{action_name}@{version}" if version else f"flow:{action_name}",
+            kind="flow",
+            version=version,
+            description=doc.summary,
+            tags=sorted(set(tags or ())),
+            flow_id=flow_id,
+            inputs=[IOSlot(**slot) for slot in _introspect.input_slots(flow)],
+            outputs=[IOSlot(**slot) for slot in _introspect.output_slots(flow, hints, doc)],
+            entrypoint=entrypoint or _default_entrypoint(flow),
+        )
+        return self._add(_Entry(spec, flow, hints), describe=_describe_flow(flow))
+
+    def register_module(
+        self, module: ModuleType | str, *, flow_id: str | None = None
+    ) -> list[ActionSpec]:
+        """Register every flow defined in a module (not the ones it imports).
+
+        Args:
+            module: A module object or a dotted module name.
+            flow_id: Group id given to every action.
+
+        Raises:
+            CatalogError: The module cannot be imported or defines no flow.
+        """
+        if isinstance(module, str):
+            try:
+                module = importlib.import_module(module)
+            except Exception as exc:
+                raise CatalogError(f"cannot import module {module!r}: {exc}") from exc
+        flows = [
+            obj
+            for _, obj in sorted(vars(module).items())
+            if isinstance(obj, Flow) and getattr(obj.fn, "__module__", None) == module.__name__
+        ]
+        if not flows:
+            raise CatalogError(f"module {module.__name__!r} defines no Prefect flow")
+        return [
+            self.register(f, flow_id=flow_id, entrypoint=f"{module.__name__}:{f.fn.__name__}")
+            for f in flows
+        ]
+
+    def register_entrypoint(self, entrypoint: str, *, flow_id: str | None = None) -> ActionSpec:
+        """Register the flow at `"path/to/file.py:fn"` or `"package.module:fn"`.
+
+        Raises:
+            CatalogError: The entrypoint cannot be loaded or is not a flow.
+        """
+        try:
+            flow: Flow[..., Any] = load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+        except Exception as exc:
+            raise CatalogError(f"cannot load flow from entrypoint {entrypoint!r}: {exc}") from exc
+        return self.register(flow, flow_id=flow_id, entrypoint=entrypoint)
+
+    def _add(self, entry: _Entry, *, describe: str) -> ActionSpec:
+        spec = entry.spec
+        existing = self._entries.get(spec.name)
+        if existing is not None:
+            if existing.spec == spec or (entry.flow is not None and existing.flow is entry.flow):
+                return existing.spec
+            theirs = _describe_flow(existing.flow) if existing.flow else existing.spec.ref
+            raise CatalogError(
+                f"action name {spec.name!r} is already taken by {theirs}; "
+                f"cannot register {describe} under it (pass name=... to register it apart)"
+            )
+        self._entries[spec.name] = entry
+        self._by_ref[spec.ref] = spec.name
+        self._index = None
+        self._fingerprint = None
+        return spec
+
+    # -- lookup -----------------------------------------------------------------------
+
+    def get(self, name_or_ref: str) -> ActionSpec | None:
+        """The action with this name or ref (a ref without `@version` also matches)."""
+        entry = self._entry(name_or_ref)
+        return entry.spec if entry else None
+
+    def get_flow(self, name_or_ref: str) -> Flow[..., Any] | None:
+        """The Prefect flow behind an action (None for unknown or deployment actions)."""
+        entry = self._entry(name_or_ref)
+        return entry.flow if entry else None
+
+    def _entry(self, name_or_ref: str) -> _Entry | None:
+        entry = self._entries.get(name_or_ref)
+        if entry is not None:
+            return entry
+        name = self._by_ref.get(name_or_ref)
+        if name is None and name_or_ref.startswith("flow:"):
+            name = name_or_ref[len("flow:") :].split("@", 1)[0]
+        return self._entries.get(name) if name else None
+
+    def list_actions(
+        self, *, flow_ids: Iterable[str] | None = None, include_global: bool = True
+    ) -> list[ActionSpec]:
+        """Actions in registration order, optionally limited to some groups.
+
+        Args:
+            flow_ids: Keep actions whose `flow_id` is one of these (None keeps all).
+            include_global: With `flow_ids`, also keep actions with no `flow_id`.
+        """
+        specs = [e.spec for e in self._entries.values()]
+        if flow_ids is None:
+            return specs
+        wanted = set(flow_ids)
+        return [s for s in specs if s.flow_id in wanted or (include_global and s.flow_id is None)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter([e.spec for e in self._entries.values()])
+
+    def __contains__(self, name_or_ref: object) -> bool:
+        return isinstance(name_or_ref, str) and self._entry(name_or_ref) is not None
+
+    # -- search and rendering ---------------------------------------------------------
+
+    def search_scores(
+        self, query: str, k: int = 10, *, flow_ids: Iterable[str] | None = None
+    ) -> list[tuple[ActionSpec, float]]:
+        """`search`, with each action's BM25 score."""
+        if self._index is None:
+            self._index = SearchIndex([e.spec for e in self._entries.values()])
+        allowed = (
+            None if flow_ids is None else [s.name for s in self.list_actions(flow_ids=flow_ids)]
+        )
+        return self._index.rank(query, k, allowed)
+
+    def search(
+        self, query: str, k: int = 10, *, flow_ids: Iterable[str] | None = None
+    ) -> list[ActionSpec]:
+        """Up to `k` actions ranked by lexical relevance (BM25) to `query`; ties by name.
+
+        Example:
+            >>> ActionCatalog().search("load csv")
+            []
+        """
+        return [spec for spec, _ in self.search_scores(query, k, flow_ids=flow_ids)]
+
+    def render(self, actions: Iterable[ActionSpec] | None = None) -> str:
+        """Compact, LLM-facing text of the actions (all by default).
+
+        Example:
+            >>> ActionCatalog().render()
+            ''
+        """
+        return "\n".join(_render_spec(s) for s in (self if actions is None else actions))
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of all specs; changes iff any spec changes."""
+        if self._fingerprint is None:
+            specs = sorted(
+                (e.spec.model_dump(mode="json") for e in self._entries.values()),
+                key=lambda d: d["name"],
+            )
+            self._fingerprint = hashlib.sha256(canonical_json(specs).encode()).hexdigest()
+        return self._fingerprint
+
+    # -- value checks -----------------------------------------------------------------
+
+    def check_input(self, action: str, slot: str, value: Any) -> str | None:
+        """Check a literal for an action input the way Prefect will at run time.
+
+        Flow actions use a pydantic adapter over the parameter's annotation in
+        lax mode, which accepts exactly the coercions of Prefect's own
+        `Flow.validate_parameters` ("3" for an int). Other actions use the
+        slot's JSON schema.
+
+        Returns:
+            None when the value is accepted, else a one-line reason.
+        """
+        entry = self._entry(action)
+        spec_slot = entry.spec.input(slot) if entry else None
+        if entry is None or spec_slot is None:
+            return None
+        checker = entry.checkers.get(slot)
+        if checker is None:
+            checker = entry.checkers[slot] = _make_checker(entry, spec_slot)
+        return checker(value)  # type: ignore[no-any-return]
+
+
+def _make_checker(entry: _Entry, slot: IOSlot) -> Any:
+    annotation = entry.hints.get(slot.name)
+    if entry.flow is not None and annotation is not None:
+        adapter = TypeAdapter(annotation, config=_ADAPTER_CONFIG)
+
+        def check_python(value: Any) -> str | None:
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                return f"{err['msg']}{f' at {where}' if where else ''} (got {_preview(value)})"
+            return None
+
+        return check_python
+    validator = Draft202012Validator(slot.json_schema)
+
+    def check_schema(value: Any) -> str | None:
+        error = next(iter(validator.iter_errors(value)), None)
+        return None if error is None else f"{error.message} (got {json_kind(value) or 'null'})"
+
+    return check_schema
+
+
+def _preview(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_flow(flow: Flow[..., Any]) -> str:
+    fn = flow.fn
+    return (
+        f"flow {flow.name!r} ({getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')})"
+    )
+
+
+def _default_entrypoint(flow: Flow[..., Any]) -> str | None:
+    module = getattr(flow.fn, "__module__", None)
+    qualname = getattr(flow.fn, "__qualname__", "")
+    if not module or "<locals>" in qualname:
+        return None
+    if module == "__main__":
+        path = inspect.getsourcefile(flow.fn)
+        return f"{path}:{qualname}" if path else None
+    return f"{module}:{qualname}"
+
+
+def _render_type(slot: IOSlot) -> str:
+    enum = slot.json_schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return "|".join(canonical_json(v) for v in enum)
+    kind = slot.type or "any"
+    items = main_variant(slot.json_schema).get("items")
+    if kind == "array" and isinstance(items, dict) and items.get("type"):
+        return f"array[{items['type']}]"
+    return kind
+
+
+def _render_spec(spec: ActionSpec) -> str:
+    summary = spec.description.splitlines()[0] if spec.description else ""
+    inputs = []
+    for slot in spec.inputs:
+        marker = "(required)" if slot.required else f"= {canonical_json(slot.default)}"
+        inputs.append(f"{slot.name}: {_render_type(slot)} {marker}")
+    outputs = [f"{slot.name}: {_render_type(slot)}" for slot in spec.outputs]
+    lines = [f"- {spec.name}: {summary}" if summary else f"- {spec.name}"]
+    lines.append(f"  inputs: {', '.join(inputs) if inputs else '(none)'}")
+    lines.append(f"  outputs: {', '.join(outputs) if outputs else '(none)'}")
+    return "\n".join(lines)

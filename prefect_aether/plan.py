@@ -1,0 +1,352 @@
+"""Plans: steps that call catalog actions, wired together by bindings.
+
+A step's input value is a literal, `"${user.<key>}"` (a value the user gives)
+or `"${<step_id>.<output>}"` (another step's output), optionally followed by a
+dotted path into that output (`"${load.result.rows.0}"`). Bindings may sit
+anywhere inside lists and dicts. A binding must be the whole string; write
+`"$${...}"` for a literal that starts with `${`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prefect_aether.exceptions import BindingError, PlanDecodingError
+
+if TYPE_CHECKING:
+    from prefect_aether.catalog import ActionCatalog
+
+__all__ = [
+    "Binding",
+    "CandidatePlan",
+    "PlanStep",
+    "canonical_json",
+    "iter_bindings",
+    "iter_strings",
+    "map_bindings",
+    "parse_binding",
+]
+
+USER_NAMESPACE = "user"
+_BINDING = re.compile(r"\$\{([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)*)\}")
+
+PathItem = str | int
+
+
+def canonical_json(value: Any) -> str:
+    """Serialize `value` to canonical JSON: sorted keys, no spaces, UTF-8 kept.
+
+    Example:
+        >>> canonical_json({"b": 1, "a": [1, 2]})
+        '{"a":[1,2],"b":1}'
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class Binding(NamedTuple):
+    """A parsed input value: a literal, an external (user) value or a step output.
+
+    A named tuple rather than a pydantic model: the validator builds one per
+    binding on its hot path.
+
+    Attributes:
+        kind: `"literal"`, `"external"` (`${user.key}`) or `"step_output"`.
+        raw: The original value.
+        value: The literal value (only for `kind="literal"`).
+        key: The user input key (only for `kind="external"`).
+        step_id: The producing step (only for `kind="step_output"`).
+        output: The producing step's output slot (only for `kind="step_output"`).
+        path: Items of the dotted path into the value (digits become list indices).
+
+    Example:
+        >>> b = parse_binding("${load.result.rows}")
+        >>> (b.kind, b.step_id, b.output, b.path)
+        ('step_output', 'load', 'result', ('rows',))
+    """
+
+    kind: Literal["literal", "external", "step_output"]
+    raw: Any
+    value: Any = None
+    key: str | None = None
+    step_id: str | None = None
+    output: str | None = None
+    path: tuple[PathItem, ...] = ()
+
+    @property
+    def reference(self) -> str:
+        """The binding written back as `step.output.path` or `user.key.path`."""
+        head = (
+            [USER_NAMESPACE, self.key] if self.kind == "external" else [self.step_id, self.output]
+        )
+        return ".".join(str(p) for p in [*head, *self.path])
+
+
+_new_binding = tuple.__new__
+
+
+def _literal(value: Any, raw: Any = None) -> Binding:
+    return Binding("literal", value if raw is None else raw, value)
+
+
+def parse_binding(raw: Any) -> Binding:
+    """Parse one input value into a `Binding`.
+
+    Args:
+        raw: Any JSON value. Only a string that is wholly `${...}` is a binding.
+
+    Returns:
+        The parsed binding; anything that is not a binding is a literal.
+
+    Raises:
+        BindingError: The string looks like a binding but is malformed, or a
+            binding is embedded inside a longer string.
+
+    Example:
+        >>> parse_binding("${user.path}").key
+        'path'
+        >>> parse_binding("plain text").kind
+        'literal'
+        >>> parse_binding("$${HOME}").value
+        '${HOME}'
+    """
+    if not isinstance(raw, str) or "${" not in raw:
+        return _literal(raw)
+    match = _BINDING.fullmatch(raw)
+    if match is None:
+        if raw.startswith("$${"):
+            return _literal(raw[1:], raw)
+        if not (raw.startswith("${") and raw.endswith("}")) or raw.count("${") != 1:
+            raise BindingError(
+                f"binding {raw!r} must be the whole string, e.g. '${{step.output}}'; "
+                "embedding bindings in text is not supported (write '$${' for a literal '${')"
+            )
+        raise BindingError(
+            f"malformed binding {raw!r}: expected '${{user.<key>}}' or "
+            "'${<step_id>.<output>}' with an optional dotted path of names and indices"
+        )
+    head, name, rest = match.groups()
+    path = tuple(int(p) if p.isdigit() else p for p in rest[1:].split(".")) if rest else ()
+    # tuple.__new__ skips NamedTuple's Python-level __new__: this is the validator's hot path.
+    if head == USER_NAMESPACE:
+        return _new_binding(Binding, ("external", raw, None, name, None, None, path))
+    return _new_binding(Binding, ("step_output", raw, None, None, head, name, path))
+
+
+def iter_strings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], str]]:
+    """Yield `(location, text)` for every string inside nested lists and dicts.
+
+    Uses an explicit stack, so nesting depth is not limited by Python's
+    recursion limit.
+
+    Example:
+        >>> list(iter_strings({"a": ["x", 3, {"b": "y"}]}))
+        [(('a', 0), 'x'), (('a', 2, 'b'), 'y')]
+    """
+    stack: list[tuple[tuple[PathItem, ...], Any]] = [((), value)]
+    while stack:
+        location, item = stack.pop()
+        if isinstance(item, str):
+            yield location, item
+        elif isinstance(item, dict):
+            stack.extend(((*location, k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend(((*location, i), v) for i, v in reversed(list(enumerate(item))))
+
+
+def iter_bindings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], Binding]]:
+    """Yield `(location, binding)` for every non-literal binding inside `value`.
+
+    Malformed bindings raise `BindingError` when reached.
+
+    Example:
+        >>> [(loc, b.reference) for loc, b in iter_bindings({"a": ["${x.y}", 3]})]
+        [(('a', 0), 'x.y')]
+    """
+    for location, text in iter_strings(value):
+        binding = parse_binding(text)
+        if binding.kind != "literal":
+            yield location, binding
+
+
+def map_bindings(value: Any, resolve: Callable[[Binding], Any]) -> Any:
+    """Return a copy of `value` with every binding replaced by `resolve(binding)`.
+
+    Literal strings lose their `$$` escape. Iterative, like `iter_bindings`.
+
+    Example:
+        >>> map_bindings({"n": ["${user.n}", 2]}, lambda b: 1)
+        {'n': [1, 2]}
+    """
+    root: list[Any] = [None]
+    # (container, slot, source value) triples still to fill in.
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while stack:
+        container, slot, item = stack.pop()
+        if isinstance(item, dict):
+            copy_d: dict[Any, Any] = {}
+            container[slot] = copy_d
+            stack.extend((copy_d, k, v) for k, v in item.items())
+        elif isinstance(item, list):
+            copy_l: list[Any] = [None] * len(item)
+            container[slot] = copy_l
+            stack.extend((copy_l, i, v) for i, v in enumerate(item))
+        else:
+            binding = parse_binding(item)
+            container[slot] = binding.value if binding.kind == "literal" else resolve(binding)
+    return root[0]
+
+
+class PlanStep(BaseModel):
+    """One step of a plan: call `action` with `inputs`.
+
+    Example:
+        >>> PlanStep(id="load", action="load_csv", inputs={"path": "${user.path}"}).id
+        'load'
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Unique id of the step within its plan; names its run.")
+    action: str = Field(default="", description="Name of the catalog action to run.")
+    action_ref: str | None = Field(
+        default=None, description="Canonical action ref (`flow:<name>@<version>`), if resolved."
+    )
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Input name to literal or binding."
+    )
+    extras: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Per-step policy: retries, retry_delay_seconds, timeout_seconds, run_as.",
+    )
+
+
+class CandidatePlan(BaseModel):
+    """A plan: steps in any order, wired by bindings into an acyclic graph.
+
+    Example:
+        >>> plan = CandidatePlan.from_dict(
+        ...     {"steps": [{"id": "a", "action": "load_csv", "inputs": {"path": "x.csv"}}]}
+        ... )
+        >>> len(plan.steps), len(plan.plan_id)
+        (1, 16)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[PlanStep] = Field(description="The steps; list order does not matter.")
+    extras: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form plan metadata (planner, goal, notes)."
+    )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CandidatePlan:
+        """Build a plan from its dict form, naming the first bad field on error.
+
+        Raises:
+            PlanDecodingError: `data` does not have the shape of a plan.
+
+        Example:
+            >>> CandidatePlan.from_dict({"steps": []}).steps
+            []
+        """
+        if not isinstance(data, Mapping):
+            raise PlanDecodingError(
+                f"a plan must be a JSON object with 'steps', got {type(data).__name__}",
+                raw=canonical_json(data),
+            )
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'plan'}: {err['msg']}"
+                for err in exc.errors()[:10]
+            )
+            raise PlanDecodingError(
+                f"not a valid plan: {problems}", raw=canonical_json(data)
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plan as plain JSON-able data (inverse of `from_dict`).
+
+        Example:
+            >>> CandidatePlan(steps=[PlanStep(id="a", action="x")]).to_dict()["steps"][0]["id"]
+            'a'
+        """
+        return self.model_dump(mode="json")
+
+    @property
+    def plan_id(self) -> str:
+        """Stable content hash of the steps (16 hex digits).
+
+        It depends on step ids, actions, inputs and extras; not on the order of
+        the steps or of dict keys, nor on resolved `action_ref`s.
+        """
+        content = sorted(
+            canonical_json({"id": s.id, "action": s.action, "inputs": s.inputs, "extras": s.extras})
+            for s in self.steps
+        )
+        return hashlib.sha256("\n".join(content).encode()).hexdigest()[:16]
+
+    def resolve_actions(self, catalog: ActionCatalog) -> CandidatePlan:
+        """Return a copy whose steps have both `action` and `action_ref` filled.
+
+        Steps whose action the catalog does not know are left as they are, for
+        the validator to report.
+
+        Example:
+            >>> from prefect import flow
+            >>> from prefect_aether import ActionCatalog
+            >>> @flow(name="hello", version="1")
+            ... def hello() -> str:
+            ...     return "hi"
+            >>> catalog = ActionCatalog()
+            >>> _ = catalog.register(hello)
+            >>> plan = CandidatePlan(steps=[PlanStep(id="a", action="hello")])
+            >>> plan.resolve_actions(catalog).steps[0].action_ref
+            'flow:hello@1'
+        """
+        steps = []
+        for step in self.steps:
+            spec = catalog.get(step.action) if step.action else None
+            if spec is None and step.action_ref:
+                spec = catalog.get(step.action_ref)
+            if spec is None:
+                steps.append(step.model_copy())
+            else:
+                steps.append(step.model_copy(update={"action": spec.name, "action_ref": spec.ref}))
+        return self.model_copy(update={"steps": steps})
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """JSON schema of a plan, for LLM structured output.
+
+        Example:
+            >>> CandidatePlan.json_schema()["required"]
+            ['steps']
+        """
+        step = {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "description": "Unique step id, e.g. 'load'."},
+                "action": {"type": "string", "description": "Name of a catalog action."},
+                "inputs": {
+                    "type": "object",
+                    "description": (
+                        "Input name to value: a JSON literal, '${user.<key>}' or "
+                        "'${<step_id>.<output>}' (optionally '.<field>' path)."
+                    ),
+                },
+            },
+            "required": ["id", "action", "inputs"],
+        }
+        return {
+            "type": "object",
+            "properties": {"steps": {"type": "array", "items": step}},
+            "required": ["steps"],
+        }

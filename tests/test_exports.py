@@ -1,0 +1,55 @@
+"""The package's public surface is pinned: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import inspect
+
+import prefect_aether
+
+EXPECTED = [
+    "ActionCatalog",
+    "ActionSpec",
+    "AetherSettings",
+    "AetherUsageError",
+    "Binding",
+    "BindingError",
+    "CandidatePlan",
+    "CatalogError",
+    "ExecutionError",
+    "IOSlot",
+    "LLMError",
+    "PlanDecodingError",
+    "PlanStep",
+    "PlanValidationError",
+    "PrefectAetherError",
+    "ValidationIssue",
+    "ValidationResult",
+    "__version__",
+    "iter_bindings",
+    "map_bindings",
+    "parse_binding",
+    "validate_plan",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert prefect_aether.__all__ == EXPECTED
+    assert sorted(prefect_aether.__all__) == prefect_aether.__all__
+
+
+def test_every_public_name_exists_and_has_an_example() -> None:
+    for name in prefect_aether.__all__:
+        obj = getattr(prefect_aether, name)
+        if name == "__version__":
+            assert isinstance(obj, str)
+            assert obj.count(".") == 2
+            continue
+        doc = inspect.getdoc(obj) or ""
+        assert ">>>" in doc, f"{name} has no runnable example in its docstring"
+
+
+def test_collection_entry_point_is_declared() -> None:
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group="prefect.collections")}
+    assert names.get("prefect_aether") == "prefect_aether"
