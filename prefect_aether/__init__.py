@@ -23,6 +23,12 @@ from prefect_aether.exceptions import (
     PlanValidationError,
     PrefectAetherError,
 )
+from prefect_aether.execute import (
+    BackgroundExecutionHandle,
+    ExecutionEvent,
+    ExecutionResult,
+    PlanExecutor,
+)
 from prefect_aether.plan import (
     Binding,
     CandidatePlan,
@@ -39,14 +45,18 @@ __all__ = [
     "ActionSpec",
     "AetherSettings",
     "AetherUsageError",
+    "BackgroundExecutionHandle",
     "Binding",
     "BindingError",
     "CandidatePlan",
     "CatalogError",
     "ExecutionError",
+    "ExecutionEvent",
+    "ExecutionResult",
     "IOSlot",
     "LLMError",
     "PlanDecodingError",
+    "PlanExecutor",
     "PlanStep",
     "PlanValidationError",
     "PrefectAetherError",

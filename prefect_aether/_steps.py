@@ -1,0 +1,163 @@
+"""How one plan step runs as a Prefect child run (private to `execute.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect import Flow, Task, tags
+from prefect.utilities.hashing import hash_objects
+from pydantic import BaseModel
+
+from prefect_aether.catalog import ActionSpec
+from prefect_aether.exceptions import ExecutionError
+from prefect_aether.plan import Binding, PlanStep, map_bindings
+
+RESULT = "result"
+
+
+def outputs_of(spec: ActionSpec, value: Any) -> dict[str, Any]:
+    """Split a step's return value into its output slots (see `ActionSpec.outputs`)."""
+    names = [slot.name for slot in spec.outputs]
+    if value is None and not names:
+        return {}
+    if not names or names == [RESULT]:
+        return {RESULT: value}
+    if isinstance(value, BaseModel) or dataclasses.is_dataclass(value):
+        return {n: getattr(value, n) for n in names if hasattr(value, n)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return dict(value._asdict())
+    if isinstance(value, Mapping):
+        return {n: value[n] for n in names if n in value}
+    return {RESULT: value}
+
+
+def follow_path(value: Any, path: Sequence[str | int], where: str) -> Any:
+    """The value at a dotted path into mappings, sequences and attributes."""
+    for depth, item in enumerate(path):
+        try:
+            if isinstance(value, Mapping):  # noqa: SIM114 (separate: mypy narrows the index type)
+                value = value[item]
+            elif (
+                isinstance(item, int) and isinstance(value, Sequence) and not isinstance(value, str)
+            ):
+                value = value[item]
+            elif isinstance(item, str):
+                value = getattr(value, item)
+            else:
+                raise LookupError(item)
+        except (LookupError, AttributeError):
+            walked = ".".join(str(p) for p in path[: depth + 1])
+            raise ExecutionError(
+                f"{where}: the value has no {walked!r} (got {type(value).__name__})"
+            ) from None
+    return value
+
+
+def resolve_inputs(
+    step: PlanStep, user_inputs: Mapping[str, Any], step_outputs: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The step's inputs with every binding replaced by its run-time value."""
+
+    def resolve(binding: Binding) -> Any:
+        where = f"step {step.id!r}: {binding.raw}"
+        if binding.kind == "external":
+            if binding.key not in user_inputs:
+                raise ExecutionError(f"{where}: no user value {binding.key!r}", step_id=step.id)
+            return follow_path(user_inputs[binding.key or ""], binding.path, where)
+        outputs = step_outputs.get(binding.step_id or "", {})
+        if binding.output not in outputs:
+            raise ExecutionError(
+                f"{where}: step {binding.step_id!r} produced no output {binding.output!r}",
+                step_id=step.id,
+            )
+        return follow_path(outputs[binding.output], binding.path, where)
+
+    return dict(map_bindings(step.inputs, resolve))
+
+
+def cache_key(plan_id: str, step: PlanStep, spec: ActionSpec, inputs: dict[str, Any]) -> str:
+    """Resume key: plan id + step id + hash of the resolved inputs (never call order)."""
+    digest = hash_objects(spec.ref, inputs) or hash_objects(spec.ref, repr(inputs))
+    return f"aether-{plan_id}-{step.id}-{digest}"
+
+
+def _policy(step: PlanStep, flow: Flow[..., Any]) -> dict[str, Any]:
+    extras = step.extras
+    return {
+        "retries": extras.get("retries", flow.retries),
+        "retry_delay_seconds": extras.get("retry_delay_seconds", flow.retry_delay_seconds),
+        "timeout_seconds": extras.get("timeout_seconds", flow.timeout_seconds),
+    }
+
+
+async def _call_fn(flow: Flow[..., Any], inputs: dict[str, Any]) -> Any:
+    # Prefect's own validation and coercion ("3" -> 3, dict -> model), as a flow run would do.
+    params = flow.validate_parameters(inputs) if flow.should_validate_parameters else inputs
+    if inspect.iscoroutinefunction(flow.fn):
+        return await flow.fn(**params)
+    # Sync code runs in a worker thread (contextvars copied, so Prefect's run context and
+    # logger follow) to keep the plan's event loop free for concurrent steps.
+    return await asyncio.to_thread(functools.partial(flow.fn, **params))
+
+
+async def _call_subflow(
+    flow: Flow[..., Any], step: PlanStep, step_tags: list[str], inputs: dict[str, Any]
+) -> Any:
+    policy = _policy(step, flow)
+    child = flow.with_options(
+        flow_run_name=step.id,
+        retries=policy["retries"],
+        retry_delay_seconds=policy["retry_delay_seconds"],
+        timeout_seconds=policy["timeout_seconds"],
+    )
+    with tags(*step_tags):
+        if inspect.iscoroutinefunction(flow.fn):
+            return await child(**inputs)
+        return await asyncio.to_thread(functools.partial(child, **inputs))
+
+
+def step_task(
+    flow: Flow[..., Any],
+    step: PlanStep,
+    *,
+    run_as: str,
+    key: str,
+    step_tags: list[str],
+    tag_task: bool,
+    result_storage: Any = None,
+) -> Task[..., Any]:
+    """A Prefect task, named after the step, that runs it and persists its result under `key`.
+
+    In `"task"` mode the task calls the action's function itself and carries
+    the step's retries and timeout. In `"subflow"` mode it starts the action's
+    flow as a child flow run named after the step, which carries them instead.
+    Either way the task's cache key makes a re-run reuse a finished step. The
+    task run carries `step_tags` only when `tag_task` (see `PlanExecutor`'s
+    `tag_steps`); a child flow run always does.
+    """
+    if run_as == "task":
+        policy = _policy(step, flow)
+
+        async def run_step(inputs: dict[str, Any]) -> Any:
+            return await _call_fn(flow, inputs)
+    else:
+        policy = {"retries": 0, "retry_delay_seconds": 0, "timeout_seconds": None}
+
+        async def run_step(inputs: dict[str, Any]) -> Any:
+            return await _call_subflow(flow, step, step_tags, inputs)
+
+    return Task(
+        fn=run_step,
+        name=step.id,
+        task_run_name=step.id,
+        tags=step_tags if tag_task else None,
+        cache_key_fn=lambda _context, _parameters: key,
+        persist_result=True,
+        result_storage=result_storage,
+        **policy,
+    )

@@ -1,0 +1,473 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, TaskRun
+
+from prefect_aether import ActionCatalog, CandidatePlan, PlanValidationError
+from prefect_aether.execute import ExecutionEvent, PlanExecutor
+from tests import exec_flows
+from tests.exec_flows import executions
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> ActionCatalog:
+    catalog = ActionCatalog()
+    catalog.register_module(exec_flows)
+    return catalog
+
+
+def diamond(log: Path, width: int = 3) -> CandidatePlan:
+    steps: list[dict[str, Any]] = [
+        {
+            "id": f"n{i}",
+            "action": "emit_number",
+            "inputs": {"value": i + 1, "log_dir": str(log), "delay": 0.2},
+        }
+        for i in range(width)
+    ]
+    steps.append(
+        {
+            "id": "join",
+            "action": "summarize",
+            "inputs": {"values": [f"${{n{i}.result}}" for i in range(width)], "log_dir": str(log)},
+        }
+    )
+    steps.append(
+        {
+            "id": "twice",
+            "action": "double",
+            "inputs": {"value": "${join.total}", "log_dir": str(log)},
+        }
+    )
+    return CandidatePlan.from_dict({"steps": steps})
+
+
+async def task_runs(
+    flow_run_id: str | None, expected: int | None = None, timeout: float = 20
+) -> dict[str, TaskRun]:
+    """The plan's task runs once all (`expected` many) are final; the server records them
+    from events, so they show up a little after the flow run ends."""
+    assert flow_run_id is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+            )
+        settled = all(r.state is not None and r.state.is_final() for r in runs)
+        if (settled and len(runs) >= (expected or 0)) or time.monotonic() > deadline:
+            return {run.name: run for run in runs}
+        await asyncio.sleep(0.2)
+
+
+async def flow_run(flow_run_id: str | None) -> FlowRun:
+    assert flow_run_id is not None
+    async with get_client() as client:
+        return await client.read_flow_run(UUID(flow_run_id))
+
+
+async def test_dag_runs_with_outputs_tags_and_edges(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    plan = diamond(counter_dir)
+    events: list[ExecutionEvent] = []
+    executor = PlanExecutor(catalog, tag_steps=True)
+    result = await executor.execute(plan, on_event=events.append, tags=["team:data"])
+    assert result.ok, result.errors
+    assert result.step_outputs["join"] == {"total": 6, "count": 3}
+    assert result.outputs == {"result": 12}
+    assert executions(counter_dir, "summarize") == 1
+
+    parent = await flow_run(result.flow_run_id)
+    assert parent.name == f"plan-{plan.plan_id}"
+    assert set(parent.tags) >= {"team:data", f"plan:{plan.plan_id}"}
+    assert parent.state is not None
+    assert parent.state.is_completed()
+
+    runs = await task_runs(result.flow_run_id, expected=5)
+    assert set(runs) == {"n0", "n1", "n2", "join", "twice"}
+    for sid, run in runs.items():
+        assert set(run.tags) >= {f"plan_step:{sid}", f"plan:{plan.plan_id}", "team:data"}
+    upstream_of_join = {
+        str(ref.id)
+        for ref in runs["join"].task_inputs["wait_for"]  # type: ignore[union-attr]
+    }
+    assert upstream_of_join == {str(runs[f"n{i}"].id) for i in range(3)}
+    assert {str(r.id) for r in runs["twice"].task_inputs["wait_for"]} == {str(runs["join"].id)}  # type: ignore[union-attr]
+
+    phases = [(e.phase, e.step_id) for e in events]
+    assert phases[0] == ("start", None)
+    assert phases[-1] == ("success", None)
+    assert phases.index(("step_success", "join")) < phases.index(("step_start", "twice"))
+    for i in range(3):
+        assert phases.index(("step_success", f"n{i}")) < phases.index(("step_start", "join"))
+
+
+async def test_independent_steps_overlap_and_max_concurrency_bounds_them(
+    catalog: ActionCatalog, tmp_path: Path
+) -> None:
+    def plan_for(log: Path) -> CandidatePlan:
+        log.mkdir()
+        return CandidatePlan.from_dict(
+            {
+                "steps": [
+                    {"id": f"s{i}", "action": "sleepy", "inputs": {"value": i, "log_dir": str(log)}}
+                    for i in range(3)
+                ]
+            }
+        )
+
+    def spans(log: Path) -> list[tuple[float, float]]:
+        out = []
+        for i in range(3):
+            start, end = (log / f"span-{i}").read_text().split()
+            out.append((float(start), float(end)))
+        return sorted(out)
+
+    wide = await PlanExecutor(catalog).execute(plan_for(tmp_path / "wide"))
+    assert wide.ok, wide.errors
+    starts_and_ends = spans(tmp_path / "wide")
+    assert max(s for s, _ in starts_and_ends) < min(e for _, e in starts_and_ends)  # all overlap
+
+    serial = await PlanExecutor(catalog, max_concurrency=1).execute(plan_for(tmp_path / "serial"))
+    assert serial.ok, serial.errors
+    ordered = spans(tmp_path / "serial")
+    assert all(ordered[i][1] <= ordered[i + 1][0] for i in range(2))  # never two at once
+
+
+async def test_invalid_plan_raises_before_any_flow_run(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    async with get_client() as client:
+        before = await client.count_flow_runs()
+    bad = CandidatePlan.from_dict(
+        {"steps": [{"id": "a", "action": "double", "inputs": {"value": "${ghost.result}"}}]}
+    )
+    with pytest.raises(PlanValidationError) as info:
+        await PlanExecutor(catalog).execute(bad)
+    assert {i.kind for i in info.value.issues} == {"unknown_step", "missing_input"}
+    partial = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "a", "action": "double", "inputs": {"value": "${user.n}", "log_dir": "x"}}
+            ]
+        }
+    )
+    with pytest.raises(PlanValidationError, match=r"user\.n is needed by a\.value"):
+        await PlanExecutor(catalog).execute(partial)
+    async with get_client() as client:
+        assert await client.count_flow_runs() == before
+
+
+async def test_user_inputs_and_paths_are_bound_at_run_time(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {
+                    "id": "sum",
+                    "action": "summarize",
+                    "inputs": {"values": "${user.numbers}", "log_dir": str(counter_dir)},
+                },
+                {
+                    "id": "d",
+                    "action": "double",
+                    "inputs": {"value": "${sum.total}", "log_dir": "${user.cfg.dir}"},
+                },
+            ]
+        }
+    )
+    result = await PlanExecutor(catalog).execute(
+        plan, user_inputs={"numbers": ["1", 2, 3], "cfg": {"dir": str(counter_dir)}}
+    )
+    assert result.ok, result.errors
+    assert result.step_outputs["sum"] == {"total": 6, "count": 3}  # "1" coerced by Prefect
+    assert result.outputs == {"result": 12}
+
+
+async def test_fail_fast_skips_everything_not_started(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "boom", "action": "always_fail", "inputs": {"log_dir": log}},
+                {
+                    "id": "after",
+                    "action": "double",
+                    "inputs": {"value": "${boom.result}", "log_dir": log},
+                },
+                {
+                    "id": "slow",
+                    "action": "emit_number",
+                    "inputs": {"value": 5, "log_dir": log, "delay": 1.0},
+                },
+                {
+                    "id": "later",
+                    "action": "double",
+                    "inputs": {"value": "${slow.result}", "log_dir": log},
+                },
+            ]
+        }
+    )
+    events: list[ExecutionEvent] = []
+    result = await PlanExecutor(catalog, fail_fast=True).execute(plan, on_event=events.append)
+    assert not result.ok
+    assert result.errors == {"boom": "RuntimeError: this step always fails"}
+    assert sorted(result.skipped) == ["after", "later"]
+    assert executions(counter_dir, "double") == 0
+    failure = next(e for e in events if e.phase == "step_failure")
+    assert (failure.step_id, failure.error) == ("boom", "RuntimeError: this step always fails")
+    assert {e.step_id for e in events if e.phase == "step_skipped"} == {"after", "later"}
+    assert events[-1].phase == "failure"
+    parent = await flow_run(result.flow_run_id)
+    assert parent.state is not None
+    assert parent.state.is_failed()
+    assert "boom" in (parent.state.message or "")
+
+
+async def test_without_fail_fast_independent_branches_run_on(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "boom", "action": "always_fail", "inputs": {"log_dir": log}},
+                {
+                    "id": "after",
+                    "action": "double",
+                    "inputs": {"value": "${boom.result}", "log_dir": log},
+                },
+                {
+                    "id": "deeper",
+                    "action": "double",
+                    "inputs": {"value": "${after.result}", "log_dir": log},
+                },
+                {
+                    "id": "slow",
+                    "action": "emit_number",
+                    "inputs": {"value": 5, "log_dir": log, "delay": 0.5},
+                },
+                {
+                    "id": "later",
+                    "action": "double",
+                    "inputs": {"value": "${slow.result}", "log_dir": log},
+                },
+            ]
+        }
+    )
+    result = await PlanExecutor(catalog, fail_fast=False).execute(plan)
+    assert not result.ok
+    assert sorted(result.skipped) == ["after", "deeper"]
+    assert result.step_outputs["later"] == {"result": 10}
+    assert executions(counter_dir, "double") == 1
+
+
+async def test_resume_reuses_finished_steps(catalog: ActionCatalog, counter_dir: Path) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "a", "action": "emit_number", "inputs": {"value": 20, "log_dir": log}},
+                {"id": "b", "action": "double", "inputs": {"value": "${a.result}", "log_dir": log}},
+                {
+                    "id": "c",
+                    "action": "fail_once",
+                    "inputs": {"value": "${b.result}", "log_dir": log},
+                },
+            ]
+        }
+    )
+    first = await PlanExecutor(catalog).execute(plan)
+    assert not first.ok
+    assert first.errors == {"c": "ValueError: transient failure, try again"}
+    second = await PlanExecutor(catalog).execute(plan)
+    assert second.ok, second.errors
+    assert second.outputs == {"result": 41}
+    assert sorted(second.reused) == ["a", "b"]
+    assert executions(counter_dir, "emit_number-20") == 1
+    assert executions(counter_dir, "double") == 1
+    assert executions(counter_dir, "fail_once") == 2
+    runs = await task_runs(second.flow_run_id, expected=3)
+    assert runs["a"].state_name == "Cached"
+    assert runs["c"].state_name == "Completed"
+
+
+async def test_resume_key_is_step_and_inputs_not_call_order(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    log = str(counter_dir)
+    steps = [
+        {"id": f"s{i}", "action": "emit_number", "inputs": {"value": v, "log_dir": log, "delay": d}}
+        for i, (v, d) in enumerate([(100, 0.3), (200, 0.0), (100, 0.1), (300, 0.2)])
+    ]
+    plan = CandidatePlan.from_dict({"steps": steps})
+    first = await PlanExecutor(catalog).execute(plan)
+    assert {k: v["result"] for k, v in first.step_outputs.items()} == {
+        "s0": 100,
+        "s1": 200,
+        "s2": 100,
+        "s3": 300,
+    }
+    again = await PlanExecutor(catalog).execute(
+        CandidatePlan.from_dict({"steps": list(reversed(steps))})
+    )
+    assert again.step_outputs == first.step_outputs
+    assert sorted(again.reused) == ["s0", "s1", "s2", "s3"]
+    # s0 and s2 share an action and inputs but are different steps: both really ran once.
+    assert executions(counter_dir, "emit_number-100") == 2
+
+
+async def test_step_policy_retries_and_timeout(catalog: ActionCatalog, counter_dir: Path) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {
+                    "id": "flaky",
+                    "action": "fail_once",
+                    "inputs": {"value": 1, "log_dir": log},
+                    "extras": {"retries": 1, "retry_delay_seconds": 0},
+                },
+                {
+                    "id": "stuck",
+                    "action": "hang",
+                    "inputs": {"log_dir": log},
+                    "extras": {"timeout_seconds": 0.5},
+                },
+            ]
+        }
+    )
+    started = time.monotonic()
+    result = await PlanExecutor(catalog, fail_fast=False).execute(plan)
+    assert time.monotonic() - started < 20
+    assert result.step_outputs["flaky"] == {"result": 2}
+    assert executions(counter_dir, "fail_once") == 2
+    assert result.errors["stuck"].startswith("TaskRunTimeoutError")
+    assert executions(counter_dir, "hang") == 1
+
+
+async def test_subflow_mode_creates_named_tagged_child_flow_runs(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "first", "action": "emit_number", "inputs": {"value": 7, "log_dir": log}},
+                {
+                    "id": "second",
+                    "action": "double",
+                    "inputs": {"value": "${first.result}", "log_dir": log},
+                    "extras": {"run_as": "task"},
+                },
+            ]
+        }
+    )
+    result = await PlanExecutor(catalog, run_as="subflow").execute(plan, tags=["mode:subflow"])
+    assert result.ok, result.errors
+    assert result.outputs == {"result": 14}
+    async with get_client() as client:
+        children = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[f"plan:{plan.plan_id}", "plan_step:first"])
+            )
+        )
+    assert [c.name for c in children] == ["first"]
+    assert set(children[0].tags) >= {"mode:subflow", f"plan:{plan.plan_id}", "plan_step:first"}
+    runs = await task_runs(result.flow_run_id, expected=3)
+    async with get_client() as client:
+        assert children[0].parent_task_run_id is not None
+        link = await client.read_task_run(children[0].parent_task_run_id)
+    # Prefect represents the child flow run by a task run in the plan's run, whose parent
+    # is the step's task run: plan run -> step "first" -> child flow run "first".
+    assert str(link.flow_run_id) == result.flow_run_id
+    assert [p.id for p in link.task_inputs["__parents__"]] == [runs["first"].id]  # type: ignore[union-attr]
+    assert [w.id for w in runs["second"].task_inputs["wait_for"]] == [runs["first"].id]  # type: ignore[union-attr]
+    assert "second" in runs
+    assert not any(c.name == "second" for c in children)
+
+
+async def test_artifacts_show_plan_and_results(catalog: ActionCatalog, counter_dir: Path) -> None:
+    plan = diamond(counter_dir, width=2)
+    result = await PlanExecutor(catalog).execute(plan)
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(
+                    any_=[f"aether-plan-{plan.plan_id}", f"aether-results-{plan.plan_id}"]
+                )
+            )
+        )
+    by_type = {a.type: a for a in artifacts if str(a.flow_run_id) == result.flow_run_id}
+    markdown = str(by_type["markdown"].data)
+    assert "```mermaid" in markdown
+    assert "n0 --> join" in markdown
+    assert "join --> twice" in markdown
+    table = by_type["table"].data
+    rows = table if isinstance(table, list) else __import__("json").loads(str(table))
+    assert [r["step"] for r in rows] == ["n0", "n1", "join", "twice"]
+    assert {r["state"] for r in rows} == {"Completed"}
+    assert rows[2]["output"] == '{"count":2,"total":3}'
+
+
+async def test_event_callbacks_may_be_async_and_may_fail(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    seen: list[str] = []
+
+    async def on_event(event: ExecutionEvent) -> None:
+        await asyncio.sleep(0)
+        seen.append(event.phase)
+        if event.phase == "step_start":
+            raise RuntimeError("callback bug")
+
+    plan = diamond(counter_dir, width=1)
+    result = await PlanExecutor(catalog).execute(plan, on_event=on_event)
+    assert result.ok, result.errors
+    assert seen.count("step_start") == 3
+    assert seen[-1] == "success"
+
+
+def test_background_execution_handle(catalog: ActionCatalog, counter_dir: Path) -> None:
+    completed: list[Any] = []
+    plan = diamond(counter_dir, width=2)
+    handle = PlanExecutor(catalog).execute_background(plan, on_complete=completed.append)
+    assert handle.plan_id == plan.plan_id
+    result = handle.wait(timeout=120)
+    assert handle.done()
+    assert not handle.cancelled()
+    assert result.ok
+    assert result.outputs == {"result": 6}
+    assert completed == [result]
+    assert handle.cancel() is False
+
+    slow = CandidatePlan.from_dict(
+        {"steps": [{"id": "h", "action": "hang", "inputs": {"log_dir": str(counter_dir)}}]}
+    )
+    handle = PlanExecutor(catalog).execute_background(slow)
+    time.sleep(1.0)
+    assert handle.cancel() is True
+    result = handle.wait(timeout=60)
+    assert handle.cancelled()
+    assert not result.ok
+    assert result.errors["plan"].startswith("CancelledError")
