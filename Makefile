@@ -26,8 +26,14 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The example plan over flows/ on Prefect's embedded server (no API URL, no key needed).
+demo: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect-aether run flows/plan.json \
+		--module flows/pipeline.py --input csv_path=flows/data/sales.csv --input output_dir=out
+
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/execute.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

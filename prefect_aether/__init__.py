@@ -29,6 +29,7 @@ from prefect_aether.execute import (
     ExecutionResult,
     PlanExecutor,
 )
+from prefect_aether.llm import OpenAICompatibleLLM
 from prefect_aether.plan import (
     Binding,
     CandidatePlan,
@@ -37,11 +38,19 @@ from prefect_aether.plan import (
     map_bindings,
     parse_binding,
 )
+from prefect_aether.planner import (
+    ActionPlanner,
+    PlanningContext,
+    PlanningEvent,
+    PlanResult,
+    decode_plan,
+)
 from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import ValidationIssue, ValidationResult, validate_plan
 
 __all__ = [
     "ActionCatalog",
+    "ActionPlanner",
     "ActionSpec",
     "AetherSettings",
     "AetherUsageError",
@@ -55,14 +64,19 @@ __all__ = [
     "ExecutionResult",
     "IOSlot",
     "LLMError",
+    "OpenAICompatibleLLM",
     "PlanDecodingError",
     "PlanExecutor",
+    "PlanResult",
     "PlanStep",
     "PlanValidationError",
+    "PlanningContext",
+    "PlanningEvent",
     "PrefectAetherError",
     "ValidationIssue",
     "ValidationResult",
     "__version__",
+    "decode_plan",
     "iter_bindings",
     "map_bindings",
     "parse_binding",

@@ -138,7 +138,7 @@ def step_task(
     flow as a child flow run named after the step, which carries them instead.
     Either way the task's cache key makes a re-run reuse a finished step. The
     task run carries `step_tags` only when `tag_task` (see `PlanExecutor`'s
-    `tag_steps`); a child flow run always does.
+    `tag_steps`); a child flow run always does (flow runs have no tag concurrency).
     """
     if run_as == "task":
         policy = _policy(step, flow)

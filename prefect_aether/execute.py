@@ -356,6 +356,7 @@ class _PlanRun:
         self.plan_id = plan.plan_id
         self.user_inputs = user_inputs
         self.steps = {s.id: s for s in plan.steps}
+        self.levels = levels
         self.order = [sid for level in levels for sid in level]
         self.position = {sid: i for i, sid in enumerate(self.order)}
         self.deps = {
@@ -422,15 +423,19 @@ class _PlanRun:
         context = FlowRunContext.get()
         if context is not None and context.flow_run is not None:
             self.flow_run_id = str(context.flow_run.id)
-        await acreate_markdown_artifact(
-            markdown=_report.plan_markdown(self.plan, [self.order], self.deps),
-            key=f"aether-plan-{self.plan_id}",
-            description=f"prefect-aether plan {self.plan_id}",
+        # The plan artifact is written while the first steps start, not before them.
+        plan_artifact = asyncio.ensure_future(
+            acreate_markdown_artifact(
+                markdown=_report.plan_markdown(self.plan, self.levels, self.deps),
+                key=f"aether-plan-{self.plan_id}",
+                description=f"prefect-aether plan {self.plan_id}",
+            )
         )
         await self.emit("start", None, f"executing plan {self.plan_id} ({len(self.order)} steps)")
         try:
             await self.schedule()
         finally:
+            await plan_artifact
             await self.publish_results()
         if self.errors:
             first = next(iter(self.errors.items()))
@@ -555,7 +560,7 @@ class _PlanRun:
                 run_as=run_as,
                 key=key,
                 step_tags=step_tags,
-                tag_task=self.executor.tag_steps or run_as == "subflow",
+                tag_task=self.executor.tag_steps,
                 result_storage=self.executor.result_storage,
             )
             upstream = [self.states[d] for d in self.deps[sid] if d in self.states]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.llm_server import ScriptedLLMServer
+
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -44,3 +46,11 @@ def counter_dir(tmp_path: Path) -> Path:
     path = tmp_path / "runs"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[ScriptedLLMServer]:
+    """A chat-completions server on 127.0.0.1 answering from a scripted queue."""
+    server = ScriptedLLMServer().start()
+    yield server
+    server.stop()

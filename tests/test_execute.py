@@ -421,6 +421,7 @@ async def test_artifacts_show_plan_and_results(catalog: ActionCatalog, counter_d
     by_type = {a.type: a for a in artifacts if str(a.flow_run_id) == result.flow_run_id}
     markdown = str(by_type["markdown"].data)
     assert "```mermaid" in markdown
+    assert "4 steps in 3 levels." in markdown
     assert "n0 --> join" in markdown
     assert "join --> twice" in markdown
     table = by_type["table"].data

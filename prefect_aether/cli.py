@@ -1,0 +1,291 @@
+"""The `prefect-aether` command: inspect a catalog, validate and run plans.
+
+Example:
+    $ prefect-aether catalog --module flows/pipeline.py
+    $ prefect-aether validate flows/plan.json --module flows/pipeline.py \\
+        --input csv_path=flows/data/sales.csv
+    $ prefect-aether run flows/plan.json --module flows/pipeline.py --input output_dir=out
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from prefect_aether.catalog import ActionCatalog
+from prefect_aether.exceptions import PlanValidationError, PrefectAetherError
+from prefect_aether.execute import ExecutionEvent, ExecutionResult, PlanExecutor
+from prefect_aether.plan import CandidatePlan
+from prefect_aether.validate import validate_plan
+
+app = typer.Typer(
+    name="prefect-aether",
+    help="Plan with the Prefect flows you already have.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+ModulesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--module", "-m", help="Module (dotted name or .py file) whose flows are actions."
+    ),
+]
+EntrypointsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--entrypoint", "-e", help="A flow entrypoint, 'path.py:fn' or 'pkg.mod:fn'."),
+]
+InputsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input", "-i", help="A user input, key=value (value parsed as JSON if it can be)."
+    ),
+]
+
+
+def fail(message: str) -> NoReturn:
+    """Print one clear line and exit with status 2."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    try:
+        yield
+    except PlanValidationError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except PrefectAetherError as exc:
+        fail(str(exc))
+
+
+def build_catalog(modules: list[str] | None, entrypoints: list[str] | None) -> ActionCatalog:
+    """A catalog of the flows in the given modules and entrypoints."""
+    if not modules and not entrypoints:
+        fail("no actions: pass --module and/or --entrypoint")
+    catalog = ActionCatalog()
+    with _clean_errors():
+        for module in modules or []:
+            if module.endswith(".py") or "/" in module:
+                catalog.register_module(_load_script(module))
+            else:
+                catalog.register_module(module)
+        for entrypoint in entrypoints or []:
+            catalog.register_entrypoint(entrypoint)
+    return catalog
+
+
+def _load_script(path: str) -> Any:
+    from prefect.utilities.importtools import load_script_as_module
+
+    if not Path(path).is_file():
+        fail(f"module file {path!r} does not exist")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return load_script_as_module(path)
+    except Exception as exc:
+        fail(f"cannot load {path!r}: {type(exc).__name__}: {exc}")
+
+
+def load_plan(path: Path) -> CandidatePlan:
+    """Read a plan from a JSON or YAML file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        fail(f"cannot read plan {str(path)!r}: {exc.strerror or exc}")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        fail(
+            f"plan {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+            f"{str(exc).splitlines()[0]}"
+        )
+    with _clean_errors():
+        return CandidatePlan.from_dict(data)
+    raise AssertionError("unreachable")
+
+
+def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
+    """`key=value` pairs to a dict; values are JSON when they parse as JSON, else text."""
+    values: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--input {pair!r} must look like key=value")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw
+    return values
+
+
+@app.command("catalog")
+def catalog_command(
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the specs as JSON.")] = False,
+) -> None:
+    """List the actions built from your flows."""
+    catalog = build_catalog(module, entrypoint)
+    if as_json:
+        print(json.dumps([s.model_dump(mode="json") for s in catalog], indent=2))
+        return
+    table = Table(title=f"{len(catalog)} actions (fingerprint {catalog.fingerprint[:12]})")
+    for column in ("action", "description", "inputs", "outputs"):
+        table.add_column(column)
+    for spec in catalog:
+        inputs = ", ".join(
+            f"{s.name}{'' if s.required else '?'}: {s.type or 'any'}" for s in spec.inputs
+        )
+        outputs = ", ".join(f"{s.name}: {s.type or 'any'}" for s in spec.outputs)
+        table.add_row(spec.name, spec.description.split("\n")[0], inputs, outputs)
+    console.print(table)
+
+
+@app.command("validate")
+def validate_command(
+    plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")],
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    inputs: InputsOpt = None,
+) -> None:
+    """Validate a plan against the catalog; exit 2 when it cannot run."""
+    catalog = build_catalog(module, entrypoint)
+    candidate = load_plan(plan)
+    result = validate_plan(candidate, catalog, user_inputs=parse_inputs(inputs))
+    console.print(result.summary(), highlight=False)
+    if result.ok:
+        console.print(f"levels: {result.levels}", highlight=False)
+    else:
+        raise typer.Exit(2)
+
+
+@app.command("run")
+def run_command(
+    plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")],
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    inputs: InputsOpt = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Most steps at once.")] = None,
+    run_as: Annotated[str, typer.Option(help="Step mode: task or subflow.")] = "task",
+    fail_fast: Annotated[bool, typer.Option(help="Stop starting steps after a failure.")] = True,
+    tag: Annotated[list[str] | None, typer.Option(help="Extra tag for the runs.")] = None,
+) -> None:
+    """Validate and execute a plan as one Prefect flow run, with live progress."""
+    catalog = build_catalog(module, entrypoint)
+    candidate = load_plan(plan)
+    values = parse_inputs(inputs)
+    if run_as not in ("task", "subflow"):
+        fail(f"--run-as must be task or subflow, got {run_as!r}")
+    if max_concurrency is not None and max_concurrency < 1:
+        fail(f"--max-concurrency must be at least 1, got {max_concurrency}")
+    executor = PlanExecutor(
+        catalog,
+        max_concurrency=max_concurrency,
+        fail_fast=fail_fast,
+        run_as=run_as,  # type: ignore[arg-type]
+    )
+    with _clean_errors():
+        levels = executor.check(candidate, values)
+    result = _run_with_progress(executor, candidate, values, levels, tag or [])
+    _print_result(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(
+    executor: PlanExecutor,
+    plan: CandidatePlan,
+    values: dict[str, Any],
+    levels: list[list[str]],
+    tags: list[str],
+) -> ExecutionResult:
+    order = [sid for level in levels for sid in level]
+    actions = {s.id: s.action for s in plan.steps}
+    states = dict.fromkeys(order, "pending")
+    notes = dict.fromkeys(order, "")
+    styles = {
+        "pending": "dim",
+        "running": "yellow",
+        "done": "green",
+        "reused": "cyan",
+        "failed": "bold red",
+        "skipped": "magenta",
+    }
+
+    def render() -> Table:
+        table = Table(title=f"plan {plan.plan_id}")
+        for column in ("step", "action", "state"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=60)
+        for sid in order:
+            table.add_row(sid, actions[sid], f"[{styles[states[sid]]}]{states[sid]}[/]", notes[sid])
+        return table
+
+    with Live(render(), console=console, refresh_per_second=8, transient=False) as live:
+
+        def on_event(event: ExecutionEvent) -> None:
+            sid = event.step_id
+            if sid is None:
+                return
+            if event.phase == "step_start":
+                states[sid] = "running"
+            elif event.phase == "step_success":
+                states[sid] = "reused" if "reused" in event.message else "done"
+                notes[sid] = _short(event.step_outputs)
+            elif event.phase == "step_failure":
+                states[sid], notes[sid] = "failed", event.error or ""
+            elif event.phase == "step_skipped":
+                states[sid], notes[sid] = "skipped", event.message
+            live.update(render())
+
+        return asyncio.run(executor.execute(plan, user_inputs=values, on_event=on_event, tags=tags))
+
+
+def _short(outputs: dict[str, Any] | None, limit: int = 70) -> str:
+    from prefect_aether._report import preview
+
+    return preview(outputs, limit)
+
+
+def _print_result(result: ExecutionResult) -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    verdict = "[bold green]succeeded[/]" if result.ok else "[bold red]failed[/]"
+    console.print(f"plan {result.plan_id} {verdict}")
+    for sid, error in result.errors.items():
+        console.print(f"  [red]{sid}[/]: {error}", highlight=False)
+    if result.outputs:
+        console.print("outputs of the last step:", highlight=False)
+        console.print_json(json.dumps(result.outputs, default=str))
+    ui = PREFECT_UI_URL.value()
+    if result.flow_run_id and ui:
+        console.print(f"flow run: {ui}/runs/flow-run/{result.flow_run_id}", highlight=False)
+    elif result.flow_run_id:
+        console.print(f"flow run id: {result.flow_run_id}", highlight=False)
+    if not PREFECT_API_URL.value():
+        console.print(
+            "This ran on Prefect's embedded server, which stopped with this command. To browse "
+            "runs in the Prefect UI, start `prefect server start` in another terminal, then "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api` and run again.",
+            highlight=False,
+        )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,261 @@
+"""A small chat-completions client for any OpenAI-compatible server, on httpx.
+
+Works unchanged with OpenAI (`https://api.openai.com/v1`), vLLM
+(`http://HOST:8000/v1`), Ollama (`http://HOST:11434/v1`) and llama.cpp's
+server (`http://HOST:8080/v1`): it POSTs `{base_url}/chat/completions`.
+
+Example:
+    >>> llm = OpenAICompatibleLLM("http://127.0.0.1:8000/v1", "my-model", api_key="sk-secret")
+    >>> "sk-secret" in repr(llm)
+    False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from prefect_aether.exceptions import AetherUsageError, LLMError
+
+__all__ = ["OpenAICompatibleLLM", "Usage"]
+
+logger = logging.getLogger("prefect_aether.llm")
+
+Usage = dict[str, int]
+RETRY_STATUSES = frozenset({408, 409, 429})
+_BODY_PREVIEW = 500
+
+
+class OpenAICompatibleLLM:
+    """Chat completions with retries, timeouts, a response-size cap and JSON-schema output.
+
+    Args:
+        base_url: The API root, e.g. `https://api.openai.com/v1`.
+        model: The model name.
+        api_key: Sent only as `Authorization: Bearer ...`; never logged or shown.
+        timeout: Seconds for the whole request (read, write, pool).
+        connect_timeout: Seconds to connect.
+        max_retries: Retries after the first attempt, on connect errors,
+            timeouts, 408, 409, 429 and 5xx. Other 4xx are never retried.
+        temperature: Sampling temperature (None: the server's default).
+        max_response_bytes: Larger answers are rejected with `LLMError`.
+        backoff_seconds: First backoff; doubles each retry, with jitter.
+        max_backoff_seconds: Cap on one backoff, including `Retry-After`.
+
+    Example:
+        >>> llm = OpenAICompatibleLLM("http://127.0.0.1:11434/v1", "llama3.1", timeout=30)
+        >>> llm.base_url, llm.max_retries
+        ('http://127.0.0.1:11434/v1', 3)
+        >>> # content, usage = await llm.chat([{"role": "user", "content": "hi"}])
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | SecretStr | None = None,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        max_retries: int = 3,
+        temperature: float | None = 0.0,
+        max_response_bytes: int = 2_000_000,
+        backoff_seconds: float = 0.5,
+        max_backoff_seconds: float = 20.0,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise AetherUsageError(
+                f"base_url must start with http:// or https://, got {base_url!r}"
+            )
+        if max_retries < 0 or timeout <= 0 or max_response_bytes <= 0:
+            raise AetherUsageError("max_retries must be >= 0; timeout and max_response_bytes > 0")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._api_key = (
+            api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
+        )
+        self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.max_retries = max_retries
+        self.temperature = temperature
+        self.max_response_bytes = max_response_bytes
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key is not None else "none"
+        return (
+            f"OpenAICompatibleLLM(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+        )
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+        schema_name: str | None = None,
+    ) -> tuple[str, Usage]:
+        """Send a chat and return `(content, usage)`.
+
+        With `json_schema`, asks for strict JSON-schema output; if the server
+        rejects `response_format`, asks once more without it (the caller parses
+        the text either way).
+
+        Raises:
+            LLMError: Transport failure, a non-retryable status, exhausted
+                retries, an oversized or malformed answer.
+        """
+        body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": schema_name or "answer",
+                    "schema": dict(json_schema),
+                    "strict": True,
+                },
+            }
+        try:
+            payload = await self._post_with_retries(body)
+        except LLMError as exc:
+            if json_schema is None or not _rejects_response_format(exc):
+                raise
+            logger.info("server rejected response_format; asking again without it")
+            body.pop("response_format")
+            payload = await self._post_with_retries(body)
+        return _content(payload), _usage(payload)
+
+    async def _post_with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/chat/completions"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        attempt = 0
+        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+            while True:
+                delay: float | None
+                try:
+                    status, text, retry_after = await self._post_once(client, url, headers, body)
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    failure = LLMError(
+                        f"{type(exc).__name__} talking to {self.base_url}: {self._redact(str(exc))}"
+                    )
+                    delay = None
+                else:
+                    if 200 <= status < 300:
+                        return self._parse(status, text)
+                    failure = LLMError(
+                        f"LLM server answered HTTP {status}",
+                        status_code=status,
+                        body=self._redact(text)[: _BODY_PREVIEW * 4],
+                    )
+                    if status not in RETRY_STATUSES and status < 500:
+                        raise failure
+                    delay = retry_after
+                if attempt >= self.max_retries:
+                    raise LLMError(
+                        f"{failure} (gave up after {attempt + 1} attempts)",
+                        status_code=failure.status_code,
+                        body=failure.body,
+                    )
+                await asyncio.sleep(self._backoff(attempt, delay))
+                attempt += 1
+
+    async def _post_once(
+        self, client: httpx.AsyncClient, url: str, headers: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, str, float | None]:
+        async with client.stream("POST", url, headers=headers, json=body) as response:
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+                raise LLMError(
+                    f"LLM response of {declared} bytes exceeds the "
+                    f"{self.max_response_bytes}-byte cap",
+                    status_code=response.status_code,
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise LLMError(
+                        f"LLM response exceeds the {self.max_response_bytes}-byte cap",
+                        status_code=response.status_code,
+                    )
+                chunks.append(chunk)
+            text = b"".join(chunks).decode("utf-8", errors="replace")
+            return response.status_code, text, _retry_after(response.headers.get("retry-after"))
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff_seconds)
+        base = min(self.backoff_seconds * (2.0**attempt), self.max_backoff_seconds)
+        return float(base * (0.5 + random.random() / 2))
+
+    def _parse(self, status: int, text: str) -> dict[str, Any]:
+        try:
+            payload = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise LLMError(
+                "LLM server answered with something that is not JSON",
+                status_code=status,
+                body=self._redact(text)[:_BODY_PREVIEW],
+            ) from None
+        if not isinstance(payload, dict):
+            raise LLMError(
+                "LLM answer is not a JSON object",
+                status_code=status,
+                body=self._redact(text)[:_BODY_PREVIEW],
+            )
+        return payload
+
+    def _redact(self, text: str) -> str:
+        if self._api_key is None:
+            return text
+        secret = self._api_key.get_secret_value()
+        return text.replace(secret, "***") if secret else text
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
+
+
+def _rejects_response_format(error: LLMError) -> bool:
+    body = (error.body or "").lower()
+    return error.status_code in (400, 422) and ("response_format" in body or "json_schema" in body)
+
+
+def _content(payload: dict[str, Any]) -> str:
+    try:
+        content = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise LLMError(
+            "LLM answer has no choices[0].message.content", body=json.dumps(payload)[:_BODY_PREVIEW]
+        ) from None
+    if not isinstance(content, str):
+        raise LLMError("LLM answer content is not text", body=json.dumps(payload)[:_BODY_PREVIEW])
+    return content
+
+
+def _usage(payload: dict[str, Any]) -> Usage:
+    raw = payload.get("usage") or {}
+    return {k: int(v) for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from prefect_aether import ActionCatalog, PlanDecodingError
+from prefect_aether.llm import OpenAICompatibleLLM
+from prefect_aether.plan import CandidatePlan
+from prefect_aether.planner import ActionPlanner, PlanningContext, PlanningEvent, decode_plan
+from tests.llm_server import Reply, ScriptedLLMServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CANARY = "sk-canary-planner-51d0"
+
+
+@pytest.fixture(scope="module")
+def catalog() -> ActionCatalog:
+    from prefect.utilities.importtools import load_script_as_module
+
+    catalog = ActionCatalog()
+    catalog.register_module(load_script_as_module(str(ROOT / "flows" / "pipeline.py")))
+    return catalog
+
+
+def planner(server: ScriptedLLMServer, catalog: ActionCatalog, **kwargs: Any) -> ActionPlanner:
+    llm = OpenAICompatibleLLM(server.base_url, "m", api_key=CANARY, max_retries=0)
+    return ActionPlanner(catalog, llm, **kwargs)
+
+
+def answer(steps: list[dict[str, Any]]) -> str:
+    return json.dumps({"steps": steps})
+
+
+LOAD = {"id": "load", "action": "load_sales", "inputs": {"path": "${user.csv}"}}
+CLEAN = {"id": "clean", "action": "clean_sales", "inputs": {"rows": "${load.rows}"}}
+REGIONS = {
+    "id": "regions",
+    "action": "revenue_by_region",
+    "inputs": {"records": "${clean.records}"},
+}
+
+
+async def test_happy_path(llm_server: ScriptedLLMServer, catalog: ActionCatalog) -> None:
+    llm_server.script(
+        Reply.chat(answer([REGIONS, CLEAN, LOAD]), prompt_tokens=100, completion_tokens=20)
+    )
+    events: list[PlanningEvent] = []
+    ctx = PlanningContext(goal="revenue by region from the sales csv", user_inputs={"csv": "x.csv"})
+    result = await planner(llm_server, catalog).plan(ctx, on_event=events.append)
+    assert result.plan is not None
+    assert result.validation is not None
+    assert result.validation.ok
+    assert [s.id for s in result.plan.steps] == ["regions", "clean", "load"]
+    assert result.plan.steps[0].action_ref == "flow:revenue_by_region@1.0"
+    assert result.usage == {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    assert [e.phase for e in events] == [
+        "start",
+        "llm_request",
+        "llm_response",
+        "validation",
+        "success",
+    ]
+    (request,) = llm_server.requests
+    prompt = request.body["messages"][1]["content"]
+    assert "Goal: revenue by region from the sales csv" in prompt
+    assert "User inputs available as ${user.<key>}: csv (str)" in prompt
+    assert catalog.render() in prompt
+    assert request.body["response_format"]["json_schema"]["schema"] == CandidatePlan.json_schema()
+
+
+@pytest.mark.parametrize(
+    ("first", "issue_text"),
+    [
+        ([{**LOAD, "action": "load_csv_file"}, CLEAN], "[unknown_action] step=load field=action"),
+        ([LOAD, {**CLEAN, "inputs": {}}], "clean.rows can come from: load_sales (output rows)"),
+        ([{**LOAD, "inputs": {"path": "${clean.records}"}}, CLEAN], "[cycle]"),
+    ],
+)
+async def test_bad_first_answer_is_repaired(
+    llm_server: ScriptedLLMServer,
+    catalog: ActionCatalog,
+    first: list[dict[str, Any]],
+    issue_text: str,
+) -> None:
+    llm_server.script(Reply.chat(answer(first)), Reply.chat(answer([LOAD, CLEAN])))
+    ctx = PlanningContext(goal="load and clean the sales data", user_inputs={"csv": "x.csv"})
+    events: list[PlanningEvent] = []
+    result = await planner(llm_server, catalog).plan(ctx, on_event=events.append)
+    assert result.plan is not None
+    assert [s.id for s in result.plan.steps] == ["load", "clean"]
+    repair = llm_server.requests[1].body["messages"]
+    assert repair[2] == {"role": "assistant", "content": answer(first)}
+    assert issue_text in repair[3]["content"]
+    assert [e.phase for e in events].count("llm_request") == 2
+    assert events[-1].phase == "success"
+    assert events[-1].iteration == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "```json\n" + answer([LOAD]) + "\n```",
+        "Sure! Here is the plan you asked for:\n\n" + answer([LOAD]) + "\nHope it helps.",
+        "```\n" + answer([LOAD]),
+        json.dumps([LOAD]),
+    ],
+)
+def test_decode_tolerates_fences_and_prose(text: str) -> None:
+    assert [s.id for s in decode_plan(text).steps] == ["load"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"steps": [{"id": "load", "action": "load_sa', "truncated"),
+        ("I cannot help with that.", "no JSON plan"),
+        ('{"steps": "nope"}', "steps: Input should be a valid list"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_decode_errors_keep_the_raw_text(text: str, message: str) -> None:
+    with pytest.raises(PlanDecodingError, match=message) as info:
+        decode_plan(text)
+    assert info.value.raw == text
+
+
+async def test_truncated_answers_until_max_iter_fail_cleanly(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    truncated = answer([LOAD])[:30]
+    llm_server.script(*[Reply.chat(truncated) for _ in range(2)])
+    result = await planner(llm_server, catalog, max_iter=2).plan(PlanningContext(goal="load"))
+    assert result.plan is None
+    assert [e.phase for e in result.events][-1] == "failure"
+    assert (
+        "could not be read as a plan: the JSON plan is truncated"
+        in (llm_server.requests[1].body["messages"][-1]["content"])
+    )
+    assert len(llm_server.requests) == 2
+
+
+async def test_partial_plans_only_when_allowed(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    llm_server.script(Reply.chat(answer([LOAD, CLEAN])))
+    result = await planner(llm_server, catalog).plan(PlanningContext(goal="load and clean"))
+    assert result.plan is not None
+    assert result.validation is not None
+    assert result.validation.is_partial_ok()
+    assert result.validation.missing_user_bindings == {"csv": ["load.path"]}
+
+    llm_server.script(
+        Reply.chat(answer([LOAD, CLEAN])), Reply.chat(answer([{**LOAD, "inputs": {}}, CLEAN]))
+    )
+    strict = PlanningContext(goal="load and clean", allow_partial_plans=False)
+    result = await planner(llm_server, catalog, max_iter=2).plan(strict)
+    assert result.plan is not None
+    assert result.validation is not None
+    assert result.validation.ok
+    assert "Every value must be known now" in llm_server.requests[1].body["messages"][-1]["content"]
+
+
+def test_large_catalogs_are_retrieved_not_rendered_whole(catalog: ActionCatalog) -> None:
+    big = ActionCatalog()
+    for spec_flow in (catalog.get_flow(s.name) for s in catalog):
+        assert spec_flow is not None
+        big.register(spec_flow)
+    for i in range(60):
+
+        @flow(name=f"unrelated_job_{i}", version="1")
+        def job(x: int) -> int:
+            """Do unrelated bookkeeping."""
+            return x
+
+        big.register(job)
+    p = ActionPlanner(big, llm=None, retrieval_threshold=40, top_k=5)  # type: ignore[arg-type]
+    ctx = PlanningContext(goal="detect anomalies in the records, then save_report")
+    names = [s.name for s in p.relevant_actions(ctx)]
+    assert {"save_report", "detect_anomalies"} <= set(names)  # named in the goal: always in
+    assert len(names) <= 7
+    prompt = p.messages(ctx)[1]["content"]
+    assert "unrelated_job_1" not in prompt
+    assert len(prompt) < len(big.render()) / 4
+
+
+async def test_canary_key_never_reaches_prompts_or_events(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    llm_server.script(Reply.chat(answer([{**LOAD, "action": "nope"}])), Reply.chat(answer([LOAD])))
+    result = await planner(llm_server, catalog).plan(PlanningContext(goal="load"))
+    assert result.plan is not None
+    dumped = json.dumps([r.body for r in llm_server.requests]) + result.model_dump_json()
+    assert CANARY not in dumped
+    assert all(r.headers["authorization"] == f"Bearer {CANARY}" for r in llm_server.requests)
