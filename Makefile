@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test lint typecheck pytest demo demo-plan bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,23 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# The example plan over flows/ on Prefect's embedded server (no API URL, no key needed).
+# Plan the demo goal over flows/ (the heuristic planner, or the LLM configured through
+# PREFECT_INTEGRATIONS_AETHER_LLM_*), then run it on Prefect's embedded server: no API URL,
+# no key needed. `make demo-plan` runs the hand-written example plan instead.
+DEMO_GOAL := revenue by region, monthly trend, detect anomalies, then build the report and save it
+
 demo: $(STAMP)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect-aether run --goal "$(DEMO_GOAL)" \
+		--module flows/pipeline.py --input title="Sales 2026" --input output_dir=out
+
+demo-plan: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect-aether run flows/plan.json \
 		--module flows/pipeline.py --input csv_path=flows/data/sales.csv --input output_dir=out
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/execute.py
+	$(BIN)/python bench/planning.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

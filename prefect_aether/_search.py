@@ -2,8 +2,9 @@
 
 Each action is one document with weighted fields: name tokens count three
 times, tags twice, the description and slot names once, slot descriptions
-half. Tokens split snake_case, kebab-case and camelCase, are lower-cased and
-lightly stemmed so "loads", "loading" and "load" meet.
+half; a bonus is added for covering the action's name. Tokens split
+snake_case, kebab-case and camelCase, are lower-cased and lightly stemmed so
+"loads", "loading" and "load" meet.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ _B = 0.75
 _NAME_WEIGHT = 3.0
 _TAG_WEIGHT = 2.0
 _SLOT_DESCRIPTION_WEIGHT = 0.5
+# Added to the BM25 score in proportion to how much of the action's name the query
+# covers: "revenue by region" should pick revenue_by_region over an action whose
+# description merely mentions revenue, however long that description is.
+_NAME_COVERAGE_BONUS = 2.0
 
 
 def stem(word: str) -> str:
@@ -71,6 +76,7 @@ class SearchIndex:
     def __init__(self, specs: Sequence[ActionSpec]) -> None:
         self._specs = list(specs)
         self._docs = [_document(s) for s in self._specs]
+        self._names = [frozenset(tokenize(s.name)) for s in self._specs]
         self._lengths = [sum(d.values()) for d in self._docs]
         self._avg_length = (sum(self._lengths) / len(self._lengths)) if self._docs else 0.0
         frequency: Counter[str] = Counter()
@@ -86,10 +92,11 @@ class SearchIndex:
         terms = set(tokenize(query))
         allowed_names = set(allowed) if allowed is not None else None
         scored = []
-        for spec, doc, length in zip(self._specs, self._docs, self._lengths, strict=True):
+        rows = zip(self._specs, self._docs, self._lengths, self._names, strict=True)
+        for spec, doc, length, name in rows:
             if allowed_names is not None and spec.name not in allowed_names:
                 continue
-            score = 0.0
+            score = _NAME_COVERAGE_BONUS * len(terms & name) / len(name) if name else 0.0
             norm = _K1 * (1 - _B + _B * length / self._avg_length) if self._avg_length else _K1
             for term in terms & doc.keys():
                 tf = doc[term]

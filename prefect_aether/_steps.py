@@ -129,6 +129,7 @@ def step_task(
     key: str,
     step_tags: list[str],
     tag_task: bool,
+    refresh: bool = False,
     result_storage: Any = None,
 ) -> Task[..., Any]:
     """A Prefect task, named after the step, that runs it and persists its result under `key`.
@@ -158,6 +159,7 @@ def step_task(
         tags=step_tags if tag_task else None,
         cache_key_fn=lambda _context, _parameters: key,
         persist_result=True,
+        refresh_cache=refresh,
         result_storage=result_storage,
         **policy,
     )

@@ -26,7 +26,11 @@ from rich.table import Table
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import PlanValidationError, PrefectAetherError
 from prefect_aether.execute import ExecutionEvent, ExecutionResult, PlanExecutor
+from prefect_aether.heuristic import HeuristicPlanner
+from prefect_aether.llm import OpenAICompatibleLLM
 from prefect_aether.plan import CandidatePlan
+from prefect_aether.planner import ActionPlanner, PlanningContext, PlanningEvent, PlanResult
+from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import validate_plan
 
 app = typer.Typer(
@@ -175,21 +179,119 @@ def validate_command(
         raise typer.Exit(2)
 
 
+def make_planner(catalog: ActionCatalog, kind: str) -> HeuristicPlanner | ActionPlanner:
+    """The planner to use: `llm` needs an LLM in settings; `auto` uses one when configured."""
+    settings = AetherSettings()
+    if kind not in ("auto", "heuristic", "llm"):
+        fail(f"--planner must be auto, heuristic or llm, got {kind!r}")
+    if kind == "heuristic" or (kind == "auto" and not settings.llm_configured()):
+        return HeuristicPlanner(catalog)
+    if not settings.llm_configured():
+        fail(
+            "--planner llm needs PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL and "
+            "PREFECT_INTEGRATIONS_AETHER_LLM_MODEL"
+        )
+    llm = OpenAICompatibleLLM(
+        settings.llm_base_url or "",
+        settings.llm_model or "",
+        api_key=settings.llm_api_key,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+    )
+    return ActionPlanner(
+        catalog,
+        llm,
+        max_iter=settings.planner_max_iter,
+        retrieval_threshold=settings.planner_retrieval_threshold,
+        top_k=settings.planner_top_k,
+    )
+
+
+def plan_goal(
+    catalog: ActionCatalog, goal: str, values: dict[str, Any], kind: str
+) -> CandidatePlan:
+    """Plan `goal`, falling back to the heuristic planner when the LLM is unreachable."""
+    planner = make_planner(catalog, kind)
+    ctx = PlanningContext(goal=goal, user_inputs=values)
+
+    def on_event(event: PlanningEvent) -> None:
+        if event.phase in ("llm_request", "validation", "failure"):
+            errors.print(f"[dim]planning {event.phase}: {event.message.splitlines()[0]}[/]")
+
+    try:
+        result: PlanResult = asyncio.run(planner.plan(ctx, on_event=on_event))
+    except PrefectAetherError as exc:
+        if not isinstance(planner, ActionPlanner) or kind == "llm":
+            fail(str(exc))
+        errors.print(f"[yellow]LLM unavailable ({exc}); using the heuristic planner[/]")
+        result = asyncio.run(HeuristicPlanner(catalog).plan(ctx, on_event=on_event))
+    if result.plan is None:
+        detail = result.validation.summary() if result.validation else "no action matches the goal"
+        fail(f"no plan for {goal!r}: {detail}")
+    return result.plan
+
+
+def show_plan(plan: CandidatePlan) -> None:
+    table = Table(title=f"plan {plan.plan_id} ({plan.extras.get('planner', 'file')})")
+    for column in ("step", "action", "inputs"):
+        table.add_column(column, overflow="fold")
+    for step in plan.steps:
+        table.add_row(step.id, step.action, json.dumps(step.inputs))
+    console.print(table)
+
+
+@app.command("plan")
+def plan_command(
+    goal: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    inputs: InputsOpt = None,
+    planner: Annotated[str, typer.Option(help="auto, heuristic or llm.")] = "auto",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the plan here.")
+    ] = None,
+) -> None:
+    """Plan a goal with your flows; print it and optionally save it."""
+    catalog = build_catalog(module, entrypoint)
+    values = parse_inputs(inputs)
+    plan = plan_goal(catalog, goal, values, planner)
+    show_plan(plan)
+    console.print(validate_plan(plan, catalog, user_inputs=values).summary(), highlight=False)
+    if output is not None:
+        text = json.dumps(plan.to_dict(), indent=2)
+        output.write_text(
+            yaml.safe_dump(plan.to_dict()) if output.suffix in (".yaml", ".yml") else text
+        )
+        console.print(f"plan written to {output}", highlight=False)
+
+
 @app.command("run")
 def run_command(
-    plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")],
+    plan: Annotated[Path | None, typer.Argument(help="Plan file (JSON or YAML).")] = None,
+    goal: Annotated[str | None, typer.Option(help="Plan this goal first, then run it.")] = None,
+    planner: Annotated[str, typer.Option(help="With --goal: auto, heuristic or llm.")] = "auto",
     module: ModulesOpt = None,
     entrypoint: EntrypointsOpt = None,
     inputs: InputsOpt = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Most steps at once.")] = None,
     run_as: Annotated[str, typer.Option(help="Step mode: task or subflow.")] = "task",
     fail_fast: Annotated[bool, typer.Option(help="Stop starting steps after a failure.")] = True,
+    resume: Annotated[
+        bool, typer.Option(help="Reuse results of steps that already succeeded.")
+    ] = True,
     tag: Annotated[list[str] | None, typer.Option(help="Extra tag for the runs.")] = None,
 ) -> None:
-    """Validate and execute a plan as one Prefect flow run, with live progress."""
+    """Validate and execute a plan (from a file, or planned from --goal) with live progress."""
     catalog = build_catalog(module, entrypoint)
-    candidate = load_plan(plan)
     values = parse_inputs(inputs)
+    if (plan is None) == (goal is None):
+        fail("give either a plan file or --goal")
+    if goal is not None:
+        candidate = plan_goal(catalog, goal, values, planner)
+        show_plan(candidate)
+    else:
+        assert plan is not None
+        candidate = load_plan(plan)
     if run_as not in ("task", "subflow"):
         fail(f"--run-as must be task or subflow, got {run_as!r}")
     if max_concurrency is not None and max_concurrency < 1:
@@ -230,9 +332,11 @@ def _run_with_progress(
 
     def render() -> Table:
         table = Table(title=f"plan {plan.plan_id}")
-        for column in ("step", "action", "state"):
-            table.add_column(column, no_wrap=True)
-        table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=60)
+        width = max(len(sid) for sid in order)
+        table.add_column("step", no_wrap=True, min_width=width)
+        table.add_column("action", no_wrap=True, min_width=max(len(a) for a in actions.values()))
+        table.add_column("state", no_wrap=True, min_width=7)
+        table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=40)
         for sid in order:
             table.add_row(sid, actions[sid], f"[{styles[states[sid]]}]{states[sid]}[/]", notes[sid])
         return table
@@ -267,6 +371,7 @@ def _print_result(result: ExecutionResult) -> None:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     verdict = "[bold green]succeeded[/]" if result.ok else "[bold red]failed[/]"
+    console.print()
     console.print(f"plan {result.plan_id} {verdict}")
     for sid, error in result.errors.items():
         console.print(f"  [red]{sid}[/]: {error}", highlight=False)

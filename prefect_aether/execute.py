@@ -125,6 +125,8 @@ class PlanExecutor:
             seconds, which serializes the plan. Turn it on against PostgreSQL or
             Prefect Cloud. Subflow steps are always tagged (flow runs have no
             tag concurrency); the parent run is always tagged.
+        resume: Reuse the persisted result of a step that already succeeded with the
+            same plan and inputs. False runs every step again and overwrites them.
         result_storage: Where step results persist (a Prefect storage block or
             slug); Prefect's default local storage when None.
 
@@ -154,6 +156,7 @@ class PlanExecutor:
         fail_fast: bool = True,
         run_as: RunMode = "task",
         tag_steps: bool = False,
+        resume: bool = True,
         result_storage: Any = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
@@ -165,6 +168,7 @@ class PlanExecutor:
         self.fail_fast = fail_fast
         self.run_as = run_as
         self.tag_steps = tag_steps
+        self.resume = resume
         self.result_storage = result_storage
 
     def check(
@@ -561,6 +565,7 @@ class _PlanRun:
                 key=key,
                 step_tags=step_tags,
                 tag_task=self.executor.tag_steps,
+                refresh=not self.executor.resume,
                 result_storage=self.executor.result_storage,
             )
             upstream = [self.states[d] for d in self.deps[sid] if d in self.states]

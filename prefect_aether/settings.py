@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from prefect.settings.base import PrefectBaseSettings, build_settings_config
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 __all__ = ["AetherSettings"]
 
@@ -36,3 +36,22 @@ class AetherSettings(PrefectBaseSettings):
         ge=1,
         description="Largest number of steps a plan may have before validation rejects it.",
     )
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible API root (e.g. http://127.0.0.1:11434/v1); unset: no LLM.",
+    )
+    llm_model: str | None = Field(default=None, description="Model name for the LLM planner.")
+    llm_api_key: SecretStr | None = Field(default=None, description="API key for the LLM.")
+    llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per LLM request.")
+    llm_max_retries: int = Field(default=3, ge=0, description="Retries per LLM request.")
+    planner_max_iter: int = Field(default=3, ge=1, description="Most LLM planning rounds.")
+    planner_retrieval_threshold: int = Field(
+        default=40,
+        ge=1,
+        description="Catalogs larger than this show the LLM only the actions relevant to the goal.",
+    )
+    planner_top_k: int = Field(default=15, ge=1, description="How many actions retrieval keeps.")
+
+    def llm_configured(self) -> bool:
+        """Whether an LLM is configured (base URL and model)."""
+        return bool(self.llm_base_url and self.llm_model)

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prefect_aether.cli import app
+from tests.llm_server import Reply, ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = str(ROOT / "flows" / "pipeline.py")
@@ -113,3 +114,63 @@ def test_run_refuses_a_partial_plan_without_running() -> None:
     assert result.exit_code == 2
     assert "cannot run" in result.output
     assert "user.output_dir" in result.output
+
+
+def test_plan_command_writes_the_plan(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "compute revenue by region",
+            "-m",
+            PIPELINE,
+            "--planner",
+            "heuristic",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    steps = json.loads(out.read_text())["steps"]
+    assert [s["action"] for s in steps] == ["load_sales", "clean_sales", "revenue_by_region"]
+    assert "Plan is valid." in result.output
+
+
+def test_plan_command_errors() -> None:
+    unknown = runner.invoke(app, ["plan", "launch the rocket", "-m", PIPELINE])
+    assert unknown.exit_code == 2
+    assert "no plan for 'launch the rocket'" in unknown.output
+    no_llm = runner.invoke(app, ["plan", "load sales", "-m", PIPELINE, "--planner", "llm"])
+    assert no_llm.exit_code == 2
+    assert "PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL" in no_llm.output
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_goal_with_the_llm_planner(
+    tmp_path: Path, llm_server: ScriptedLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL", llm_server.base_url)
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MODEL", "test-model")
+    plan = {
+        "steps": [
+            {"id": "load", "action": "load_sales", "inputs": {"path": CSV, "limit": 5}},
+            {"id": "count", "action": "clean_sales", "inputs": {"rows": "${load.rows}"}},
+        ]
+    }
+    llm_server.script(Reply.chat(json.dumps(plan)))
+    result = runner.invoke(app, ["run", "--goal", "clean five rows", "-m", PIPELINE])
+    assert result.exit_code == 0, result.output
+    assert '"dropped": 0' in result.output
+    assert len(llm_server.requests) == 1
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_goal_falls_back_to_heuristic_when_llm_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MODEL", "test-model")
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MAX_RETRIES", "0")
+    result = runner.invoke(app, ["run", "--goal", "load the sales data", "-m", PIPELINE])
+    assert result.exit_code == 0, result.output
+    assert "using the heuristic planner" in result.output
+    assert '"row_count": 120' in result.output

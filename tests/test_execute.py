@@ -312,6 +312,19 @@ async def test_resume_reuses_finished_steps(catalog: ActionCatalog, counter_dir:
     assert runs["c"].state_name == "Completed"
 
 
+async def test_resume_can_be_turned_off(catalog: ActionCatalog, counter_dir: Path) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {"steps": [{"id": "a", "action": "emit_number", "inputs": {"value": 31, "log_dir": log}}]}
+    )
+    assert (await PlanExecutor(catalog).execute(plan)).ok
+    again = await PlanExecutor(catalog, resume=False).execute(plan)
+    assert again.ok
+    assert again.reused == []
+    assert executions(counter_dir, "emit_number-31") == 2
+    assert (await PlanExecutor(catalog).execute(plan)).reused == ["a"]
+
+
 async def test_resume_key_is_step_and_inputs_not_call_order(
     catalog: ActionCatalog, counter_dir: Path
 ) -> None:
