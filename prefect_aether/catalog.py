@@ -33,8 +33,8 @@ from prefect import Flow
 from prefect.flows import load_flow_from_entrypoint
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from prefect_aether import _introspect
-from prefect_aether._schema import json_kind, main_variant
+from prefect_aether import _introspect, _search
+from prefect_aether._schema import compatible, json_kind, main_variant
 from prefect_aether._search import SearchIndex
 from prefect_aether.exceptions import CatalogError
 from prefect_aether.plan import canonical_json
@@ -322,6 +322,34 @@ class ActionCatalog:
             self._fingerprint = hashlib.sha256(canonical_json(specs).encode()).hexdigest()
         return self._fingerprint
 
+    def producers(
+        self,
+        slot: IOSlot,
+        *,
+        flow_ids: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+    ) -> list[tuple[ActionSpec, IOSlot]]:
+        """Actions with an output that can feed `slot`, best first.
+
+        An output qualifies when both types are known and compatible; outputs
+        named like the slot come first, then outputs sharing a word with it
+        (`region_totals` and `totals`); ties keep catalog order.
+
+        Example:
+            >>> ActionCatalog().producers(IOSlot(name="rows", type="array"))
+            []
+        """
+        skip = set(exclude)
+        tiers: tuple[list[tuple[ActionSpec, IOSlot]], ...] = ([], [])
+        for spec in self.list_actions(flow_ids=flow_ids):
+            if spec.name in skip:
+                continue
+            for out in spec.outputs:
+                tier = feed_tier(out, slot)
+                if tier is not None:
+                    tiers[tier].append((spec, out))
+        return tiers[0] + tiers[1]
+
     # -- value checks -----------------------------------------------------------------
 
     def check_input(self, action: str, slot: str, value: Any) -> str | None:
@@ -343,6 +371,19 @@ class ActionCatalog:
         if checker is None:
             checker = entry.checkers[slot] = _make_checker(entry, spec_slot)
         return checker(value)  # type: ignore[no-any-return]
+
+
+def feed_tier(out: IOSlot, slot: IOSlot) -> int | None:
+    """How well output `out` fits input `slot`: 0 same name, 1 a shared word, None not at all.
+
+    Both types must be known and compatible: wiring by name is a guess otherwise.
+    """
+    if out.type is None or slot.type is None or not compatible(out.json_schema, slot.json_schema):
+        return None
+    if out.name == slot.name:
+        return 0
+    words = set(_search.tokenize(slot.name.replace("_", " ")))
+    return 1 if words & set(_search.tokenize(out.name.replace("_", " "))) else None
 
 
 def _make_checker(entry: _Entry, slot: IOSlot) -> Any:

@@ -27,15 +27,14 @@ import inspect
 import re
 from typing import Any
 
-from prefect_aether._schema import compatible
-from prefect_aether._search import tokenize
-from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot
+from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot, feed_tier
 from prefect_aether.plan import CandidatePlan, PlanStep
 from prefect_aether.planner import PlanningCallback, PlanningContext, PlanningEvent, PlanResult
 from prefect_aether.validate import validate_plan
 
 __all__ = ["HeuristicPlanner"]
 
+_CONTEXT_WEIGHT = 0.5
 _CLAUSE_SPLIT = re.compile(
     r"\s*(?:[,;.]|->|=>|\bthen\b|\band then\b|\bafter that\b|\bfinally\b|\band\b)\s*", re.I
 )
@@ -65,12 +64,27 @@ class HeuristicPlanner:
         self.max_depth = max_depth
 
     def select(self, ctx: PlanningContext) -> list[ActionSpec]:
-        """The actions the goal's clauses ask for, in goal order (each at most once)."""
+        """The actions the goal's clauses ask for, in goal order (each at most once).
+
+        A clause picks the action it matches best; the whole goal's score, at
+        half weight, breaks near-ties, so "then fix the types" in a goal about
+        the crm source picks the crm action.
+        """
+        size = max(len(self.catalog), 1)
+        context = {
+            s.name: score
+            for s, score in self.catalog.search_scores(ctx.goal, k=size, flow_ids=ctx.flow_ids)
+        }
         chosen: dict[str, ActionSpec] = {}
         for clause in [c for c in _CLAUSE_SPLIT.split(ctx.goal) if c and c.strip()]:
-            ranked = self.catalog.search_scores(clause, k=1, flow_ids=ctx.flow_ids)
-            if ranked and ranked[0][1] >= self.threshold:
-                chosen.setdefault(ranked[0][0].name, ranked[0][0])
+            ranked = self.catalog.search_scores(clause, k=size, flow_ids=ctx.flow_ids)
+            ranked = [(s, score) for s, score in ranked if score >= self.threshold]
+            if ranked:
+                best = max(
+                    ranked,
+                    key=lambda pair: pair[1] + _CONTEXT_WEIGHT * context.get(pair[0].name, 0),
+                )
+                chosen.setdefault(best[0].name, best[0])
         if not chosen:
             ranked = self.catalog.search_scores(ctx.goal, k=1, flow_ids=ctx.flow_ids)
             if ranked and ranked[0][1] >= self.threshold:
@@ -139,7 +153,6 @@ class _Builder:
         self.ctx = ctx
         self.steps: list[PlanStep] = []
         self.specs: dict[str, ActionSpec] = {}
-        self.pool = planner.catalog.list_actions(flow_ids=ctx.flow_ids)
 
     def add(self, spec: ActionSpec, *, depth: int, chain: tuple[str, ...] = ()) -> str:
         existing = next((sid for sid, s in self.specs.items() if s.name == spec.name), None)
@@ -176,23 +189,17 @@ class _Builder:
     def from_steps(self, slot: IOSlot, *, loose: bool) -> str | None:
         """The latest earlier step's output for `slot`: same name first, then (when
         `loose`) a shared word; an optional input keeps its default rather than guess."""
-        for matcher in (_same_name, _shared_word) if loose else (_same_name,):
+        for wanted in (0, 1) if loose else (0,):
             for sid in reversed(list(self.specs)):
                 for out in self.specs[sid].outputs:
-                    if matcher(slot, out) and _typed_compatible(out, slot):
+                    if feed_tier(out, slot) == wanted:
                         return f"${{{sid}.{out.name}}}"
         return None
 
     def producer(self, slot: IOSlot, chain: tuple[str, ...]) -> tuple[ActionSpec, str] | None:
         """An action (not already on this chain) whose output can feed `slot`."""
-        for matcher in (_same_name, _shared_word):
-            for spec in self.pool:
-                if spec.name in chain:
-                    continue
-                for out in spec.outputs:
-                    if matcher(slot, out) and _typed_compatible(out, slot):
-                        return spec, out.name
-        return None
+        found = self.planner.catalog.producers(slot, flow_ids=self.ctx.flow_ids, exclude=chain)
+        return (found[0][0], found[0][1].name) if found else None
 
     def _step_id(self, name: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_-]", "_", name) or "step"
@@ -202,22 +209,3 @@ class _Builder:
         while sid in self.specs:
             sid, n = f"{base}_{n}", n + 1
         return sid
-
-
-def _same_name(slot: IOSlot, out: IOSlot) -> bool:
-    return slot.name == out.name
-
-
-def _shared_word(slot: IOSlot, out: IOSlot) -> bool:
-    return bool(
-        set(tokenize(slot.name.replace("_", " "))) & set(tokenize(out.name.replace("_", " ")))
-    )
-
-
-def _typed_compatible(out: IOSlot, slot: IOSlot) -> bool:
-    # Wiring by name alone is a guess: demand known, compatible types.
-    return (
-        out.type is not None
-        and slot.type is not None
-        and compatible(out.json_schema, slot.json_schema)
-    )

@@ -33,6 +33,7 @@ __all__ = [
 
 PlanningPhase = Literal["start", "llm_request", "llm_response", "validation", "success", "failure"]
 PlanningCallback = Callable[["PlanningEvent"], Awaitable[None] | None]
+_PRODUCER_DEPTH = 4
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)(?:```|\Z)", re.S)
 
 
@@ -180,7 +181,24 @@ class ActionPlanner:
             return pool
         named = [s for s in pool if _names(s.name, ctx.goal)]
         ranked = self.catalog.search(ctx.goal, k=self.top_k, flow_ids=ctx.flow_ids)
-        return list({s.name: s for s in [*named, *ranked]}.values())
+        chosen = {s.name: s for s in [*named, *ranked]}
+        # Close over producers: an action is of no use if nothing shown can feed its
+        # required inputs. Breadth-first, bounded, best producer per input.
+        frontier = list(chosen.values())
+        for _ in range(_PRODUCER_DEPTH):
+            added = []
+            for spec in frontier:
+                for slot in spec.inputs:
+                    if not slot.required or slot.name in ctx.user_inputs:
+                        continue
+                    found = self.catalog.producers(slot, flow_ids=ctx.flow_ids, exclude=[spec.name])
+                    exact = [p for p, out in found if out.name == slot.name]
+                    candidates = exact or [p for p, _ in found]
+                    if candidates and not any(p.name in chosen for p in candidates):
+                        chosen[candidates[0].name] = candidates[0]
+                        added.append(candidates[0])
+            frontier = added
+        return list(chosen.values())
 
     def messages(self, ctx: PlanningContext) -> list[dict[str, str]]:
         """The first prompt: instructions, context and the relevant actions."""

@@ -367,3 +367,13 @@ def test_check_input_accepts_exactly_what_prefect_accepts(
 
 def _valid_value(name: str) -> Any:
     return {"path": "x.csv", "values": [1.0], "items": [1], "title": "t", "score": 1.0}[name]
+
+
+def test_producers_rank_same_name_before_shared_words(catalog: ActionCatalog) -> None:
+    rows = slots(spec_of(catalog, "count_rows"))["rows"]
+    found = [(spec.name, out.name) for spec, out in catalog.producers(rows)]
+    assert found[0] == ("load_csv", "rows")
+    assert all(name != "compute_stats" for name, _ in found)  # numbers cannot feed rows
+    score = slots(spec_of(catalog, "write_report"))["score"]
+    assert ("write_report", "score") in [(s.name, o.name) for s, o in catalog.producers(score)]
+    assert catalog.producers(score, exclude=["write_report"]) == []

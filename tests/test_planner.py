@@ -181,7 +181,10 @@ def test_large_catalogs_are_retrieved_not_rendered_whole(catalog: ActionCatalog)
     ctx = PlanningContext(goal="detect anomalies in the records, then save_report")
     names = [s.name for s in p.relevant_actions(ctx)]
     assert {"save_report", "detect_anomalies"} <= set(names)  # named in the goal: always in
-    assert len(names) <= 7
+    # producers of required inputs are added: records <- clean_sales <- load_sales,
+    # markdown <- build_report <- revenue_by_region / monthly_trend
+    assert {"clean_sales", "load_sales", "build_report"} <= set(names)
+    assert not any(name.startswith("unrelated_job") for name in names[:2])
     prompt = p.messages(ctx)[1]["content"]
     assert "unrelated_job_1" not in prompt
     assert len(prompt) < len(big.render()) / 4
