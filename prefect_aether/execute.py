@@ -22,27 +22,18 @@ resolved inputs, so executing the same plan again resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import inspect
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from prefect import Flow, tags
-from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
-from prefect.client.schemas.objects import State
-from prefect.context import FlowRunContext, TagsContext
-from prefect.logging import get_run_logger
-from prefect.states import aget_state_exception
 from pydantic import BaseModel, Field
 
-from prefect_aether import _report, _steps
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import AetherUsageError, ExecutionError, PlanValidationError
-from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.exceptions import AetherUsageError, PlanValidationError
+from prefect_aether.plan import CandidatePlan
 from prefect_aether.validate import RUN_MODES, validate_plan
 
 __all__ = [
@@ -209,8 +200,11 @@ class PlanExecutor:
             PlanValidationError: The plan is invalid or misses user values; no
                 flow run is created.
         """
+        # _run imports this module's models, so it is imported here, not at the top.
+        from prefect_aether._run import PlanRun
+
         levels = self.check(plan, user_inputs)
-        run = _PlanRun(self, plan.resolve_actions(self.catalog), dict(user_inputs or {}), levels)
+        run = PlanRun(self, plan.resolve_actions(self.catalog), dict(user_inputs or {}), levels)
         run.on_event = on_event
         return await run.start(list(tags or ()), flow_run_name or f"plan-{plan.plan_id}")
 
@@ -283,9 +277,9 @@ class BackgroundExecutionHandle:
                 result = await self._task
             except asyncio.CancelledError:
                 self._cancelled = True
-                result = self._failed("cancelled", "CancelledError: execution was cancelled")
+                result = self._failed("CancelledError: execution was cancelled")
             except Exception as exc:
-                result = self._failed("crashed", f"{type(exc).__name__}: {exc}")
+                result = self._failed(f"{type(exc).__name__}: {exc}")
             self._result = result
             if on_complete is not None:
                 try:
@@ -308,7 +302,7 @@ class BackgroundExecutionHandle:
         self._thread.start()
         ready.wait()
 
-    def _failed(self, what: str, error: str) -> ExecutionResult:
+    def _failed(self, error: str) -> ExecutionResult:
         return ExecutionResult(ok=False, plan_id=self.plan_id, errors={"plan": error})
 
     def done(self) -> bool:
@@ -336,322 +330,3 @@ class BackgroundExecutionHandle:
             raise TimeoutError(f"plan {self.plan_id} still running after {timeout} s")
         assert self._result is not None
         return self._result
-
-
-class _StepRecord(BaseModel):
-    state: str = "Pending"
-    started: float | None = None
-    ended: float | None = None
-    preview: str = ""
-
-
-class _PlanRun:
-    """The state of one execution, shared by the parent flow function and the scheduler."""
-
-    def __init__(
-        self,
-        executor: PlanExecutor,
-        plan: CandidatePlan,
-        user_inputs: dict[str, Any],
-        levels: list[list[str]],
-    ) -> None:
-        self.executor = executor
-        self.plan = plan
-        self.plan_id = plan.plan_id
-        self.user_inputs = user_inputs
-        self.steps = {s.id: s for s in plan.steps}
-        self.levels = levels
-        self.order = [sid for level in levels for sid in level]
-        self.position = {sid: i for i, sid in enumerate(self.order)}
-        self.deps = {
-            s.id: list(dict.fromkeys(b.step_id for _, b in iter_bindings(s.inputs) if b.step_id))
-            for s in plan.steps
-        }
-        self.on_event: EventCallback | None = None
-        self.outputs: dict[str, dict[str, Any]] = {}
-        self.states: dict[str, State[Any]] = {}
-        self.errors: dict[str, str] = {}
-        self.skipped: list[str] = []
-        self.reused: list[str] = []
-        self.records = {sid: _StepRecord() for sid in self.order}
-        self.flow_run_id: str | None = None
-        self.tags: list[str] = []
-
-    # -- parent flow --------------------------------------------------------------------
-
-    async def start(self, extra_tags: list[str], name: str) -> ExecutionResult:
-        self.tags = [*extra_tags, f"plan:{self.plan_id}"]
-
-        async def aether_plan(plan: dict[str, Any], user_inputs: dict[str, Any]) -> dict[str, Any]:
-            # The tags above are for the parent run; steps choose theirs (see `tag_steps`).
-            with TagsContext(current_tags=set()):
-                return await self.body()
-
-        parent: Flow[..., Any] = Flow(
-            aether_plan,
-            name=PLAN_FLOW_NAME,
-            flow_run_name=name,
-            description="A prefect-aether plan: one child run per step.",
-            validate_parameters=False,
-            persist_result=False,
-        )
-        with tags(*self.tags):
-            call: Any = parent(
-                plan=self.plan.to_dict(), user_inputs=self.user_inputs, return_state=True
-            )
-            state = cast(State[Any], await call)
-        self.flow_run_id = self.flow_run_id or (
-            str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
-        )
-        if state.is_completed():
-            return self.result(ok=True)
-        if not self.errors:
-            exc = await aget_state_exception(state)
-            self.errors["plan"] = f"{type(exc).__name__}: {exc}"
-        return self.result(ok=False)
-
-    def result(self, *, ok: bool) -> ExecutionResult:
-        last = self.order[-1]
-        return ExecutionResult(
-            ok=ok and not self.errors,
-            plan_id=self.plan_id,
-            outputs=self.outputs.get(last, {}),
-            step_outputs=self.outputs,
-            errors=self.errors,
-            skipped=self.skipped,
-            reused=self.reused,
-            flow_run_id=self.flow_run_id,
-        )
-
-    async def body(self) -> dict[str, Any]:
-        context = FlowRunContext.get()
-        if context is not None and context.flow_run is not None:
-            self.flow_run_id = str(context.flow_run.id)
-        # The plan artifact is written while the first steps start, not before them.
-        plan_artifact = asyncio.ensure_future(
-            acreate_markdown_artifact(
-                markdown=_report.plan_markdown(self.plan, self.levels, self.deps),
-                key=f"aether-plan-{self.plan_id}",
-                description=f"prefect-aether plan {self.plan_id}",
-            )
-        )
-        await self.emit("start", None, f"executing plan {self.plan_id} ({len(self.order)} steps)")
-        try:
-            await self.schedule()
-        finally:
-            await plan_artifact
-            await self.publish_results()
-        if self.errors:
-            first = next(iter(self.errors.items()))
-            await self.emit(
-                "failure", None, f"{len(self.errors)} step(s) failed; first: {first[0]}"
-            )
-            raise ExecutionError(
-                f"plan {self.plan_id}: step {first[0]!r} failed: {first[1]}", step_id=first[0]
-            )
-        await self.emit("success", None, f"plan {self.plan_id} succeeded")
-        return self.outputs.get(self.order[-1], {})
-
-    async def publish_results(self) -> None:
-        rows = []
-        for sid in self.order:
-            record = self.records[sid]
-            duration = (
-                round(record.ended - record.started, 3)
-                if record.started is not None and record.ended is not None
-                else None
-            )
-            rows.append(
-                {
-                    "step": sid,
-                    "action": self.steps[sid].action,
-                    "state": record.state,
-                    "duration_s": duration,
-                    "output": record.preview,
-                }
-            )
-        await acreate_table_artifact(
-            table=rows,
-            key=f"aether-results-{self.plan_id}",
-            description=f"prefect-aether step results of plan {self.plan_id}",
-        )
-
-    # -- scheduling ---------------------------------------------------------------------
-
-    async def schedule(self) -> None:
-        waiting = {sid: set(self.deps[sid]) for sid in self.order}
-        dependents: dict[str, list[str]] = {sid: [] for sid in self.order}
-        for sid, deps in self.deps.items():
-            for dep in deps:
-                dependents[dep].append(sid)
-        ready = [sid for sid in self.order if not waiting[sid]]
-        running: dict[asyncio.Task[bool], str] = {}
-        limit = self.executor.max_concurrency
-        stopping = False
-        try:
-            while ready or running:
-                while ready and not stopping and (limit is None or len(running) < limit):
-                    sid = ready.pop(0)
-                    running[asyncio.ensure_future(self.run_step(sid))] = sid
-                if not running:
-                    break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for finished in sorted(done, key=lambda t: self.position[running[t]]):
-                    sid = running.pop(finished)
-                    if finished.result():
-                        for child in dependents[sid]:
-                            waiting[child].discard(sid)
-                            if not waiting[child]:
-                                bisect.insort(ready, child, key=self.position.__getitem__)
-                    elif self.executor.fail_fast:
-                        stopping = True
-                    else:
-                        await self.skip(
-                            self.descendants(sid, dependents), f"upstream {sid!r} failed"
-                        )
-                if stopping:
-                    break
-            if running:
-                await asyncio.wait(running)
-        finally:
-            for task_ in running:
-                task_.cancel()
-        started = set(self.outputs) | set(self.errors) | set(self.skipped)
-        await self.skip(
-            [sid for sid in self.order if sid not in started], "an earlier step failed (fail_fast)"
-        )
-
-    def descendants(self, sid: str, dependents: dict[str, list[str]]) -> list[str]:
-        found: dict[str, None] = {}
-        stack = list(dependents[sid])
-        while stack:
-            child = stack.pop()
-            if child not in found:
-                found[child] = None
-                stack.extend(dependents[child])
-        return sorted(found, key=self.position.__getitem__)
-
-    async def skip(self, step_ids: Iterable[str], reason: str) -> None:
-        for sid in step_ids:
-            if sid in self.skipped or sid in self.outputs or sid in self.errors:
-                continue
-            self.skipped.append(sid)
-            self.records[sid].state = "Skipped"
-            await self.emit("step_skipped", sid, f"step {sid!r} skipped: {reason}")
-
-    # -- one step -----------------------------------------------------------------------
-
-    async def run_step(self, sid: str) -> bool:
-        step = self.steps[sid]
-        spec = self.executor.catalog.get(step.action)
-        flow = self.executor.catalog.get_flow(step.action)
-        record = self.records[sid]
-        record.started = time.monotonic()
-        record.state = "Running"
-        await self.emit("step_start", sid, f"step {sid!r} ({step.action}) started")
-        try:
-            if spec is None or flow is None:
-                raise ExecutionError(
-                    f"action {step.action!r} has no local flow to run", step_id=sid
-                )
-            inputs = _steps.resolve_inputs(step, self.user_inputs, self.outputs)
-            key = _steps.cache_key(self.plan_id, step, spec, inputs)
-            run_as = step.extras.get("run_as", self.executor.run_as)
-            step_tags = [*self.tags, f"plan_step:{sid}"]
-            runner = _steps.step_task(
-                flow,
-                step,
-                run_as=run_as,
-                key=key,
-                step_tags=step_tags,
-                tag_task=self.executor.tag_steps,
-                refresh=not self.executor.resume,
-                result_storage=self.executor.result_storage,
-            )
-            upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
-            call: Any = runner(inputs, wait_for=upstream, return_state=True)
-            state = cast(State[Any], await call)
-            value = await state.aresult(raise_on_failure=False)
-            if not state.is_completed():
-                raise (
-                    value
-                    if isinstance(value, BaseException)
-                    else ExecutionError(
-                        f"step {sid!r} ended {state.type.value}: {state.message}", step_id=sid
-                    )
-                )
-        except Exception as exc:
-            record.ended = time.monotonic()
-            record.state = "Failed"
-            error = f"{type(exc).__name__}: {exc}"
-            self.errors[sid] = error
-            await self.emit("step_failure", sid, f"step {sid!r} failed: {error}", error=error)
-            return False
-        self.states[sid] = state
-        outputs = _steps.outputs_of(spec, value)
-        self.outputs[sid] = outputs
-        record.ended = time.monotonic()
-        record.preview = _report.preview(outputs)
-        if state.name == "Cached":
-            self.reused.append(sid)
-        record.state = state.name or "Completed"
-        verb = "reused its persisted result" if state.name == "Cached" else "succeeded"
-        await self.emit(
-            "step_success",
-            sid,
-            f"step {sid!r} {verb}",
-            step_outputs=outputs,
-        )
-        return True
-
-    # -- events -------------------------------------------------------------------------
-
-    async def emit(
-        self,
-        phase: ExecutionPhase,
-        sid: str | None,
-        message: str,
-        *,
-        step_outputs: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
-        action = self.steps[sid].action if sid else None
-        event = ExecutionEvent(
-            phase=phase,
-            plan_id=self.plan_id,
-            step_id=sid,
-            action=action,
-            message=message,
-            step_outputs=step_outputs,
-            error=error,
-            flow_run_id=self.flow_run_id,
-        )
-        if sid is not None and phase.startswith("step_"):
-            payload: dict[str, Any] = {"message": _report.sanitize(message)}
-            if step_outputs is not None:
-                payload["output_preview"] = _report.preview(step_outputs)
-            if error is not None:
-                payload["error"] = _report.sanitize(error)
-            _report.emit_step_event(_EVENT_NAMES[phase], self.plan_id, sid, action or "", payload)
-        if self.on_event is None:
-            return
-        try:
-            outcome = self.on_event(event)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception:
-            self.log().exception("on_event callback failed on %s for plan %s", phase, self.plan_id)
-
-    def log(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-        try:
-            return get_run_logger()
-        except Exception:
-            return logger
-
-
-_EVENT_NAMES = {
-    "step_start": "started",
-    "step_success": "succeeded",
-    "step_failure": "failed",
-    "step_skipped": "skipped",
-}
