@@ -30,14 +30,17 @@ test: lint typecheck pytest
 # PREFECT_INTEGRATIONS_AETHER_LLM_*), then run it on Prefect's embedded server: no API URL,
 # no key needed. `make demo-plan` runs the hand-written example plan instead.
 DEMO_GOAL := revenue by region, monthly trend, detect anomalies, then build the report and save it
+# Every demo really runs its steps; `make demo DEMO_FLAGS=` shows resume reusing them instead.
+DEMO_FLAGS := --no-resume
 
 demo: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect-aether run --goal "$(DEMO_GOAL)" \
-		--module flows/pipeline.py --input title="Sales 2026" --input output_dir=out
+		--module flows/pipeline.py --input title="Sales 2026" --input output_dir=out $(DEMO_FLAGS)
 
 demo-plan: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect-aether run flows/plan.json \
-		--module flows/pipeline.py --input csv_path=flows/data/sales.csv --input output_dir=out
+		--module flows/pipeline.py --input csv_path=flows/data/sales.csv --input output_dir=out \
+		$(DEMO_FLAGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/validate.py
