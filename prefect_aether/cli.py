@@ -301,6 +301,7 @@ def run_command(
         max_concurrency=max_concurrency,
         fail_fast=fail_fast,
         run_as=run_as,  # type: ignore[arg-type]
+        resume=resume,
     )
     with _clean_errors():
         levels = executor.check(candidate, values)

@@ -109,6 +109,20 @@ def test_run_executes_the_demo_plan(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("prefect_server")
+def test_run_resumes_unless_told_not_to(tmp_path: Path) -> None:
+    args = ["run", PLAN, "-m", PIPELINE, "-i", f"csv_path={CSV}", "-i", f"output_dir={tmp_path}"]
+    assert runner.invoke(app, args).exit_code == 0
+    report = tmp_path / "report.md"
+    report.unlink()
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert "reused" in resumed.output and not report.exists()  # nothing re-ran
+    fresh = runner.invoke(app, [*args, "--no-resume"])
+    assert fresh.exit_code == 0, fresh.output
+    assert "reused" not in fresh.output and report.exists()
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_run_refuses_a_partial_plan_without_running() -> None:
     result = runner.invoke(app, ["run", PLAN, "-m", PIPELINE])
     assert result.exit_code == 2
