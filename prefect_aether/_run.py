@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import inspect
 import logging
 import time
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from prefect.states import aget_state_exception
 from pydantic import BaseModel
 
 from prefect_aether import _report, _steps
+from prefect_aether._callbacks import notify
 from prefect_aether.exceptions import ExecutionError
 from prefect_aether.execute import (
     PLAN_FLOW_NAME,
@@ -330,14 +330,7 @@ class PlanRun:
             if error is not None:
                 payload["error"] = _report.sanitize(error)
             _report.emit_step_event(_EVENT_NAMES[phase], self.plan_id, sid, action or "", payload)
-        if self.on_event is None:
-            return
-        try:
-            outcome = self.on_event(event)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception:
-            self.log().exception("on_event callback failed on %s for plan %s", phase, self.plan_id)
+        await notify(self.on_event, event, self.log())
 
     def log(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         try:

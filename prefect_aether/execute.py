@@ -22,7 +22,6 @@ resolved inputs, so executing the same plan again resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import uuid
@@ -31,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from prefect_aether._callbacks import notify
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, PlanValidationError
 from prefect_aether.plan import CandidatePlan
@@ -281,13 +281,7 @@ class BackgroundExecutionHandle:
             except Exception as exc:
                 result = self._failed(f"{type(exc).__name__}: {exc}")
             self._result = result
-            if on_complete is not None:
-                try:
-                    outcome = on_complete(result)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                except Exception:
-                    logger.exception("on_complete callback of plan %s failed", self.plan_id)
+            await notify(on_complete, result, logger)
 
         def target() -> None:
             try:

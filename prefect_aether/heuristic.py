@@ -23,13 +23,18 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Any
 
 from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot, feed_tier
 from prefect_aether.plan import CandidatePlan, PlanStep
-from prefect_aether.planner import PlanningCallback, PlanningContext, PlanningEvent, PlanResult
+from prefect_aether.planner import (
+    EventLog,
+    PlanningCallback,
+    PlanningContext,
+    PlanningEvent,
+    PlanResult,
+)
 from prefect_aether.validate import validate_plan
 
 __all__ = ["HeuristicPlanner"]
@@ -103,14 +108,8 @@ class HeuristicPlanner:
         self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
     ) -> PlanResult:
         """Build, validate and report the plan with the same events as `ActionPlanner`."""
-        events: list[PlanningEvent] = []
-
-        async def emit(event: PlanningEvent) -> None:
-            events.append(event)
-            if on_event is not None:
-                outcome = on_event(event)
-                if inspect.isawaitable(outcome):
-                    await outcome
+        emit = EventLog(on_event)
+        events = emit.events
 
         await emit(PlanningEvent(phase="start", iteration=0, message=f"planning: {ctx.goal}"))
         plan = self.build(ctx)

@@ -9,14 +9,15 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from prefect_aether._callbacks import notify
 from prefect_aether.catalog import ActionCatalog, ActionSpec
 from prefect_aether.exceptions import PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
@@ -33,6 +34,7 @@ __all__ = [
 
 PlanningPhase = Literal["start", "llm_request", "llm_response", "validation", "success", "failure"]
 PlanningCallback = Callable[["PlanningEvent"], Awaitable[None] | None]
+logger = logging.getLogger("prefect_aether.planner")
 _PRODUCER_DEPTH = 4
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)(?:```|\Z)", re.S)
 
@@ -103,6 +105,21 @@ class PlanResult(BaseModel):
     events: list[PlanningEvent] = Field(default_factory=list, description="Every event, in order.")
     usage: dict[str, int] = Field(default_factory=dict, description="Token usage, summed.")
     planner: str = Field(default="llm", description="Which planner produced it.")
+
+
+class EventLog:
+    """Records planning events and passes each to the caller's callback.
+
+    A failing callback is logged and never breaks planning.
+    """
+
+    def __init__(self, on_event: PlanningCallback | None) -> None:
+        self.events: list[PlanningEvent] = []
+        self.on_event = on_event
+
+    async def __call__(self, event: PlanningEvent) -> None:
+        self.events.append(event)
+        await notify(self.on_event, event, logger)
 
 
 def decode_plan(text: str) -> CandidatePlan:
@@ -238,15 +255,9 @@ class ActionPlanner:
         Raises:
             LLMError: The LLM could not be reached (a caller may fall back).
         """
-        events: list[PlanningEvent] = []
+        emit = EventLog(on_event)
+        events = emit.events
         usage: dict[str, int] = {}
-
-        async def emit(event: PlanningEvent) -> None:
-            events.append(event)
-            if on_event is not None:
-                outcome = on_event(event)
-                if inspect.isawaitable(outcome):
-                    await outcome
 
         messages = self.messages(ctx)
         await emit(PlanningEvent(phase="start", iteration=0, message=f"planning: {ctx.goal}"))

@@ -115,6 +115,20 @@ async def test_events_match_the_llm_planner(catalog: ActionCatalog) -> None:
     assert events[-1].plan_dict is not None
 
 
+async def test_a_failing_event_callback_never_breaks_planning(catalog: ActionCatalog) -> None:
+    seen: list[str] = []
+
+    async def callback(event: PlanningEvent) -> None:
+        seen.append(event.phase)
+        raise RuntimeError("callback bug")
+
+    result = await HeuristicPlanner(catalog).plan(
+        PlanningContext(goal="load the sales"), on_event=callback
+    )
+    assert result.plan is not None
+    assert seen == ["start", "validation", "success"]
+
+
 async def test_unknown_goal_fails_cleanly(catalog: ActionCatalog) -> None:
     result = await HeuristicPlanner(catalog).plan(PlanningContext(goal="launch the rocket"))
     assert result.plan is None
