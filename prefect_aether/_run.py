@@ -14,7 +14,12 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext, TagsContext
 from prefect.logging import get_run_logger
-from prefect.states import aget_state_exception
+from prefect.results import (
+    ResultStore,
+    aget_default_result_storage,
+    aresolve_result_storage,
+)
+from prefect.states import Completed, aget_state_exception
 from pydantic import BaseModel
 
 from prefect_aether import _report, _steps
@@ -27,7 +32,7 @@ from prefect_aether.execute import (
     ExecutionPhase,
     ExecutionResult,
 )
-from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.plan import CandidatePlan, PlanStep, iter_bindings
 
 if TYPE_CHECKING:
     from prefect_aether.execute import PlanExecutor
@@ -73,6 +78,7 @@ class PlanRun:
         self.records = {sid: _StepRecord() for sid in self.order}
         self.flow_run_id: str | None = None
         self.tags: list[str] = []
+        self._store: ResultStore | None = None
 
     # -- parent flow --------------------------------------------------------------------
 
@@ -255,19 +261,20 @@ class PlanRun:
             key = _steps.cache_key(self.plan_id, step, spec, inputs)
             run_as = step.extras.get("run_as", self.executor.run_as)
             step_tags = [*self.tags, f"plan_step:{sid}"]
-            runner = _steps.step_task(
-                flow,
-                step,
-                run_as=run_as,
-                key=key,
-                step_tags=step_tags,
-                tag_task=self.executor.tag_steps,
-                refresh=not self.executor.resume,
-                result_storage=self.executor.result_storage,
-            )
             upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
-            call: Any = runner(inputs, wait_for=upstream, return_state=True)
-            state = cast(State[Any], await call)
+            if run_as == "subflow":
+                state = await self.run_subflow(flow, step, step_tags, inputs, upstream, key)
+            else:
+                runner = _steps.step_task(
+                    flow,
+                    step,
+                    key=key,
+                    step_tags=step_tags if self.executor.tag_steps else None,
+                    refresh=not self.executor.resume,
+                    result_storage=self.executor.result_storage,
+                )
+                call: Any = runner(inputs, wait_for=upstream, return_state=True)
+                state = cast(State[Any], await call)
             value = await state.aresult(raise_on_failure=False)
             if not state.is_completed():
                 raise (
@@ -300,6 +307,41 @@ class PlanRun:
             step_outputs=outputs,
         )
         return True
+
+    async def run_subflow(
+        self,
+        flow: Flow[..., Any],
+        step: PlanStep,
+        step_tags: list[str],
+        inputs: dict[str, Any],
+        upstream: list[State[Any]],
+        key: str,
+    ) -> State[Any]:
+        """Run a step as a child flow run, resuming from the result store.
+
+        The child flow is called straight from the plan's flow: wrapping it in a
+        task would add a task run per step, and on a SQLite-backed server the
+        extra writes cost seconds per step (bench/execute.py).
+        """
+        store = await self.result_store()
+        if self.executor.resume and await store.aexists(key):
+            record = await store.aread(key)
+            return Completed(name="Cached", data=record.result, message="reused persisted result")
+        state = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
+        if state.is_completed():
+            await store.awrite(obj=await state.aresult(), key=key)
+        return state
+
+    async def result_store(self) -> ResultStore:
+        if self._store is None:
+            storage = self.executor.result_storage
+            resolved = (
+                await aget_default_result_storage()
+                if storage is None
+                else await aresolve_result_storage(storage)
+            )
+            self._store = ResultStore(result_storage=resolved)
+        return self._store
 
     # -- events -------------------------------------------------------------------------
 

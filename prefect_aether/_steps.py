@@ -6,10 +6,11 @@ import asyncio
 import dataclasses
 import functools
 import inspect
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from prefect import Flow, Task, tags
+from prefect.client.schemas.objects import State
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
@@ -105,9 +106,17 @@ async def _call_fn(flow: Flow[..., Any], inputs: dict[str, Any]) -> Any:
     return await asyncio.to_thread(functools.partial(flow.fn, **params))
 
 
-async def _call_subflow(
-    flow: Flow[..., Any], step: PlanStep, step_tags: list[str], inputs: dict[str, Any]
-) -> Any:
+async def call_subflow(
+    flow: Flow[..., Any],
+    step: PlanStep,
+    step_tags: list[str],
+    inputs: dict[str, Any],
+    upstream: list[State[Any]],
+) -> State[Any]:
+    """Start the action's flow as a child flow run named after the step, under its tags.
+
+    `wait_for` records the upstream steps, so the edges show in the run graph.
+    """
     policy = _policy(step, flow)
     child = flow.with_options(
         flow_run_name=step.id,
@@ -115,48 +124,43 @@ async def _call_subflow(
         retry_delay_seconds=policy["retry_delay_seconds"],
         timeout_seconds=policy["timeout_seconds"],
     )
+    call: Callable[[], Any] = functools.partial(
+        child, **inputs, wait_for=upstream, return_state=True
+    )
     with tags(*step_tags):
         if inspect.iscoroutinefunction(flow.fn):
-            return await child(**inputs)
-        return await asyncio.to_thread(functools.partial(child, **inputs))
+            outcome: Any = await call()
+        else:
+            # A sync flow blocks: run it in a thread (context copied) to keep steps concurrent.
+            outcome = await asyncio.to_thread(call)
+    return cast(State[Any], outcome)
 
 
 def step_task(
     flow: Flow[..., Any],
     step: PlanStep,
     *,
-    run_as: str,
     key: str,
-    step_tags: list[str],
-    tag_task: bool,
+    step_tags: list[str] | None,
     refresh: bool = False,
     result_storage: Any = None,
 ) -> Task[..., Any]:
-    """A Prefect task, named after the step, that runs it and persists its result under `key`.
+    """A Prefect task, named after the step, that runs the action's function.
 
-    In `"task"` mode the task calls the action's function itself and carries
-    the step's retries and timeout. In `"subflow"` mode it starts the action's
-    flow as a child flow run named after the step, which carries them instead.
-    Either way the task's cache key makes a re-run reuse a finished step. The
-    task run carries `step_tags` only when `tag_task` (see `PlanExecutor`'s
-    `tag_steps`); a child flow run always does (flow runs have no tag concurrency).
+    It carries the step's retries and timeout (else the flow's), and its cache
+    key makes a re-run reuse a step that already succeeded (`refresh` forces a
+    new run).
     """
-    if run_as == "task":
-        policy = _policy(step, flow)
+    policy = _policy(step, flow)
 
-        async def run_step(inputs: dict[str, Any]) -> Any:
-            return await _call_fn(flow, inputs)
-    else:
-        policy = {"retries": 0, "retry_delay_seconds": 0, "timeout_seconds": None}
-
-        async def run_step(inputs: dict[str, Any]) -> Any:
-            return await _call_subflow(flow, step, step_tags, inputs)
+    async def run_step(inputs: dict[str, Any]) -> Any:
+        return await _call_fn(flow, inputs)
 
     return Task(
         fn=run_step,
         name=step.id,
         task_run_name=step.id,
-        tags=step_tags if tag_task else None,
+        tags=step_tags,
         cache_key_fn=lambda _context, _parameters: key,
         persist_result=True,
         refresh_cache=refresh,
