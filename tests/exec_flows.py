@@ -34,7 +34,7 @@ async def emit_number(value: int, log_dir: str, delay: float = 0.0) -> int:
 
 
 @flow(name="sleepy", version="1")
-def sleepy(value: int, log_dir: str, seconds: float = 0.3) -> int:
+def sleepy(value: int, log_dir: str, seconds: float = 1.0) -> int:
     """Sleep (sync code), recording start and end times."""
     (Path(log_dir) / f"span-{value}").write_text(f"{time.time()}")
     time.sleep(seconds)
