@@ -108,7 +108,11 @@ def _load_script(path: str) -> Any:
 
 def load_plan(path: Path) -> CandidatePlan:
     """Read a plan from a JSON or YAML file."""
+    limit = AetherSettings().max_plan_bytes
     try:
+        size = path.stat().st_size
+        if size > limit:
+            fail(f"plan {str(path)!r} is {size} bytes; at most {limit} are read (max_plan_bytes)")
         text = path.read_text()
     except OSError as exc:
         fail(f"cannot read plan {str(path)!r}: {exc.strerror or exc}")

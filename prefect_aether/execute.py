@@ -34,6 +34,7 @@ from prefect_aether._callbacks import notify
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, PlanValidationError
 from prefect_aether.plan import CandidatePlan
+from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import RUN_MODES, validate_plan
 
 __all__ = [
@@ -104,7 +105,8 @@ class PlanExecutor:
 
     Args:
         catalog: The actions the plans call.
-        max_concurrency: Most steps running at once (None: no limit).
+        max_concurrency: Most steps running at once; the `max_concurrent_steps`
+            setting (64) by default, and never more.
         fail_fast: On the first failure, start no further step; otherwise only
             the dependents of a failed step are skipped.
         run_as: Default step mode, `"task"` or `"subflow"`.
@@ -150,12 +152,16 @@ class PlanExecutor:
         resume: bool = True,
         result_storage: Any = None,
     ) -> None:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise AetherUsageError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
+        ceiling = AetherSettings().max_concurrent_steps
+        if max_concurrency is not None and not 1 <= max_concurrency <= ceiling:
+            raise AetherUsageError(
+                f"max_concurrency must be between 1 and {ceiling} (max_concurrent_steps), "
+                f"got {max_concurrency}"
+            )
         if run_as not in RUN_MODES:
             raise AetherUsageError(f"run_as must be one of {RUN_MODES}, got {run_as!r}")
         self.catalog = catalog
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = max_concurrency if max_concurrency is not None else ceiling
         self.fail_fast = fail_fast
         self.run_as = run_as
         self.tag_steps = tag_steps

@@ -25,6 +25,7 @@ import httpx
 from pydantic import SecretStr
 
 from prefect_aether.exceptions import AetherUsageError, LLMError
+from prefect_aether.settings import AetherSettings
 
 __all__ = ["OpenAICompatibleLLM", "Usage"]
 
@@ -47,7 +48,8 @@ class OpenAICompatibleLLM:
         max_retries: Retries after the first attempt, on connect errors,
             timeouts, 408, 409, 429 and 5xx. Other 4xx are never retried.
         temperature: Sampling temperature (None: the server's default).
-        max_response_bytes: Larger answers are rejected with `LLMError`.
+        max_response_bytes: Larger answers are rejected with `LLMError`; the
+            `max_llm_response_bytes` setting by default.
         backoff_seconds: First backoff; doubles each retry, with jitter.
         max_backoff_seconds: Cap on one backoff, including `Retry-After`.
 
@@ -68,7 +70,7 @@ class OpenAICompatibleLLM:
         connect_timeout: float = 10.0,
         max_retries: int = 3,
         temperature: float | None = 0.0,
-        max_response_bytes: int = 2_000_000,
+        max_response_bytes: int | None = None,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 20.0,
     ) -> None:
@@ -76,6 +78,8 @@ class OpenAICompatibleLLM:
             raise AetherUsageError(
                 f"base_url must start with http:// or https://, got {base_url!r}"
             )
+        if max_response_bytes is None:
+            max_response_bytes = AetherSettings().max_llm_response_bytes
         if max_retries < 0 or timeout <= 0 or max_response_bytes <= 0:
             raise AetherUsageError("max_retries must be >= 0; timeout and max_response_bytes > 0")
         self.base_url = base_url.rstrip("/")

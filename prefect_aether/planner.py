@@ -19,8 +19,9 @@ from pydantic import BaseModel, Field
 
 from prefect_aether._callbacks import notify
 from prefect_aether.catalog import ActionCatalog, ActionSpec
-from prefect_aether.exceptions import PlanDecodingError
+from prefect_aether.exceptions import AetherUsageError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
+from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import ValidationResult, validate_plan
 
 __all__ = [
@@ -122,17 +123,28 @@ class EventLog:
         await notify(self.on_event, event, logger)
 
 
-def decode_plan(text: str) -> CandidatePlan:
+def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:
     """Decode an LLM answer into a plan: code fences and leading prose are tolerated.
 
+    Args:
+        text: The answer.
+        max_bytes: Largest text accepted; the `max_plan_bytes` setting by default.
+
     Raises:
-        PlanDecodingError: No JSON plan in the text, truncated JSON, or a bad shape;
-            the raw text is kept on the error.
+        PlanDecodingError: Too large, no JSON plan in the text, truncated JSON, or a
+            bad shape; the raw text (up to the limit) is kept on the error.
 
     Example:
         >>> decode_plan('Here you go:\\n```json\\n{"steps": []}\\n```').steps
         []
     """
+    limit = max_bytes if max_bytes is not None else AetherSettings().max_plan_bytes
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > limit:
+        raise PlanDecodingError(
+            f"the plan text is {size} bytes; at most {limit} are accepted (max_plan_bytes)",
+            raw=text[:limit],
+        )
     fenced = _FENCE.search(text)
     body = fenced.group(1) if fenced else text
     start = min((i for i in (body.find("{"), body.find("[")) if i >= 0), default=-1)
@@ -185,9 +197,16 @@ class ActionPlanner:
         retrieval_threshold: int = 40,
         top_k: int = 15,
     ) -> None:
+        settings = AetherSettings()
+        if not 1 <= max_iter <= settings.max_planning_iterations:
+            raise AetherUsageError(
+                f"max_iter must be between 1 and {settings.max_planning_iterations} "
+                f"(max_planning_iterations), got {max_iter}"
+            )
         self.catalog = catalog
         self.llm = llm
         self.max_iter = max_iter
+        self.max_tokens = settings.max_planning_tokens
         self.retrieval_threshold = retrieval_threshold
         self.top_k = top_k
 
@@ -273,6 +292,16 @@ class ActionPlanner:
             )
             for key, value in used.items():
                 usage[key] = usage.get(key, 0) + value
+            spent = usage.get("total_tokens") or usage.get("prompt_tokens", 0) + usage.get(
+                "completion_tokens", 0
+            )
+            if spent > self.max_tokens:
+                message = (
+                    f"token budget exceeded: {spent} tokens spent, at most {self.max_tokens} "
+                    "per plan (max_planning_tokens)"
+                )
+                await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
+                return PlanResult(plan=None, validation=validation, events=events, usage=usage)
             await emit(
                 PlanningEvent(
                     phase="llm_response",

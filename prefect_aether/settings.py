@@ -32,9 +32,26 @@ class AetherSettings(PrefectBaseSettings):
     model_config = build_settings_config(("integrations", "aether"))
 
     max_steps: int = Field(
-        default=10_000,
+        default=1_000,
         ge=1,
         description="Largest number of steps a plan may have before validation rejects it.",
+    )
+    max_plan_bytes: int = Field(
+        default=1_000_000, ge=1, description="Largest plan text (an LLM answer, a plan file) read."
+    )
+    max_llm_response_bytes: int = Field(
+        default=2_000_000, ge=1, description="Largest LLM HTTP response accepted."
+    )
+    max_planning_iterations: int = Field(
+        default=10, ge=1, description="Most LLM rounds a planner may be configured with."
+    )
+    max_planning_tokens: int = Field(
+        default=200_000,
+        ge=1,
+        description="Most LLM tokens (prompt + completion) spent on one plan.",
+    )
+    max_concurrent_steps: int = Field(
+        default=64, ge=1, description="Most steps of one plan running at once."
     )
     llm_base_url: str | None = Field(
         default=None,

@@ -354,7 +354,7 @@ def inc_catalog() -> ActionCatalog:
 
 
 def test_reverse_listed_2000_step_chain_is_ok(inc_catalog: ActionCatalog) -> None:
-    result = check(inc_catalog, chain(2_000)[::-1])
+    result = check(inc_catalog, chain(2_000)[::-1], max_steps=2_000)
     assert result.ok
     assert result.levels[0] == ["s0"]
     assert result.levels[-1] == ["s1999"]
