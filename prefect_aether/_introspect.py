@@ -74,7 +74,11 @@ def type_hints(flow: Flow[..., Any]) -> dict[str, Any]:
 
 def input_slots(flow: Flow[..., Any]) -> list[dict[str, Any]]:
     """One slot per parameter, from Prefect's own parameter schema."""
-    schema = flow.parameters.model_dump(mode="json")
+    return slots_from_parameter_schema(flow.parameters.model_dump(mode="json"))
+
+
+def slots_from_parameter_schema(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """One slot per property of a Prefect parameter schema (a flow's or a deployment's)."""
     definitions: dict[str, Any] = schema.get("definitions") or {}
     required = set(schema.get("required") or [])
     slots = []

@@ -6,7 +6,7 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from prefect import Flow, tags
@@ -32,7 +32,8 @@ from prefect_aether.execute import (
     ExecutionPhase,
     ExecutionResult,
 )
-from prefect_aether.plan import CandidatePlan, PlanStep, iter_bindings
+from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.settings import AetherSettings
 
 if TYPE_CHECKING:
     from prefect_aether.execute import PlanExecutor
@@ -253,17 +254,33 @@ class PlanRun:
         record.state = "Running"
         await self.emit("step_start", sid, f"step {sid!r} ({step.action}) started")
         try:
-            if spec is None or flow is None:
-                raise ExecutionError(
-                    f"action {step.action!r} has no local flow to run", step_id=sid
-                )
+            if spec is None:
+                raise ExecutionError(f"action {step.action!r} is not in the catalog", step_id=sid)
             inputs = _steps.resolve_inputs(step, self.user_inputs, self.outputs)
             key = _steps.cache_key(self.plan_id, step, spec, inputs)
             run_as = step.extras.get("run_as", self.executor.run_as)
             step_tags = [*self.tags, f"plan_step:{sid}"]
             upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
-            if run_as == "subflow":
-                state = await self.run_subflow(flow, step, step_tags, inputs, upstream, key)
+            if spec.kind == "deployment":
+                poll = AetherSettings().deployment_poll_interval
+                state, value = await self.run_resumable(
+                    key,
+                    lambda: _steps.call_deployment(
+                        spec, step, step_tags, inputs, upstream, poll_interval=poll
+                    ),
+                )
+            elif flow is None:
+                raise ExecutionError(
+                    f"action {step.action!r} has no local flow to run", step_id=sid
+                )
+            elif run_as == "subflow":
+
+                async def start_subflow() -> tuple[State[Any], Any]:
+                    assert flow is not None
+                    done = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
+                    return done, await done.aresult(raise_on_failure=False)
+
+                state, value = await self.run_resumable(key, start_subflow)
             else:
                 runner = _steps.step_task(
                     flow,
@@ -275,7 +292,7 @@ class PlanRun:
                 )
                 call: Any = runner(inputs, wait_for=upstream, return_state=True)
                 state = cast(State[Any], await call)
-            value = await state.aresult(raise_on_failure=False)
+                value = await state.aresult(raise_on_failure=False)
             if not state.is_completed():
                 raise (
                     value
@@ -308,29 +325,26 @@ class PlanRun:
         )
         return True
 
-    async def run_subflow(
-        self,
-        flow: Flow[..., Any],
-        step: PlanStep,
-        step_tags: list[str],
-        inputs: dict[str, Any],
-        upstream: list[State[Any]],
-        key: str,
-    ) -> State[Any]:
-        """Run a step as a child flow run, resuming from the result store.
+    async def run_resumable(
+        self, key: str, start: Callable[[], Awaitable[tuple[State[Any], Any]]]
+    ) -> tuple[State[Any], Any]:
+        """Run a child flow run (a subflow or a deployment), resuming from the result store.
 
-        The child flow is called straight from the plan's flow: wrapping it in a
+        Child flows are called straight from the plan's flow: wrapping them in a
         task would add a task run per step, and on a SQLite-backed server the
         extra writes cost seconds per step (bench/execute.py).
         """
         store = await self.result_store()
         if self.executor.resume and await store.aexists(key):
             record = await store.aread(key)
-            return Completed(name="Cached", data=record.result, message="reused persisted result")
-        state = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
+            reused: State[Any] = Completed(
+                name="Cached", data=record.result, message="reused persisted result"
+            )
+            return reused, record.result
+        state, value = await start()
         if state.is_completed():
-            await store.awrite(obj=await state.aresult(), key=key)
-        return state
+            await store.awrite(obj=value, key=key)
+        return state, value
 
     async def result_store(self) -> ResultStore:
         if self._store is None:

@@ -167,3 +167,94 @@ def step_task(
         result_storage=result_storage,
         **policy,
     )
+
+
+async def call_deployment(
+    spec: ActionSpec,
+    step: PlanStep,
+    step_tags: list[str],
+    inputs: dict[str, Any],
+    upstream: list[State[Any]],
+    *,
+    poll_interval: float,
+) -> tuple[State[Any], Any]:
+    """Run a deployment as a child flow run of the plan, named after the step, and wait.
+
+    This is `run_deployment` as a subflow, plus `wait_for` edges to the upstream
+    steps (so the run graph shows them) and the step's timeout: past it, the
+    run is cancelled and the step fails. The deployment's worker or `serve`
+    process runs it, on whichever machine that is.
+
+    Returns:
+        The final state (its `task_run_id` is the linking task run, for
+        downstream `wait_for` edges) and the run's result.
+    """
+    from prefect._internal.engine import dynamic_key_for_task_run
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import TaskRunResult
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import MissingResult
+    from prefect.states import Cancelling, Pending, Scheduled
+    from pydantic_core import to_jsonable_python
+
+    name = spec.name
+    timeout = step.extras.get("timeout_seconds")
+    parameters = to_jsonable_python(inputs)
+    context = FlowRunContext.get()
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(name)
+        parent_task_run_id = None
+        if context is not None and context.flow_run is not None:
+            link = Task(name=step.id, fn=lambda: None, version=deployment.version)
+            link.task_key = f"prefect_aether.deployment.{spec.name}"
+            parent = await client.create_task_run(
+                task=link,
+                flow_run_id=context.flow_run.id,
+                dynamic_key=str(dynamic_key_for_task_run(context, link)),
+                task_inputs={
+                    "wait_for": [
+                        TaskRunResult(id=s.state_details.task_run_id)
+                        for s in upstream
+                        if s.state_details.task_run_id is not None
+                    ]
+                },
+                state=Pending(),
+            )
+            parent_task_run_id = parent.id
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters=parameters,
+            state=Scheduled(),
+            name=step.id,
+            tags=step_tags,
+            parent_task_run_id=parent_task_run_id,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(timeout) if timeout else None
+        while True:
+            flow_run = await client.read_flow_run(flow_run.id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                break
+            if deadline is not None and loop.time() >= deadline:
+                await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+                raise ExecutionError(
+                    f"step {step.id!r}: deployment {name!r} run {flow_run.id} did not finish "
+                    f"within {timeout} s; it was cancelled",
+                    step_id=step.id,
+                )
+            await asyncio.sleep(poll_interval)
+    state = flow_run.state
+    details = state.state_details.model_copy(update={"task_run_id": parent_task_run_id})
+    state = state.model_copy(update={"state_details": details})
+    if not state.is_completed():
+        return state, None
+    try:
+        value = await state.aresult()
+    except MissingResult as exc:
+        raise ExecutionError(
+            f"step {step.id!r}: deployment {name!r} finished but its result cannot be read "
+            f"({exc}); give its flow persist_result=True and result storage this process "
+            "can read",
+            step_id=step.id,
+        ) from None
+    return state, value

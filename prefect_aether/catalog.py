@@ -39,7 +39,7 @@ from prefect_aether._search import SearchIndex
 from prefect_aether.exceptions import CatalogError
 from prefect_aether.plan import canonical_json
 
-__all__ = ["ActionCatalog", "ActionSpec", "IOSlot"]
+__all__ = ["ActionCatalog", "ActionSpec", "CatalogSource", "IOSlot"]
 
 _ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
 
@@ -98,6 +98,59 @@ class ActionSpec(BaseModel):
     def output(self, name: str) -> IOSlot | None:
         """The output slot called `name`, if any."""
         return next((s for s in self.outputs if s.name == name), None)
+
+
+class CatalogSource(BaseModel):
+    """Where a catalog's actions come from; a parameter of the deployable flows.
+
+    Example:
+        >>> source = CatalogSource(modules=["flows/pipeline.py"])
+        >>> len(source.build_local())  # doctest: +SKIP
+        7
+    """
+
+    modules: list[str] = Field(
+        default_factory=list, description="Dotted module names or `.py` paths; all their flows."
+    )
+    entrypoints: list[str] = Field(
+        default_factory=list, description="Single flows: `path/to/file.py:fn` or `pkg.mod:fn`."
+    )
+    deployments: list[str] = Field(
+        default_factory=list, description="Deployments by name: `flow name/deployment name`."
+    )
+    deployment_tags: list[str] = Field(
+        default_factory=list, description="Every deployment carrying one of these tags."
+    )
+
+    def build_local(self) -> ActionCatalog:
+        """The catalog of the modules and entrypoints (no API call).
+
+        Raises:
+            CatalogError: A module or entrypoint cannot be loaded.
+        """
+        catalog = ActionCatalog()
+        for module in self.modules:
+            catalog.register_module(module)
+        for entrypoint in self.entrypoints:
+            catalog.register_entrypoint(entrypoint)
+        return catalog
+
+    async def build(self) -> ActionCatalog:
+        """The whole catalog, deployments read from the Prefect API included.
+
+        Raises:
+            CatalogError: Something cannot be loaded, or the source names nothing.
+        """
+        if not (self.modules or self.entrypoints or self.deployments or self.deployment_tags):
+            raise CatalogError(
+                "the catalog source names no module, entrypoint, deployment or deployment tag"
+            )
+        catalog = self.build_local()
+        if self.deployments or self.deployment_tags:
+            await catalog.register_deployments(
+                names=self.deployments or None, tags=self.deployment_tags or None
+            )
+        return catalog
 
 
 @dataclass
@@ -181,7 +234,7 @@ class ActionCatalog:
         """Register every flow defined in a module (not the ones it imports).
 
         Args:
-            module: A module object or a dotted module name.
+            module: A module object, a dotted module name or a path to a `.py` file.
             flow_id: Group id given to every action.
 
         Raises:
@@ -189,7 +242,12 @@ class ActionCatalog:
         """
         if isinstance(module, str):
             try:
-                module = importlib.import_module(module)
+                if module.endswith(".py"):
+                    from prefect.utilities.importtools import load_script_as_module
+
+                    module = load_script_as_module(module)
+                else:
+                    module = importlib.import_module(module)
             except Exception as exc:
                 raise CatalogError(f"cannot import module {module!r}: {exc}") from exc
         flows = [
@@ -215,6 +273,100 @@ class ActionCatalog:
         except Exception as exc:
             raise CatalogError(f"cannot load flow from entrypoint {entrypoint!r}: {exc}") from exc
         return self.register(flow, flow_id=flow_id, entrypoint=entrypoint)
+
+    async def register_deployments(
+        self,
+        *,
+        names: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        flow_id: str | None = None,
+    ) -> list[ActionSpec]:
+        """Turn deployments on the Prefect API into actions run with `run_deployment`.
+
+        The action is named `"<flow name>/<deployment name>"` (what
+        `run_deployment` takes); its inputs come from the deployment's parameter
+        schema and its description from the deployment. A deployment does not
+        publish its return type, so it has one output, `result`, of any type:
+        bind into it with a path (`${step.result.field}`). Its flow must persist
+        its result (`@flow(persist_result=True)`) in storage this process can
+        read, or the step fails with a message saying so.
+
+        Args:
+            names: Keep these deployments (`"flow/deployment"`); each must exist.
+            tags: Keep deployments carrying any of these tags.
+            flow_id: Group id given to every action.
+
+        Raises:
+            CatalogError: A named deployment does not exist, or nothing matched.
+
+        Example:
+            >>> import asyncio
+            >>> asyncio.run(ActionCatalog().register_deployments(tags=["etl"]))  # doctest: +SKIP
+        """
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+        from prefect.exceptions import ObjectNotFound
+
+        wanted = list(names or [])
+        tag_list = list(tags or [])
+        async with get_client() as client:
+            deployments = []
+            for name in wanted:
+                try:
+                    deployments.append(await client.read_deployment_by_name(name))
+                except ObjectNotFound:
+                    raise CatalogError(
+                        f"deployment {name!r} does not exist on the Prefect API "
+                        "(names are 'flow name/deployment name')"
+                    ) from None
+            if tag_list or not wanted:
+                deployments.extend(
+                    await client.read_deployments(
+                        deployment_filter=DeploymentFilter(
+                            tags=DeploymentFilterTags(any_=tag_list) if tag_list else None
+                        )
+                    )
+                )
+            flow_names = {
+                flow_uuid: (await client.read_flow(flow_uuid)).name
+                for flow_uuid in {d.flow_id for d in deployments}
+            }
+        if not deployments:
+            raise CatalogError(
+                f"no deployment on the Prefect API matches names={wanted} tags={tag_list}"
+            )
+        specs: dict[str, ActionSpec] = {}
+        for deployment in deployments:
+            full_name = f"{flow_names[deployment.flow_id]}/{deployment.name}"
+            if full_name in specs:
+                continue
+            doc = _introspect.parse_docstring(deployment.description)
+            spec = ActionSpec(
+                name=full_name,
+                ref=f"deployment:{full_name}",
+                kind="deployment",
+                version=deployment.version,
+                description=doc.summary,
+                tags=sorted(set(deployment.tags)),
+                flow_id=flow_id,
+                inputs=_deployment_inputs(
+                    deployment.parameter_openapi_schema, deployment.parameters
+                ),
+                outputs=[
+                    IOSlot(
+                        name="result",
+                        type=None,
+                        json_schema={},
+                        description=doc.returns or "The deployment's return value.",
+                        required=True,
+                    )
+                ],
+                entrypoint=deployment.entrypoint,
+            )
+            specs[full_name] = self._add(
+                _Entry(spec, None, {}), describe=f"deployment {full_name!r}"
+            )
+        return list(specs.values())
 
     def _add(self, entry: _Entry, *, describe: str) -> ActionSpec:
         spec = entry.spec
@@ -408,6 +560,19 @@ def _make_checker(entry: _Entry, slot: IOSlot) -> Any:
         return None if error is None else f"{error.message} (got {json_kind(value) or 'null'})"
 
     return check_schema
+
+
+def _deployment_inputs(
+    schema: dict[str, Any] | None, defaults: dict[str, Any] | None
+) -> list[IOSlot]:
+    """Input slots of a deployment: its parameter schema, with its own parameter values
+    as defaults (Prefect merges them into every run)."""
+    slots = []
+    for slot in _introspect.slots_from_parameter_schema(schema or {}):
+        if defaults and slot["name"] in defaults:
+            slot.update(required=False, default=defaults[slot["name"]])
+        slots.append(IOSlot(**slot))
+    return slots
 
 
 def _preview(value: Any, limit: int = 60) -> str:

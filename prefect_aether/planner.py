@@ -33,7 +33,9 @@ __all__ = [
     "decode_plan",
 ]
 
-PlanningPhase = Literal["start", "llm_request", "llm_response", "validation", "success", "failure"]
+PlanningPhase = Literal[
+    "start", "llm_request", "llm_response", "validation", "fallback", "success", "failure"
+]
 PlanningCallback = Callable[["PlanningEvent"], Awaitable[None] | None]
 logger = logging.getLogger("prefect_aether.planner")
 _PRODUCER_DEPTH = 4

@@ -69,6 +69,22 @@ class AetherSettings(PrefectBaseSettings):
     )
     planner_top_k: int = Field(default=15, ge=1, description="How many actions retrieval keeps.")
 
+    catalog_modules: list[str] = Field(
+        default_factory=list,
+        description="Modules (dotted names or .py paths) of the default catalog (get_planner).",
+    )
+    catalog_deployment_tags: list[str] = Field(
+        default_factory=list,
+        description="Deployments with any of these tags join the default catalog.",
+    )
+    deployment_poll_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between polls of a running deployment step."
+    )
+
+    pause_poll_interval: int = Field(
+        default=5, ge=1, description="Seconds between checks of a paused run for its form."
+    )
+
     def llm_configured(self) -> bool:
         """Whether an LLM is configured (base URL and model)."""
         return bool(self.llm_base_url and self.llm_model)

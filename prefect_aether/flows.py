@@ -1,0 +1,316 @@
+"""Deployable flows: plan a goal and execute it, or execute a given plan.
+
+Deploy them like any Prefect flow (`flows/prefect.yaml` schedules a daily
+goal). Each run plans over the actions its `catalog` parameter names, asks a
+person for missing `${user.*}` values through a typed form in the Prefect UI
+(`pause_flow_run(wait_for_input=...)`), optionally waits for an approval of
+the plan, then runs the plan as a child flow run with one run per step.
+
+Example:
+    >>> from prefect_aether.flows import plan_and_execute
+    >>> plan_and_execute.name
+    'aether-plan-and-execute'
+"""
+
+from __future__ import annotations
+
+import keyword
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.client.schemas.objects import State
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import apause_flow_run
+from prefect.input import RunInput
+from prefect.logging import get_run_logger
+from prefect.states import Cancelled
+from pydantic import Field, create_model
+
+from prefect_aether._report import plan_markdown, sanitize
+from prefect_aether._schema import coarse_type
+from prefect_aether.catalog import ActionCatalog, CatalogSource
+from prefect_aether.context import NodePlanner, get_planner
+from prefect_aether.exceptions import ExecutionError, PlanValidationError
+from prefect_aether.execute import ExecutionResult, PlanExecutor
+from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas
+from prefect_aether.settings import AetherSettings
+from prefect_aether.validate import validate_plan
+
+__all__ = ["Approval", "execute_plan", "plan_and_execute", "user_input_model"]
+
+_PYTHON_TYPES: dict[str | None, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list[Any],
+    "object": dict[str, Any],
+    None: Any,
+}
+
+
+class Approval(RunInput):
+    """The form a reviewer fills in to let a plan run (or not).
+
+    Example:
+        >>> Approval(approve=False, comment="wrong region").approve
+        False
+    """
+
+    approve: bool = Field(description="Run this plan?")
+    comment: str = Field(default="", description="Why (shown in the run's logs).")
+
+
+def user_input_model(
+    schemas: dict[str, dict[str, Any]], needed_by: dict[str, list[str]] | None = None
+) -> type[RunInput]:
+    """A `RunInput` form with one typed field per missing `${user.<key>}` value.
+
+    Field names in the form are the keys; each field carries the JSON schema of
+    the slot it feeds (enums become drop-downs, bounds are checked).
+
+    Example:
+        >>> Form = user_input_model({"csv_path": {"type": "string"}})
+        >>> Form(csv_path="a.csv").model_dump(by_alias=True)
+        {'csv_path': 'a.csv'}
+    """
+    fields: dict[str, Any] = {}
+    for i, (key, schema) in enumerate(sorted(schemas.items())):
+        where = ", ".join((needed_by or {}).get(key, []))
+        description = schema.get("description") or (f"Needed by {where}." if where else None)
+        # The slot's own schema shapes the form, unless it points at definitions.
+        extra = (
+            {k: v for k, v in schema.items() if k not in ("title", "description")}
+            if "$ref" not in str(schema)
+            else {}
+        )
+        annotation = _PYTHON_TYPES.get(coarse_type(schema), Any)
+        name = key if key.isidentifier() and not keyword.iskeyword(key) else f"field_{i}"
+        fields[name] = (
+            annotation,
+            Field(alias=key, description=description, json_schema_extra=extra or None),
+        )
+    model: type[RunInput] = create_model("PlanInputs", __base__=RunInput, **fields)
+    model._description = (  # type: ignore[assignment]
+        "The plan needs these values before it can run."
+    )
+    return model
+
+
+async def _ask_for_values(
+    plan: CandidatePlan, catalog: ActionCatalog, missing: dict[str, list[str]], timeout: int
+) -> dict[str, Any]:
+    """Pause the run until a person submits the missing values in the Prefect UI."""
+    schemas = user_input_schemas(plan, catalog)
+    form = user_input_model({k: schemas.get(k, {}) for k in missing}, missing)
+    get_run_logger().info(
+        "Waiting for values of %s; fill in the form on this flow run in the Prefect UI",
+        ", ".join(sorted(missing)),
+    )
+    answer = await _pause(form, timeout, key="aether-user-inputs", waiting_for="the plan's inputs")
+    values: dict[str, Any] = answer.model_dump(
+        by_alias=True, include=set(type(answer).model_fields)
+    )
+    return values
+
+
+async def _pause(form: type[Any], timeout: int, *, key: str, waiting_for: str) -> Any:
+    poll = AetherSettings().pause_poll_interval
+    try:
+        return await apause_flow_run(
+            wait_for_input=form, timeout=timeout, poll_interval=poll, key=key
+        )
+    except FlowPauseTimeout:
+        raise ExecutionError(
+            f"nobody provided {waiting_for} within {timeout} s (pause_timeout); "
+            "the plan did not run"
+        ) from None
+
+
+def _report(result: ExecutionResult, planner: str) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "plan_id": result.plan_id,
+        "planner": planner,
+        "plan_flow_run_id": result.flow_run_id,
+        "outputs": result.outputs,
+        "errors": result.errors,
+        "skipped": result.skipped,
+    }
+
+
+async def _run_plan(
+    node: NodePlanner,
+    plan: CandidatePlan,
+    user_inputs: dict[str, Any],
+    *,
+    approve: bool,
+    pause_timeout: int,
+    planner: str,
+) -> dict[str, Any] | State[Any]:
+    """Ask for missing values, ask for approval, execute: the common tail of both flows."""
+    catalog = node.catalog
+    validation = validate_plan(plan, catalog, user_inputs=user_inputs)
+    if validation.has_structural_errors:
+        raise PlanValidationError(
+            f"plan {plan.plan_id} cannot run:\n{validation.summary()}", issues=validation.issues
+        )
+    values = dict(user_inputs)
+    if validation.missing_user_bindings:
+        values.update(
+            await _ask_for_values(plan, catalog, validation.missing_user_bindings, pause_timeout)
+        )
+    if approve:
+        deps = {
+            s.id: list(dict.fromkeys(b.step_id for _, b in iter_bindings(s.inputs) if b.step_id))
+            for s in plan.steps
+        }
+        levels = validate_plan(plan, catalog, user_inputs=values).levels
+        await acreate_markdown_artifact(
+            markdown=plan_markdown(plan, levels, deps),
+            key=f"aether-approval-{plan.plan_id}",
+            description=f"prefect-aether plan {plan.plan_id}, waiting for approval",
+        )
+        decision = await _pause(
+            Approval.with_initial_data(
+                description=f"Approve plan {plan.plan_id} ({len(plan.steps)} steps)? "
+                "See the run's artifacts."
+            ),
+            pause_timeout,
+            key="aether-approval",
+            waiting_for="an approval",
+        )
+        if not decision.approve:
+            message = f"plan {plan.plan_id} rejected; nothing was executed"
+            if decision.comment:
+                message += f": {sanitize(decision.comment)}"
+            get_run_logger().warning(message)
+            return Cancelled(message=message)
+    result = await node.execute(plan, user_inputs=values)
+    if not result.ok:
+        first = next(iter(result.errors.items()), ("plan", "failed"))
+        raise ExecutionError(
+            f"plan {plan.plan_id} failed at step {first[0]!r}: {first[1]}",
+            step_id=first[0] if first[0] != "plan" else None,
+        )
+    return _report(result, planner)
+
+
+@flow(name="aether-plan-and-execute", persist_result=True, log_prints=True)
+async def plan_and_execute(
+    goal: str,
+    user_inputs: dict[str, Any] | None = None,
+    catalog: CatalogSource | None = None,
+    planner: PlannerKind = "auto",
+    approve: bool = False,
+    allow_partial: bool = True,
+    max_concurrency: int | None = None,
+    llm_block: str | None = None,
+    resume: bool = False,
+    pause_timeout: int = 3600,
+) -> dict[str, Any] | State[Any]:
+    """Plan a goal over your flows and deployments, then run the plan.
+
+    Args:
+        goal: What to do, in plain words.
+        user_inputs: Values for `${user.*}` bindings known up front.
+        catalog: Modules, entrypoints and deployments the plan may use; the
+            `catalog_modules` and `catalog_deployment_tags` settings by default.
+        planner: `auto` (the LLM when one is configured, else heuristic),
+            `heuristic` or `llm`.
+        approve: Publish the plan as an artifact and wait for an approval.
+        allow_partial: Accept a plan that needs values nobody gave, and ask for
+            them with a form; otherwise such a plan fails the run.
+        max_concurrency: Most steps running at once.
+        llm_block: Name of a saved `LLMConfig` block to plan with.
+        resume: Reuse steps that already succeeded with the same inputs in an
+            earlier run; off by default, so a scheduled run does its work again.
+        pause_timeout: Seconds to wait for a form (values or approval).
+
+    Returns:
+        `ok`, `plan_id`, `planner`, `plan_flow_run_id`, `outputs`, `errors`, `skipped`.
+    """
+    settings = AetherSettings()
+    source = catalog or CatalogSource(
+        modules=settings.catalog_modules, deployment_tags=settings.catalog_deployment_tags
+    )
+    actions = await source.build()
+    llm = None
+    if llm_block:
+        from prefect_aether.blocks import LLMConfig
+
+        config: LLMConfig = await LLMConfig.aload(llm_block)
+        llm = config.get_llm()
+    service = PlannerService(
+        actions,
+        planner=planner,
+        llm=llm,
+        executor=PlanExecutor(actions, max_concurrency=max_concurrency, resume=resume),
+    )
+    node = get_planner(service=service)
+    values = dict(user_inputs or {})
+    result = await node.plan(goal, user_inputs=values, allow_partial=allow_partial)
+    validation = result.validation
+    if result.plan is None or validation is None:
+        detail = validation.summary() if validation else "no action matches the goal"
+        raise PlanValidationError(
+            f"no plan for {goal!r}: {detail}", issues=validation.issues if validation else []
+        )
+    if validation.missing_user_bindings and not allow_partial:
+        raise PlanValidationError(
+            f"the plan for {goal!r} needs values nobody gave and allow_partial is off: "
+            f"{', '.join(sorted(validation.missing_user_bindings))}",
+            issues=validation.issues,
+        )
+    return await _run_plan(
+        node,
+        result.plan,
+        values,
+        approve=approve,
+        pause_timeout=pause_timeout,
+        planner=result.planner,
+    )
+
+
+@flow(name="aether-execute-plan", persist_result=True, log_prints=True)
+async def execute_plan(
+    plan: dict[str, Any],
+    user_inputs: dict[str, Any] | None = None,
+    catalog: CatalogSource | None = None,
+    approve: bool = False,
+    max_concurrency: int | None = None,
+    resume: bool = True,
+    pause_timeout: int = 3600,
+) -> dict[str, Any] | State[Any]:
+    """Validate and run a plan (a `CandidatePlan` as JSON), asking for missing values.
+
+    Args:
+        plan: The plan: `{"steps": [...]}`.
+        user_inputs: Values for `${user.*}` bindings.
+        catalog: Where the plan's actions come from (see `plan_and_execute`).
+        approve: Wait for an approval before running.
+        max_concurrency: Most steps running at once.
+        resume: Reuse steps that already succeeded with the same inputs.
+        pause_timeout: Seconds to wait for a form (values or approval).
+    """
+    settings = AetherSettings()
+    source = catalog or CatalogSource(
+        modules=settings.catalog_modules, deployment_tags=settings.catalog_deployment_tags
+    )
+    actions = await source.build()
+    candidate = CandidatePlan.from_dict(plan)
+    service = PlannerService(
+        actions,
+        planner="heuristic",
+        executor=PlanExecutor(actions, max_concurrency=max_concurrency, resume=resume),
+    )
+    return await _run_plan(
+        get_planner(service=service),
+        candidate,
+        dict(user_inputs or {}),
+        approve=approve,
+        pause_timeout=pause_timeout,
+        planner=str(candidate.extras.get("planner", "given")),
+    )

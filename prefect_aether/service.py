@@ -1,0 +1,461 @@
+"""`PlannerService`: one object that plans, asks for missing values and executes.
+
+It wires the pieces together: the catalog, a planner chosen from settings (the
+LLM planner when an LLM is configured, the heuristic planner otherwise, and the
+heuristic planner again when the LLM cannot be reached), and a `PlanExecutor`.
+It never executes a plan that is invalid, nor a partial plan when partial
+plans are not allowed. Who asked and why travels as run tags (`user:`,
+`session:`, `agent:`, `app:`, `origin:`, `visibility:`, `importance:`), since
+Prefect runs have no such fields.
+
+Example:
+    >>> from prefect_aether import ActionCatalog
+    >>> service = PlannerService(ActionCatalog(), planner="heuristic")
+    >>> service.planner_kind
+    'heuristic'
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from prefect_aether._schema import schema_at_path
+from prefect_aether.catalog import ActionCatalog
+from prefect_aether.exceptions import AetherUsageError, LLMError, PlanValidationError
+from prefect_aether.execute import (
+    BackgroundExecutionHandle,
+    EventCallback,
+    ExecutionResult,
+    PlanExecutor,
+)
+from prefect_aether.heuristic import HeuristicPlanner
+from prefect_aether.inputs import ParsedInputs, parse_inputs
+from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.planner import (
+    ActionPlanner,
+    ChatModel,
+    EventLog,
+    PlanningCallback,
+    PlanningContext,
+    PlanningEvent,
+    PlanResult,
+)
+from prefect_aether.settings import AetherSettings
+from prefect_aether.validate import validate_plan
+
+__all__ = [
+    "Identity",
+    "MissingInputsHandler",
+    "Planner",
+    "PlannerService",
+    "RunInfo",
+    "user_input_schemas",
+]
+
+logger = logging.getLogger("prefect_aether.service")
+
+Origin = Literal["user", "agent", "app", "chat", "api", "schedule", "system"]
+Visibility = Literal["normal", "inline", "hidden"]
+Importance = Literal["normal", "ephemeral"]
+PlannerKind = Literal["auto", "heuristic", "llm"]
+MissingInputsHandler = Callable[[dict[str, dict[str, Any]]], Awaitable[Mapping[str, Any]]]
+"""Asked for the `${user.*}` values a plan still needs (key → JSON schema); returns them."""
+
+
+class Planner(Protocol):
+    """Anything with the planner interface (`ActionPlanner`, `HeuristicPlanner`)."""
+
+    async def plan(
+        self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
+    ) -> PlanResult: ...
+
+
+class Identity(BaseModel):
+    """Who a plan runs for; read from `user:` / `org:` run tags, else the local user.
+
+    Example:
+        >>> Identity(user_id="ada", org_id="acme").tags()
+        ['user:ada', 'org:acme']
+    """
+
+    user_id: str = Field(description="The user id.")
+    org_id: str | None = Field(default=None, description="The organisation id, if any.")
+    mode: Literal["tags", "local"] = Field(
+        default="tags", description="`tags` when read from run tags, `local` for the OS user."
+    )
+
+    @classmethod
+    def local(cls) -> Identity:
+        """The identity of the OS user running this process."""
+        try:
+            user = getpass.getuser()
+        except Exception:
+            user = "local"
+        return cls(user_id=user, mode="local")
+
+    def tags(self) -> list[str]:
+        """The run tags that carry this identity."""
+        return [f"user:{self.user_id}", *([f"org:{self.org_id}"] if self.org_id else [])]
+
+
+class RunInfo(BaseModel):
+    """Who, in which session and why: turned into run tags on every run of a plan.
+
+    Example:
+        >>> RunInfo(session_id="s1", agent_id="bot").tags()
+        ['session:s1', 'agent:bot', 'origin:agent']
+    """
+
+    identity: Identity | None = Field(default=None, description="Who the plan runs for.")
+    session_id: str | None = Field(default=None, description="Conversation or session id.")
+    agent_id: str | None = Field(default=None, description="The agent that asked, if any.")
+    app_id: str | None = Field(default=None, description="The application that asked, if any.")
+    origin: Origin | None = Field(
+        default=None, description="What started it; `agent` with an agent id, else `user`."
+    )
+    visibility: Visibility | None = Field(default=None, description="How listings show it.")
+    importance: Importance | None = Field(default=None, description="How long to keep it.")
+    extra_tags: list[str] = Field(default_factory=list, description="More tags, verbatim.")
+
+    def tags(self) -> list[str]:
+        """Tags in a stable order, without duplicates."""
+        origin = self.origin or ("agent" if self.agent_id else None)
+        found = [
+            *(self.identity.tags() if self.identity else []),
+            *([f"session:{self.session_id}"] if self.session_id else []),
+            *([f"agent:{self.agent_id}"] if self.agent_id else []),
+            *([f"app:{self.app_id}"] if self.app_id else []),
+            *([f"origin:{origin}"] if origin else []),
+            *([f"visibility:{self.visibility}"] if self.visibility else []),
+            *([f"importance:{self.importance}"] if self.importance else []),
+            *self.extra_tags,
+        ]
+        return list(dict.fromkeys(found))
+
+
+def user_input_schemas(plan: CandidatePlan, catalog: ActionCatalog) -> dict[str, dict[str, Any]]:
+    """JSON schema of every `${user.<key>}` value `plan` reads, from the slots it feeds.
+
+    A key that feeds several slots gets the first one's schema; a key whose
+    slot is unknown accepts any value (`{}`).
+
+    Example:
+        >>> plan = CandidatePlan.from_dict({"steps": [{"id": "a", "action": "x",
+        ...                                          "inputs": {"n": "${user.n}"}}]})
+        >>> user_input_schemas(plan, ActionCatalog())
+        {'n': {}}
+    """
+    schemas: dict[str, dict[str, Any]] = {}
+    for step in plan.steps:
+        spec = catalog.get(step.action)
+        for location, binding in iter_bindings(step.inputs):
+            if binding.kind != "external" or binding.key is None or binding.key in schemas:
+                continue
+            slot = spec.input(str(location[0])) if spec is not None else None
+            found = (
+                schema_at_path(slot.json_schema, location[1:])
+                if slot is not None and not binding.path
+                else {}
+            )
+            schemas[binding.key] = found if isinstance(found, dict) else {}
+    return schemas
+
+
+class PlannerService:
+    """Plan goals over a catalog and execute the plans as Prefect flow runs.
+
+    Args:
+        catalog: The actions.
+        planner: `"auto"` (the LLM planner when an LLM is given or configured in
+            settings, else the heuristic planner), `"heuristic"`, `"llm"`, or a
+            planner object.
+        llm: The LLM for `"auto"`/`"llm"`; from settings when omitted.
+        executor: Runs the plans; `PlanExecutor(catalog)` by default.
+
+    Raises:
+        AetherUsageError: `planner="llm"` without an LLM, or an unknown planner kind.
+
+    Example:
+        >>> from prefect_aether import ActionCatalog
+        >>> PlannerService(ActionCatalog()).executor.fail_fast
+        True
+    """
+
+    def __init__(
+        self,
+        catalog: ActionCatalog,
+        *,
+        planner: PlannerKind | Planner = "auto",
+        llm: ChatModel | None = None,
+        executor: PlanExecutor | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.executor = executor or PlanExecutor(catalog)
+        self.llm = llm
+        self._planner: Planner | None = None
+        if isinstance(planner, str):
+            if planner not in ("auto", "heuristic", "llm"):
+                raise AetherUsageError(
+                    f"planner must be 'auto', 'heuristic', 'llm' or a planner, got {planner!r}"
+                )
+            if self.llm is None and planner != "heuristic":
+                self.llm = llm_from_settings()
+            if planner == "llm" and self.llm is None:
+                raise AetherUsageError(
+                    "planner='llm' needs an LLM: pass llm=..., or set "
+                    "PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL and ..._LLM_MODEL"
+                )
+            self.planner_kind: str = "heuristic" if planner == "heuristic" else planner
+            if self.llm is None:
+                self.planner_kind = "heuristic"
+        else:
+            self._planner = planner
+            self.planner_kind = "custom"
+
+    @property
+    def planner(self) -> Planner:
+        """The planner in use."""
+        if self._planner is None:
+            if self.planner_kind == "heuristic" or self.llm is None:
+                self._planner = HeuristicPlanner(self.catalog)
+            else:
+                settings = AetherSettings()
+                self._planner = ActionPlanner(
+                    self.catalog,
+                    self.llm,
+                    max_iter=settings.planner_max_iter,
+                    retrieval_threshold=settings.planner_retrieval_threshold,
+                    top_k=settings.planner_top_k,
+                )
+        return self._planner
+
+    # -- planning -----------------------------------------------------------------------
+
+    async def plan(
+        self,
+        goal: str,
+        *,
+        user_inputs: Mapping[str, Any] | None = None,
+        external_slots: Mapping[str, Any] | None = None,
+        flow_ids: Iterable[str] | None = None,
+        instruction: str | None = None,
+        allow_partial: bool = True,
+        preferred_external_keys: Iterable[str] | None = None,
+        memory_snippets: Iterable[str] | None = None,
+        artifact_snippets: Iterable[str] | None = None,
+        on_event: PlanningCallback | None = None,
+    ) -> PlanResult:
+        """Plan `goal`; see `PlanningContext` for the arguments."""
+        ctx = PlanningContext(
+            goal=goal,
+            user_inputs=dict(user_inputs or {}),
+            external_slots=dict(external_slots or {}),
+            flow_ids=list(flow_ids) if flow_ids is not None else None,
+            instruction=instruction,
+            allow_partial_plans=allow_partial,
+            preferred_external_keys=list(preferred_external_keys or []) or None,
+            memory_snippets=list(memory_snippets or []),
+            artifact_snippets=list(artifact_snippets or []),
+        )
+        return await self.plan_with_context(ctx, on_event=on_event)
+
+    async def plan_with_context(
+        self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
+    ) -> PlanResult:
+        """Plan with a ready context.
+
+        With `planner="auto"`, an unreachable LLM (connection refused, timeouts,
+        5xx after retries) makes the heuristic planner take over, with a
+        `fallback` event saying why; with `planner="llm"` the `LLMError` is raised.
+        """
+        emit = EventLog(on_event)
+        planner = self.planner
+        try:
+            result = await planner.plan(ctx, on_event=emit)
+        except LLMError as exc:
+            if self.planner_kind != "auto":
+                raise
+            message = f"LLM unavailable ({exc}); planning with the heuristic planner instead"
+            logger.warning(message)
+            await emit(PlanningEvent(phase="fallback", iteration=0, message=message))
+            result = await HeuristicPlanner(self.catalog).plan(ctx, on_event=emit)
+        return result.model_copy(update={"events": emit.events})
+
+    async def parse_inputs(
+        self,
+        message: str,
+        missing_keys: Iterable[str],
+        *,
+        plan: CandidatePlan | None = None,
+        instruction: str | None = None,
+    ) -> ParsedInputs:
+        """Read values for `missing_keys` from a user's message (with the LLM when there is one).
+
+        With `plan`, each value is checked against the schema of the slot it feeds.
+        """
+        schemas = user_input_schemas(plan, self.catalog) if plan is not None else {}
+        return await parse_inputs(
+            message, list(missing_keys), schemas=schemas, llm=self.llm, instruction=instruction
+        )
+
+    # -- execution ----------------------------------------------------------------------
+
+    def _checked(
+        self,
+        plan: CandidatePlan,
+        user_inputs: Mapping[str, Any] | None,
+    ) -> None:
+        result = validate_plan(plan, self.catalog, user_inputs=user_inputs)
+        if not result.ok:
+            raise PlanValidationError(
+                f"plan {plan.plan_id} cannot run:\n{result.summary()}", issues=result.issues
+            )
+
+    async def execute_plan(
+        self,
+        plan: CandidatePlan,
+        *,
+        user_inputs: Mapping[str, Any] | None = None,
+        on_event: EventCallback | None = None,
+        run: RunInfo | None = None,
+        flow_run_name: str | None = None,
+    ) -> ExecutionResult:
+        """Execute a valid plan as one flow run tagged with `run`'s tags.
+
+        Raises:
+            PlanValidationError: The plan is invalid or misses user values;
+                nothing runs.
+        """
+        self._checked(plan, user_inputs)
+        return await self.executor.execute(
+            plan,
+            user_inputs=user_inputs,
+            on_event=on_event,
+            tags=(run or RunInfo()).tags(),
+            flow_run_name=flow_run_name,
+        )
+
+    def execute_background(
+        self,
+        plan: CandidatePlan,
+        *,
+        user_inputs: Mapping[str, Any] | None = None,
+        on_event: EventCallback | None = None,
+        on_complete: Callable[[ExecutionResult], Any] | None = None,
+        run: RunInfo | None = None,
+    ) -> BackgroundExecutionHandle:
+        """Start `execute_plan` in the background; a bad plan raises here, before anything runs."""
+        self._checked(plan, user_inputs)
+        return self.executor.execute_background(
+            plan,
+            user_inputs=user_inputs,
+            on_event=on_event,
+            on_complete=on_complete,
+            tags=(run or RunInfo()).tags(),
+        )
+
+    async def _plan_for_execution(
+        self,
+        goal: str,
+        user_inputs: Mapping[str, Any] | None,
+        allow_partial: bool,
+        ask_missing: MissingInputsHandler | None,
+        on_event: PlanningCallback | None,
+        plan_kwargs: Mapping[str, Any],
+    ) -> tuple[PlanResult, dict[str, Any] | None]:
+        """Plan, then get the values a partial plan misses; None when it must not run."""
+        values = dict(user_inputs or {})
+        result = await self.plan(
+            goal, user_inputs=values, allow_partial=allow_partial, on_event=on_event, **plan_kwargs
+        )
+        plan, validation = result.plan, result.validation
+        if plan is None or validation is None or validation.has_structural_errors:
+            return result, None
+        missing = validation.missing_user_bindings
+        if not missing:
+            return result, values
+        if not allow_partial or ask_missing is None:
+            return result, None
+        schemas = user_input_schemas(plan, self.catalog)
+        given = await ask_missing({key: schemas.get(key, {}) for key in missing})
+        values.update(given)
+        return result, values
+
+    async def plan_and_execute(
+        self,
+        goal: str,
+        *,
+        user_inputs: Mapping[str, Any] | None = None,
+        allow_partial: bool = False,
+        ask_missing: MissingInputsHandler | None = None,
+        planning_events_cb: PlanningCallback | None = None,
+        execution_events_cb: EventCallback | None = None,
+        run: RunInfo | None = None,
+        **plan_kwargs: Any,
+    ) -> tuple[PlanResult, ExecutionResult | None]:
+        """Plan `goal`, then execute the plan if it may run.
+
+        A plan runs when it is valid. A partial plan (it needs `${user.*}`
+        values nobody gave) runs only with `allow_partial=True` and an
+        `ask_missing` handler that supplies the values; otherwise the result
+        comes back with no execution (`None`) and the plan result says what is
+        missing. `plan_kwargs` go to `plan` (`instruction`, `flow_ids`, ...).
+        """
+        result, values = await self._plan_for_execution(
+            goal, user_inputs, allow_partial, ask_missing, planning_events_cb, plan_kwargs
+        )
+        if result.plan is None or values is None:
+            return result, None
+        executed = await self.execute_plan(
+            result.plan, user_inputs=values, on_event=execution_events_cb, run=run
+        )
+        return result, executed
+
+    async def plan_and_execute_background(
+        self,
+        goal: str,
+        *,
+        user_inputs: Mapping[str, Any] | None = None,
+        allow_partial: bool = False,
+        ask_missing: MissingInputsHandler | None = None,
+        planning_events_cb: PlanningCallback | None = None,
+        execution_events_cb: EventCallback | None = None,
+        on_complete: Callable[[ExecutionResult], Any] | None = None,
+        run: RunInfo | None = None,
+        **plan_kwargs: Any,
+    ) -> tuple[PlanResult, BackgroundExecutionHandle | None]:
+        """Like `plan_and_execute`, but the execution runs in the background."""
+        result, values = await self._plan_for_execution(
+            goal, user_inputs, allow_partial, ask_missing, planning_events_cb, plan_kwargs
+        )
+        if result.plan is None or values is None:
+            return result, None
+        handle = self.execute_background(
+            result.plan,
+            user_inputs=values,
+            on_event=execution_events_cb,
+            on_complete=on_complete,
+            run=run,
+        )
+        return result, handle
+
+
+def llm_from_settings(settings: AetherSettings | None = None) -> ChatModel | None:
+    """The LLM the settings describe (`PREFECT_INTEGRATIONS_AETHER_LLM_*`), or None."""
+    from prefect_aether.llm import OpenAICompatibleLLM
+
+    settings = settings or AetherSettings()
+    if not settings.llm_configured():
+        return None
+    return OpenAICompatibleLLM(
+        settings.llm_base_url or "",
+        settings.llm_model or "",
+        api_key=settings.llm_api_key,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+    )

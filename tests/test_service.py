@@ -1,0 +1,194 @@
+"""PlannerService: planner choice, LLM fallback, never running bad plans, run tags."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+from prefect_aether import ActionCatalog, CandidatePlan, LLMError, PlanValidationError
+from prefect_aether.exceptions import AetherUsageError
+from prefect_aether.heuristic import HeuristicPlanner
+from prefect_aether.llm import OpenAICompatibleLLM
+from prefect_aether.planner import ActionPlanner, PlanningEvent
+from prefect_aether.service import Identity, PlannerService, RunInfo, user_input_schemas
+from tests.llm_server import Reply, ScriptedLLMServer
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+GREET = {"id": "hi", "action": "greet", "inputs": {"name": "${user.name}", "times": 2}}
+
+
+@pytest.fixture(scope="module")
+def catalog() -> ActionCatalog:
+    catalog = ActionCatalog()
+    catalog.register_module("tests.hitl_flows")
+    return catalog
+
+
+def unreachable_llm() -> OpenAICompatibleLLM:
+    # Port 9 (discard) is closed on loopback: connection refused at once.
+    return OpenAICompatibleLLM("http://127.0.0.1:9/v1", "m", max_retries=0, api_key="sk-x")
+
+
+async def runs_tagged(tag: str) -> list[Any]:
+    async with get_client() as client:
+        return await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]))
+        )
+
+
+def test_planner_choice(catalog: ActionCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(PlannerService(catalog).planner, HeuristicPlanner)
+    assert PlannerService(catalog).planner_kind == "heuristic"
+    assert isinstance(PlannerService(catalog, llm=unreachable_llm()).planner, ActionPlanner)
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MODEL", "m")
+    service = PlannerService(catalog)
+    assert service.planner_kind == "auto"
+    assert isinstance(service.planner, ActionPlanner)
+    assert isinstance(PlannerService(catalog, planner="heuristic").planner, HeuristicPlanner)
+
+
+def test_llm_planner_without_llm_and_unknown_kinds_are_refused(catalog: ActionCatalog) -> None:
+    with pytest.raises(AetherUsageError, match="planner='llm' needs an LLM"):
+        PlannerService(catalog, planner="llm")
+    with pytest.raises(AetherUsageError, match="got 'gpt'"):
+        PlannerService(catalog, planner="gpt")  # type: ignore[arg-type]
+
+
+async def test_unreachable_llm_falls_back_to_heuristic_with_an_event(
+    catalog: ActionCatalog,
+) -> None:
+    seen: list[PlanningEvent] = []
+    service = PlannerService(catalog, llm=unreachable_llm())
+    result = await service.plan("greet someone", user_inputs={"name": "ada"}, on_event=seen.append)
+    assert result.plan is not None
+    assert result.planner == "heuristic"
+    phases = [e.phase for e in result.events]
+    assert phases[:2] == ["start", "llm_request"]
+    assert "fallback" in phases
+    fallback = next(e for e in result.events if e.phase == "fallback")
+    assert "LLM unavailable" in fallback.message
+    assert "heuristic" in fallback.message
+    assert "sk-x" not in fallback.message
+    assert [e.phase for e in seen] == phases
+
+
+async def test_explicit_llm_planner_raises_when_unreachable(catalog: ActionCatalog) -> None:
+    service = PlannerService(catalog, planner="llm", llm=unreachable_llm())
+    with pytest.raises(LLMError):
+        await service.plan("greet someone")
+
+
+async def test_invalid_plans_never_execute(
+    catalog: ActionCatalog, llm_server: ScriptedLLMServer
+) -> None:
+    llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
+    bad = {"steps": [{"id": "x", "action": "rm -rf /", "inputs": {}}]}
+    llm_server.script(*[Reply.chat(json.dumps(bad)) for _ in range(3)])
+    service = PlannerService(catalog, planner="llm", llm=llm)
+    run = RunInfo(extra_tags=["test:invalid-never-runs"])
+    result, executed = await service.plan_and_execute("greet", run=run)
+    assert executed is None
+    assert result.plan is None
+    assert result.validation is not None
+    assert [i.kind for i in result.validation.issues] == ["unknown_action"]
+    with pytest.raises(PlanValidationError, match="unknown_action"):
+        await service.execute_plan(CandidatePlan.from_dict(bad), run=run)
+    assert await runs_tagged("test:invalid-never-runs") == []
+
+
+async def test_partial_plans_run_only_when_allowed_and_given_values(
+    catalog: ActionCatalog,
+) -> None:
+    service = PlannerService(catalog, planner="heuristic")
+    run = RunInfo(extra_tags=["test:partial"])
+    result, executed = await service.plan_and_execute("greet someone", run=run)
+    assert executed is None
+    assert result.validation is not None
+    assert result.validation.missing_user_bindings == {"name": ["greet.name"]}
+
+    asked: list[dict[str, Any]] = []
+
+    async def ask(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        asked.append(schemas)
+        return {"name": "grace"}
+
+    result, executed = await service.plan_and_execute(
+        "greet someone", run=run, allow_partial=True, ask_missing=ask
+    )
+    assert asked == [{"name": {"type": "string"}}]
+    assert executed is not None
+    assert executed.ok
+    assert executed.outputs == {"result": "hello grace"}
+    assert len(await runs_tagged("test:partial")) == 1
+
+
+async def test_run_info_becomes_tags_on_the_plan_run(catalog: ActionCatalog) -> None:
+    service = PlannerService(catalog, planner="heuristic")
+    plan = CandidatePlan.from_dict({"steps": [GREET]})
+    run = RunInfo(
+        identity=Identity(user_id="ada", org_id="acme"),
+        session_id="sess-1",
+        app_id="crm",
+        visibility="inline",
+        importance="ephemeral",
+    )
+    result = await service.execute_plan(plan, user_inputs={"name": "ada"}, run=run)
+    assert result.ok
+    assert result.outputs == {"result": "hello ada hello ada"}
+    async with get_client() as client:
+        parent = await client.read_flow_run(UUID(result.flow_run_id))
+    assert set(parent.tags) >= {
+        "user:ada",
+        "org:acme",
+        "session:sess-1",
+        "app:crm",
+        "visibility:inline",
+        "importance:ephemeral",
+        f"plan:{plan.plan_id}",
+    }
+    assert not any(t.startswith("origin:") for t in parent.tags)
+
+
+async def test_background_plan_and_execute(catalog: ActionCatalog) -> None:
+    service = PlannerService(catalog, planner="heuristic")
+    result, handle = await service.plan_and_execute_background(
+        "greet someone", user_inputs={"name": "lin"}
+    )
+    assert result.plan is not None
+    assert handle is not None
+    outcome = handle.wait(60)
+    assert outcome.ok
+    assert outcome.outputs == {"result": "hello lin"}
+
+
+async def test_parse_inputs_checks_values_against_the_slot_schema(
+    catalog: ActionCatalog,
+) -> None:
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {
+                    "id": "hi",
+                    "action": "greet",
+                    "inputs": {"name": "${user.who}", "times": "${user.n}", "tone": "${user.tone}"},
+                }
+            ]
+        }
+    )
+    schemas = user_input_schemas(plan, catalog)
+    assert schemas["n"] == {"type": "integer", "default": 1}
+    assert schemas["tone"]["enum"] == ["plain", "loud"]
+    service = PlannerService(catalog, planner="heuristic")
+    parsed = await service.parse_inputs(
+        "who = ada, n = 3, tone = quiet", ["who", "n", "tone"], plan=plan
+    )
+    assert parsed.values == {"who": "ada", "n": 3}
+    assert parsed.missing_keys == ["tone"]
+    assert "tone" in parsed.errors
