@@ -242,7 +242,8 @@ async def call_deployment(
                     f"within {timeout} s; it was cancelled",
                     step_id=step.id,
                 )
-            await asyncio.sleep(poll_interval)
+            remaining = deadline - loop.time() if deadline is not None else poll_interval
+            await asyncio.sleep(max(0.0, min(poll_interval, remaining)))
     state = flow_run.state
     details = state.state_details.model_copy(update={"task_run_id": parent_task_run_id})
     state = state.model_copy(update={"state_details": details})

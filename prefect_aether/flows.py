@@ -17,6 +17,7 @@ from __future__ import annotations
 import keyword
 from typing import Any
 
+import anyio
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.client.schemas.objects import State
@@ -118,11 +119,15 @@ async def _ask_for_values(
 
 async def _pause(form: type[Any], timeout: int, *, key: str, waiting_for: str) -> Any:
     poll = AetherSettings().pause_poll_interval
+    # We time the wait ourselves and give the server's pause deadline a margin: once
+    # that deadline passes, Prefect replaces any final state, and its message, with
+    # "never resumed"; failing before it keeps the message below on the run.
     try:
-        return await apause_flow_run(
-            wait_for_input=form, timeout=timeout, poll_interval=poll, key=key
-        )
-    except FlowPauseTimeout:
+        with anyio.fail_after(timeout):
+            return await apause_flow_run(
+                wait_for_input=form, timeout=timeout + 30 + 3 * poll, poll_interval=poll, key=key
+            )
+    except (TimeoutError, FlowPauseTimeout):
         raise ExecutionError(
             f"nobody provided {waiting_for} within {timeout} s (pause_timeout); "
             "the plan did not run"

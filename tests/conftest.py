@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.llm_server import ScriptedLLMServer
+from tests.processes import PrefectServer
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +58,44 @@ def llm_server() -> Iterator[ScriptedLLMServer]:
     server = ScriptedLLMServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """`prefect server start` on 127.0.0.1, plus a process serving tests/deploy_flows.py.
+
+    Tests talk to it inside `use_server(real_server)`.
+    """
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-real"))
+    runs = tmp_path_factory.mktemp("deployment-runs")
+    try:
+        serving = server.start(
+            [sys.executable, "-m", "tests.deploy_flows"], "serve", AETHER_TEST_RUNS=str(runs)
+        )
+        serving.wait_until(
+            lambda: deployment_count(server.api_url) >= 3, 120, "serve tests/deploy_flows.py"
+        )
+        server.runs = runs
+        yield server
+    finally:
+        server.stop()
+
+
+def deployment_count(api_url: str) -> int:
+    response = httpx.post(f"{api_url}/deployments/count", json={}, timeout=5)
+    return int(response.json())
+
+
+@contextmanager
+def use_server(server: PrefectServer) -> Iterator[None]:
+    """Point this process's Prefect client at `server` (and at its result storage)."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+
+    with temporary_settings(
+        updates={PREFECT_API_URL: server.api_url, PREFECT_LOCAL_STORAGE_PATH: server.storage}
+    ):
+        yield

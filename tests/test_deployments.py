@@ -1,0 +1,145 @@
+"""Deployments as actions, end to end: `prefect server start` + a separate `serve` process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+from prefect_aether import ActionCatalog, CandidatePlan, CatalogError
+from prefect_aether.execute import PlanExecutor
+from tests import hitl_flows
+from tests.conftest import use_server
+from tests.processes import PrefectServer
+
+
+@pytest.fixture
+def server(real_server: PrefectServer) -> Iterator[PrefectServer]:
+    with use_server(real_server):
+        yield real_server
+
+
+def executions(runs: Path, name: str) -> int:
+    return len(list(runs.glob(f"{name}.*")))
+
+
+async def test_deployments_become_typed_actions(server: PrefectServer) -> None:
+    catalog = ActionCatalog()
+    specs = await catalog.register_deployments(tags=["aether-test"])
+    assert sorted(s.name for s in specs) == ["count-words/words", "make-title/titles"]
+    words = catalog.get("count-words/words")
+    assert words is not None
+    assert words.kind == "deployment"
+    assert words.ref == "deployment:count-words/words"
+    assert words.description.startswith("Count the words of a text")
+    assert [(s.name, s.type, s.required, s.default) for s in words.inputs] == [
+        ("text", "string", True, None),
+        ("minimum", "integer", False, 2),
+    ]
+    assert [o.name for o in words.outputs] == ["result"]
+    assert catalog.get("deployment:make-title/titles") is not None
+    # Prefect stores the string 'None' for a flow without a docstring.
+    titles = catalog.get("make-title/titles")
+    assert titles is not None
+    assert titles.description == ""
+    assert titles.inputs[0].json_schema["type"] == "array"
+
+    with pytest.raises(CatalogError, match="'nope/missing' does not exist"):
+        await ActionCatalog().register_deployments(names=["nope/missing"])
+    with pytest.raises(CatalogError, match="no deployment"):
+        await ActionCatalog().register_deployments(tags=["no-such-tag"])
+
+
+async def test_plan_mixing_deployments_and_local_flows_runs_as_child_runs(
+    server: PrefectServer,
+) -> None:
+    catalog = ActionCatalog()
+    await catalog.register_deployments(names=["count-words/words", "make-title/titles"])
+    catalog.register_module(hitl_flows)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "count", "action": "count-words/words", "inputs": {"text": "${user.text}"}},
+                {
+                    "id": "title",
+                    "action": "make-title/titles",
+                    "inputs": {"words": "${count.result.words}"},
+                },
+                {"id": "loud", "action": "shout", "inputs": {"text": "${title.result}"}},
+            ]
+        }
+    )
+    before = executions(server.runs, "count-words")
+    result = await PlanExecutor(catalog).execute(
+        plan, user_inputs={"text": "a plan for many machines"}, tags=["team:data"]
+    )
+    assert result.ok, result.errors
+    assert result.step_outputs["count"]["result"].total == 4
+    assert result.outputs == {"result": "PLAN FOR MANY MACHINES!"}
+    assert executions(server.runs, "count-words") == before + 1
+
+    async with get_client() as client:
+        children = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(result.flow_run_id)])
+            )
+        )
+        by_name = {c.name: c for c in children}
+        assert sorted(by_name) == ["count", "title"]
+        for name in ("count", "title"):
+            assert by_name[name].deployment_id is not None
+            assert set(by_name[name].tags) >= {
+                f"plan:{plan.plan_id}",
+                f"plan_step:{name}",
+                "team:data",
+            }
+        # The title run waits for the count run: an edge in the run graph.
+        link = await client.read_task_run(by_name["title"].parent_task_run_id)
+        upstream = link.task_inputs["wait_for"]
+        count_link = by_name["count"].parent_task_run_id
+        assert [str(u.id) for u in upstream] == [str(count_link)]
+
+    # Re-running reuses the deployment steps' persisted results: no new deployment run.
+    again = await PlanExecutor(catalog).execute(
+        plan, user_inputs={"text": "a plan for many machines"}
+    )
+    assert again.ok
+    assert set(again.reused) >= {"count", "title"}
+    assert executions(server.runs, "count-words") == before + 1
+
+
+async def test_deployment_without_persisted_result_fails_the_step_clearly(
+    server: PrefectServer,
+) -> None:
+    catalog = ActionCatalog()
+    await catalog.register_deployments(tags=["aether-forgetful"])
+    plan = CandidatePlan.from_dict(
+        {"steps": [{"id": "f", "action": "forgetful/forgetful", "inputs": {"text": "x"}}]}
+    )
+    result = await PlanExecutor(catalog, resume=False).execute(plan)
+    assert not result.ok
+    assert "persist_result=True" in result.errors["f"]
+
+
+async def test_deployment_step_past_its_timeout_is_cancelled(server: PrefectServer) -> None:
+    catalog = ActionCatalog()
+    await catalog.register_deployments(names=["count-words/words"])
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {
+                    "id": "slow",
+                    "action": "count-words/words",
+                    "inputs": {"text": "too slow"},
+                    "extras": {"timeout_seconds": 0.1},
+                }
+            ]
+        }
+    )
+    result = await PlanExecutor(catalog, resume=False).execute(plan)
+    assert not result.ok
+    assert "did not finish within 0.1 s; it was cancelled" in result.errors["slow"]

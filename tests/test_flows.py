@@ -1,0 +1,206 @@
+"""The deployable flows with a person in the loop: typed forms, approval, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import tags
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.flow_runs import resume_flow_run
+from prefect.input.run_input import keyset_from_paused_state
+
+from prefect_aether.catalog import CatalogSource
+from prefect_aether.flows import execute_plan, plan_and_execute, user_input_model
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+SOURCE = CatalogSource(modules=["tests.hitl_flows"])
+PLAN = {
+    "steps": [
+        {
+            "id": "hi",
+            "action": "greet",
+            "inputs": {"name": "${user.name}", "times": "${user.times}", "tone": "${user.tone}"},
+        },
+        {"id": "loud", "action": "shout", "inputs": {"text": "${hi.result}"}},
+    ]
+}
+
+
+@pytest.fixture(autouse=True)
+def fast_pause_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_PAUSE_POLL_INTERVAL", "1")
+
+
+async def paused_run(tag: str, timeout: float = 60) -> FlowRun:
+    """Wait until the run tagged `tag` is paused, and return it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with get_client() as client:
+        while asyncio.get_running_loop().time() < deadline:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]))
+            )
+            paused = [r for r in runs if r.state is not None and r.state.is_paused()]
+            if paused:
+                return paused[0]
+            await asyncio.sleep(0.3)
+    raise AssertionError(f"no run tagged {tag!r} paused within {timeout} s")
+
+
+async def form_schema(run: FlowRun) -> dict[str, Any]:
+    assert run.state is not None
+    keyset = keyset_from_paused_state(run.state)
+    async with get_client() as client:
+        schema = await client.read_flow_run_input(run.id, keyset["schema"])
+    import json
+
+    return dict(json.loads(schema))
+
+
+async def plan_runs_under(parent: UUID) -> list[FlowRun]:
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["aether-plan"]))
+        )
+        links = {
+            r.id: await client.read_task_run(r.parent_task_run_id)
+            for r in runs
+            if r.parent_task_run_id
+        }
+    return [r for r in runs if r.id in links and links[r.id].flow_run_id == parent]
+
+
+def test_the_form_is_typed_from_the_slot_schemas() -> None:
+    form = user_input_model(
+        {
+            "name": {"type": "string"},
+            "times": {"type": "integer", "minimum": 1},
+            "tone": {"enum": ["plain", "loud"], "type": "string"},
+            "2nd-key": {},
+        },
+        {"name": ["hi.name"]},
+    )
+    schema = form.model_json_schema()
+    props = schema["properties"]
+    assert props["times"]["type"] == "integer"
+    assert props["times"]["minimum"] == 1
+    assert props["tone"]["enum"] == ["plain", "loud"]
+    assert props["name"]["description"] == "Needed by hi.name."
+    assert "2nd-key" in props
+    assert form(name="a", times=2, tone="loud", **{"2nd-key": [1]}).model_dump(by_alias=True) == {
+        "2nd-key": [1],
+        "name": "a",
+        "times": 2,
+        "tone": "loud",
+    }
+    with pytest.raises(ValueError, match="times"):
+        form(name="a", times="many", tone="loud", **{"2nd-key": 1})
+
+
+async def test_missing_values_pause_for_a_typed_form_then_the_plan_runs() -> None:
+    tag = f"test:{uuid.uuid4().hex[:8]}"
+    with tags(tag, "user:ada"):
+        running = asyncio.ensure_future(
+            execute_plan(PLAN, user_inputs={"times": 2}, catalog=SOURCE, return_state=True)
+        )
+    run = await paused_run(tag)
+    schema = await form_schema(run)
+    assert sorted(schema["properties"]) == ["name", "tone"]
+    assert schema["properties"]["tone"]["enum"] == ["plain", "loud"]
+    assert set(schema["required"]) == {"name", "tone"}
+    assert await plan_runs_under(run.id) == []
+    await resume_flow_run(run.id, run_input={"name": "grace", "tone": "loud"})
+    state = await asyncio.wait_for(running, 90)
+    assert state.is_completed(), state.message
+    report = await state.aresult()
+    assert report["ok"] is True
+    assert report["outputs"] == {"result": "HELLO GRACE HELLO GRACE!"}
+    plan_runs = await plan_runs_under(run.id)
+    assert [str(r.id) for r in plan_runs] == [report["plan_flow_run_id"]]
+    assert "user:ada" in plan_runs[0].tags
+    assert "graph:aether-execute-plan" in plan_runs[0].tags
+
+
+async def test_rejected_plan_ends_the_run_and_nothing_executes() -> None:
+    tag = f"test:{uuid.uuid4().hex[:8]}"
+    with tags(tag):
+        running = asyncio.ensure_future(
+            plan_and_execute(
+                "greet someone",
+                user_inputs={"name": "ada"},
+                catalog=SOURCE,
+                approve=True,
+                return_state=True,
+            )
+        )
+    run = await paused_run(tag)
+    schema = await form_schema(run)
+    assert sorted(schema["properties"]) == ["approve", "comment"]
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="aether-approval-"))
+        )
+    assert any(a.flow_run_id == run.id and "greet" in str(a.data) for a in artifacts)
+    await resume_flow_run(run.id, run_input={"approve": False, "comment": "not \x1b[31mtoday"})
+    state = await asyncio.wait_for(running, 60)
+    assert state.is_cancelled()
+    assert state.message is not None
+    assert "rejected; nothing was executed: not [31mtoday" not in state.message
+    assert "rejected; nothing was executed: not today" in state.message
+    assert await plan_runs_under(run.id) == []
+
+
+async def test_approved_plan_runs() -> None:
+    tag = f"test:{uuid.uuid4().hex[:8]}"
+    with tags(tag):
+        running = asyncio.ensure_future(
+            plan_and_execute(
+                "greet someone",
+                catalog=SOURCE,
+                approve=True,
+                planner="heuristic",
+                return_state=True,
+            )
+        )
+    run = await paused_run(tag)
+    assert sorted((await form_schema(run))["properties"]) == ["name"]
+    await resume_flow_run(run.id, run_input={"name": "lin"})
+    run = await paused_run(tag)
+    assert sorted((await form_schema(run))["properties"]) == ["approve", "comment"]
+    await resume_flow_run(run.id, run_input={"approve": True})
+    state = await asyncio.wait_for(running, 90)
+    assert state.is_completed(), state.message
+    report = await state.aresult()
+    assert report["outputs"] == {"result": "hello lin"}
+    assert report["planner"] == "heuristic"
+
+
+async def test_nobody_answering_ends_the_run_with_a_clear_message() -> None:
+    state = await execute_plan(PLAN, catalog=SOURCE, pause_timeout=2, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(
+        Exception, match=r"nobody provided the plan's inputs within 2 s \(pause_timeout\)"
+    ):
+        await state.aresult()
+
+
+async def test_a_goal_without_a_plan_fails_the_run_clearly() -> None:
+    state = await plan_and_execute(
+        "launch the rockets", catalog=SOURCE, planner="heuristic", return_state=True
+    )
+    assert state.is_failed()
+    with pytest.raises(Exception, match="no plan for 'launch the rockets'"):
+        await state.aresult()
