@@ -12,7 +12,9 @@ Example:
 from __future__ import annotations
 
 from prefect_aether._version import __version__
-from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot
+from prefect_aether.blocks import LLMConfig
+from prefect_aether.catalog import ActionCatalog, ActionSpec, CatalogSource, IOSlot
+from prefect_aether.context import NodeContext, NodePlanner, get_planner
 from prefect_aether.exceptions import (
     AetherUsageError,
     BindingError,
@@ -29,6 +31,7 @@ from prefect_aether.execute import (
     ExecutionResult,
     PlanExecutor,
 )
+from prefect_aether.heuristic import HeuristicPlanner
 from prefect_aether.llm import OpenAICompatibleLLM
 from prefect_aether.plan import (
     Binding,
@@ -45,6 +48,7 @@ from prefect_aether.planner import (
     PlanResult,
     decode_plan,
 )
+from prefect_aether.service import Identity, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import ValidationIssue, ValidationResult, validate_plan
 
@@ -59,24 +63,33 @@ __all__ = [
     "BindingError",
     "CandidatePlan",
     "CatalogError",
+    "CatalogSource",
     "ExecutionError",
     "ExecutionEvent",
     "ExecutionResult",
+    "HeuristicPlanner",
     "IOSlot",
+    "Identity",
+    "LLMConfig",
     "LLMError",
+    "NodeContext",
+    "NodePlanner",
     "OpenAICompatibleLLM",
     "PlanDecodingError",
     "PlanExecutor",
     "PlanResult",
     "PlanStep",
     "PlanValidationError",
+    "PlannerService",
     "PlanningContext",
     "PlanningEvent",
     "PrefectAetherError",
+    "RunInfo",
     "ValidationIssue",
     "ValidationResult",
     "__version__",
     "decode_plan",
+    "get_planner",
     "iter_bindings",
     "map_bindings",
     "parse_binding",

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 import yaml
@@ -24,12 +24,11 @@ from rich.live import Live
 from rich.table import Table
 
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import PlanValidationError, PrefectAetherError
+from prefect_aether.exceptions import AetherUsageError, PlanValidationError, PrefectAetherError
 from prefect_aether.execute import ExecutionEvent, ExecutionResult, PlanExecutor
-from prefect_aether.heuristic import HeuristicPlanner
-from prefect_aether.llm import OpenAICompatibleLLM
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import ActionPlanner, PlanningContext, PlanningEvent, PlanResult
+from prefect_aether.planner import PlanningEvent
+from prefect_aether.service import PlannerKind, PlannerService
 from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import validate_plan
 
@@ -183,52 +182,28 @@ def validate_command(
         raise typer.Exit(2)
 
 
-def make_planner(catalog: ActionCatalog, kind: str) -> HeuristicPlanner | ActionPlanner:
-    """The planner to use: `llm` needs an LLM in settings; `auto` uses one when configured."""
-    settings = AetherSettings()
-    if kind not in ("auto", "heuristic", "llm"):
-        fail(f"--planner must be auto, heuristic or llm, got {kind!r}")
-    if kind == "heuristic" or (kind == "auto" and not settings.llm_configured()):
-        return HeuristicPlanner(catalog)
-    if not settings.llm_configured():
-        fail(
-            "--planner llm needs PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL and "
-            "PREFECT_INTEGRATIONS_AETHER_LLM_MODEL"
-        )
-    llm = OpenAICompatibleLLM(
-        settings.llm_base_url or "",
-        settings.llm_model or "",
-        api_key=settings.llm_api_key,
-        timeout=settings.llm_timeout,
-        max_retries=settings.llm_max_retries,
-    )
-    return ActionPlanner(
-        catalog,
-        llm,
-        max_iter=settings.planner_max_iter,
-        retrieval_threshold=settings.planner_retrieval_threshold,
-        top_k=settings.planner_top_k,
-    )
-
-
 def plan_goal(
     catalog: ActionCatalog, goal: str, values: dict[str, Any], kind: str
 ) -> CandidatePlan:
-    """Plan `goal`, falling back to the heuristic planner when the LLM is unreachable."""
-    planner = make_planner(catalog, kind)
-    ctx = PlanningContext(goal=goal, user_inputs=values)
+    """Plan `goal` with `PlannerService` (it falls back to the heuristic planner when an
+    LLM configured in settings is unreachable, unless `--planner llm` insists on it)."""
+    if kind not in ("auto", "heuristic", "llm"):
+        fail(f"--planner must be auto, heuristic or llm, got {kind!r}")
+    try:
+        service = PlannerService(catalog, planner=cast(PlannerKind, kind))
+    except AetherUsageError as exc:
+        fail(str(exc))
 
     def on_event(event: PlanningEvent) -> None:
         if event.phase in ("llm_request", "validation", "failure"):
             errors.print(f"[dim]planning {event.phase}: {event.message.splitlines()[0]}[/]")
+        elif event.phase == "fallback":
+            errors.print(f"[yellow]{event.message}[/]")
 
     try:
-        result: PlanResult = asyncio.run(planner.plan(ctx, on_event=on_event))
+        result = asyncio.run(service.plan(goal, user_inputs=values, on_event=on_event))
     except PrefectAetherError as exc:
-        if not isinstance(planner, ActionPlanner) or kind == "llm":
-            fail(str(exc))
-        errors.print(f"[yellow]LLM unavailable ({exc}); using the heuristic planner[/]")
-        result = asyncio.run(HeuristicPlanner(catalog).plan(ctx, on_event=on_event))
+        fail(str(exc))
     if result.plan is None:
         detail = result.validation.summary() if result.validation else "no action matches the goal"
         fail(f"no plan for {goal!r}: {detail}")

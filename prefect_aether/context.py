@@ -28,7 +28,7 @@ from prefect_aether.exceptions import AetherUsageError
 from prefect_aether.execute import BackgroundExecutionHandle, EventCallback, ExecutionResult
 from prefect_aether.inputs import ParsedInputs
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import PlanningCallback, PlanResult
+from prefect_aether.planner import PlanningCallback, PlanningContext, PlanResult
 from prefect_aether.service import (
     Identity,
     Importance,
@@ -180,7 +180,7 @@ class NodePlanner:
         return await self.service.plan(goal, **kwargs)
 
     async def plan_with_context(
-        self, ctx: Any, *, on_event: PlanningCallback | None = None
+        self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
     ) -> PlanResult:
         """`PlannerService.plan_with_context`."""
         return await self.service.plan_with_context(ctx, on_event=on_event)

@@ -134,7 +134,7 @@ async def _pause(form: type[Any], timeout: int, *, key: str, waiting_for: str) -
         ) from None
 
 
-def _report(result: ExecutionResult, planner: str) -> dict[str, Any]:
+def _summary(result: ExecutionResult, planner: str) -> dict[str, Any]:
     return {
         "ok": result.ok,
         "plan_id": result.plan_id,
@@ -200,7 +200,7 @@ async def _run_plan(
             f"plan {plan.plan_id} failed at step {first[0]!r}: {first[1]}",
             step_id=first[0] if first[0] != "plan" else None,
         )
-    return _report(result, planner)
+    return _summary(result, planner)
 
 
 @flow(name="aether-plan-and-execute", persist_result=True, log_prints=True)

@@ -188,5 +188,6 @@ def test_run_goal_falls_back_to_heuristic_when_llm_is_down(monkeypatch: pytest.M
     monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MAX_RETRIES", "0")
     result = runner.invoke(app, ["run", "--goal", "load the sales data", "-m", PIPELINE])
     assert result.exit_code == 0, result.output
-    assert "using the heuristic planner" in result.output
+    assert "LLM unavailable" in result.output
+    assert "(heuristic)" in result.output
     assert '"row_count": 120' in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -9,12 +10,13 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.deployments import arun_deployment
 
 from prefect_aether import ActionCatalog, CandidatePlan, CatalogError
 from prefect_aether.execute import PlanExecutor
 from tests import hitl_flows
 from tests.conftest import use_server
-from tests.processes import PrefectServer
+from tests.processes import BIN, ROOT, PrefectServer
 
 
 @pytest.fixture
@@ -143,3 +145,51 @@ async def test_deployment_step_past_its_timeout_is_cancelled(server: PrefectServ
     result = await PlanExecutor(catalog, resume=False).execute(plan)
     assert not result.ok
     assert "did not finish within 0.1 s; it was cancelled" in result.errors["slow"]
+
+
+def prefect_cli(server: PrefectServer, *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", *args],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+async def test_the_scheduled_deployment_in_prefect_yaml_plans_and_runs(
+    real_server: PrefectServer, tmp_path: Path
+) -> None:
+    prefect_cli(real_server, "work-pool", "create", "aether-process", "--type", "process")
+    prefect_cli(real_server, "deploy", "--all", "--prefect-file", "flows/prefect.yaml")
+    real_server.start(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "aether-process"], "worker"
+    )
+    name = "aether-plan-and-execute/daily-sales-report"
+    with use_server(real_server):
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name(name)
+        assert [s.schedule.cron for s in deployment.schedules] == ["0 6 * * *"]
+        assert deployment.parameters["goal"].startswith("revenue by region")
+        out = tmp_path / "report"
+        flow_run = await arun_deployment(
+            name,
+            parameters={"user_inputs": {"title": "Nightly", "output_dir": str(out)}},
+            timeout=240,
+            poll_interval=1,
+        )
+        assert flow_run.state is not None
+        assert flow_run.state.is_completed(), (flow_run.state, real_server.processes[-1].tail())
+        report = await flow_run.state.aresult()
+        assert report["ok"] is True
+        assert report["planner"] == "heuristic"
+        assert "# Nightly" in (out / "report.md").read_text()
+        async with get_client() as client:
+            plan_run = await client.read_flow_run(UUID(report["plan_flow_run_id"]))
+        assert plan_run.state is not None
+        assert plan_run.state.is_completed()
+        assert f"run:{flow_run.id}" in plan_run.tags
+        assert "graph:aether-plan-and-execute" in plan_run.tags
