@@ -33,6 +33,7 @@ __all__ = [
     "PlanDecodingError",
     "PlanValidationError",
     "PrefectAetherError",
+    "StoreError",
 ]
 
 _BODY_LIMIT = 2_000
@@ -169,6 +170,15 @@ class LLMError(PrefectAetherError):
     def __reduce__(self) -> tuple[Any, ...]:
         state = {"status_code": self.status_code, "body": self.body}
         return (_rebuild, (type(self), (str(self),), state))
+
+
+class StoreError(PrefectAetherError):
+    """The plan store cannot be used: not a database, locked, unreachable, or too new.
+
+    Example:
+        >>> str(StoreError("database is locked"))
+        'database is locked'
+    """
 
 
 def _rebuild(

@@ -37,6 +37,7 @@ from prefect_aether.execute import ExecutionResult, PlanExecutor
 from prefect_aether.plan import CandidatePlan, iter_bindings
 from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas
 from prefect_aether.settings import AetherSettings
+from prefect_aether.store import PlanStore
 from prefect_aether.validate import validate_plan
 
 __all__ = ["Approval", "execute_plan", "plan_and_execute", "user_input_model"]
@@ -154,6 +155,7 @@ async def _run_plan(
     approve: bool,
     pause_timeout: int,
     planner: str,
+    cached: bool = False,
 ) -> dict[str, Any] | State[Any]:
     """Ask for missing values, ask for approval, execute: the common tail of both flows."""
     catalog = node.catalog
@@ -200,7 +202,7 @@ async def _run_plan(
             f"plan {plan.plan_id} failed at step {first[0]!r}: {first[1]}",
             step_id=first[0] if first[0] != "plan" else None,
         )
-    return _summary(result, planner)
+    return {**_summary(result, planner), "cached": cached}
 
 
 @flow(name="aether-plan-and-execute", persist_result=True, log_prints=True)
@@ -214,6 +216,7 @@ async def plan_and_execute(
     max_concurrency: int | None = None,
     llm_block: str | None = None,
     resume: bool = False,
+    cache: bool = True,
     pause_timeout: int = 3600,
 ) -> dict[str, Any] | State[Any]:
     """Plan a goal over your flows and deployments, then run the plan.
@@ -232,10 +235,13 @@ async def plan_and_execute(
         llm_block: Name of a saved `LLMConfig` block to plan with.
         resume: Reuse steps that already succeeded with the same inputs in an
             earlier run; off by default, so a scheduled run does its work again.
+        cache: Reuse the stored plan of the same goal on the same catalog (with the
+            plan store on, the `store_enabled` setting); no planner call then.
         pause_timeout: Seconds to wait for a form (values or approval).
 
     Returns:
-        `ok`, `plan_id`, `planner`, `plan_flow_run_id`, `outputs`, `errors`, `skipped`.
+        `ok`, `plan_id`, `planner`, `cached`, `plan_flow_run_id`, `outputs`, `errors`,
+        `skipped`.
     """
     settings = AetherSettings()
     source = catalog or CatalogSource(
@@ -248,15 +254,44 @@ async def plan_and_execute(
 
         config: LLMConfig = await LLMConfig.aload(llm_block)
         llm = config.get_llm()
+    store = PlanStore() if settings.store_enabled else None
     service = PlannerService(
         actions,
         planner=planner,
         llm=llm,
         executor=PlanExecutor(actions, max_concurrency=max_concurrency, resume=resume),
+        store=store,
     )
-    node = get_planner(service=service)
-    values = dict(user_inputs or {})
-    result = await node.plan(goal, user_inputs=values, allow_partial=allow_partial)
+    try:
+        return await _plan_then_run(
+            get_planner(service=service),
+            goal,
+            dict(user_inputs or {}),
+            allow_partial=allow_partial,
+            cache=cache,
+            approve=approve,
+            pause_timeout=pause_timeout,
+        )
+    finally:
+        if store is not None:
+            await store.close()
+
+
+async def _plan_then_run(
+    node: NodePlanner,
+    goal: str,
+    values: dict[str, Any],
+    *,
+    allow_partial: bool,
+    cache: bool,
+    approve: bool,
+    pause_timeout: int,
+) -> dict[str, Any] | State[Any]:
+    result = await node.plan(goal, user_inputs=values, allow_partial=allow_partial, cache=cache)
+    if result.cached:
+        get_run_logger().info(
+            "Reusing stored plan %s (plan cache)", result.plan and result.plan.plan_id
+        )
     validation = result.validation
     if result.plan is None or validation is None:
         detail = validation.summary() if validation else "no action matches the goal"
@@ -276,6 +311,7 @@ async def plan_and_execute(
         approve=approve,
         pause_timeout=pause_timeout,
         planner=result.planner,
+        cached=result.cached,
     )
 
 
@@ -306,16 +342,22 @@ async def execute_plan(
     )
     actions = await source.build()
     candidate = CandidatePlan.from_dict(plan)
+    store = PlanStore() if settings.store_enabled else None
     service = PlannerService(
         actions,
         planner="heuristic",
         executor=PlanExecutor(actions, max_concurrency=max_concurrency, resume=resume),
+        store=store,
     )
-    return await _run_plan(
-        get_planner(service=service),
-        candidate,
-        dict(user_inputs or {}),
-        approve=approve,
-        pause_timeout=pause_timeout,
-        planner=str(candidate.extras.get("planner", "given")),
-    )
+    try:
+        return await _run_plan(
+            get_planner(service=service),
+            candidate,
+            dict(user_inputs or {}),
+            approve=approve,
+            pause_timeout=pause_timeout,
+            planner=str(candidate.extras.get("planner", "given")),
+        )
+    finally:
+        if store is not None:
+            await store.close()

@@ -108,6 +108,7 @@ class PlanResult(BaseModel):
     events: list[PlanningEvent] = Field(default_factory=list, description="Every event, in order.")
     usage: dict[str, int] = Field(default_factory=dict, description="Token usage, summed.")
     planner: str = Field(default="llm", description="Which planner produced it.")
+    cached: bool = Field(default=False, description="Whether it came from the plan store's cache.")
 
 
 class EventLog:

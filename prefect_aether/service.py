@@ -46,6 +46,7 @@ from prefect_aether.planner import (
     PlanResult,
 )
 from prefect_aether.settings import AetherSettings
+from prefect_aether.store import PlanStore
 from prefect_aether.validate import validate_plan
 
 __all__ = [
@@ -176,6 +177,10 @@ class PlannerService:
             planner object.
         llm: The LLM for `"auto"`/`"llm"`; from settings when omitted.
         executor: Runs the plans; `PlanExecutor(catalog)` by default.
+        store: Keep plans and executions here: planning the same goal (normalized)
+            on the same catalog with the same user input keys reuses the stored
+            plan without calling the planner, past executions of the goal
+            become `memory_snippets`, and executions are recorded.
 
     Raises:
         AetherUsageError: `planner="llm"` without an LLM, or an unknown planner kind.
@@ -193,9 +198,11 @@ class PlannerService:
         planner: PlannerKind | Planner = "auto",
         llm: ChatModel | None = None,
         executor: PlanExecutor | None = None,
+        store: PlanStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.executor = executor or PlanExecutor(catalog)
+        self.store = store
         self.llm = llm
         self._planner: Planner | None = None
         if isinstance(planner, str):
@@ -249,8 +256,10 @@ class PlannerService:
         memory_snippets: Iterable[str] | None = None,
         artifact_snippets: Iterable[str] | None = None,
         on_event: PlanningCallback | None = None,
+        cache: bool = True,
     ) -> PlanResult:
-        """Plan `goal`; see `PlanningContext` for the arguments."""
+        """Plan `goal`; see `PlanningContext` for the arguments (`cache=False` skips the
+        plan store's cache)."""
         ctx = PlanningContext(
             goal=goal,
             user_inputs=dict(user_inputs or {}),
@@ -262,18 +271,78 @@ class PlannerService:
             memory_snippets=list(memory_snippets or []),
             artifact_snippets=list(artifact_snippets or []),
         )
-        return await self.plan_with_context(ctx, on_event=on_event)
+        return await self.plan_with_context(ctx, on_event=on_event, cache=cache)
 
     async def plan_with_context(
-        self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
+        self,
+        ctx: PlanningContext,
+        *,
+        on_event: PlanningCallback | None = None,
+        cache: bool = True,
     ) -> PlanResult:
         """Plan with a ready context.
 
         With `planner="auto"`, an unreachable LLM (connection refused, timeouts,
         5xx after retries) makes the heuristic planner take over, with a
         `fallback` event saying why; with `planner="llm"` the `LLMError` is raised.
+        With a store, a cached plan is returned without planning (unless
+        `cache=False`), and every new plan is stored.
         """
         emit = EventLog(on_event)
+        if self.store is not None:
+            if cache:
+                hit = await self._cached(ctx, emit)
+                if hit is not None:
+                    return hit
+            if not ctx.memory_snippets:
+                limit = AetherSettings().history_snippets
+                snippets = await self.store.memory_snippets(ctx.goal, limit=limit) if limit else []
+                ctx = ctx.model_copy(update={"memory_snippets": snippets})
+        result = await self._plan_once(ctx, emit)
+        if self.store is not None and result.plan is not None:
+            await self.store.save_plan(
+                result.plan,
+                goal=ctx.goal,
+                catalog_fingerprint=self.catalog.fingerprint,
+                input_keys=ctx.user_inputs,
+                validation=result.validation,
+                planner=result.planner,
+                usage=result.usage,
+            )
+        return result
+
+    async def _cached(self, ctx: PlanningContext, emit: EventLog) -> PlanResult | None:
+        """The stored plan for this goal, catalog and input keys, if it may still be used."""
+        assert self.store is not None
+        hit = await self.store.find_cached(ctx.goal, self.catalog.fingerprint, ctx.user_inputs)
+        if hit is None:
+            return None
+        validation = validate_plan(hit.plan, self.catalog, user_inputs=ctx.user_inputs)
+        if validation.has_structural_errors or not (
+            validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())
+        ):
+            return None
+        await emit(
+            PlanningEvent(
+                phase="success",
+                iteration=0,
+                message=(
+                    f"reused plan {hit.plan_id} stored {hit.created_at:%Y-%m-%d %H:%M} UTC for "
+                    "the same goal, catalog and input keys (plan cache; cache=False replans)"
+                ),
+                plan_dict=hit.plan.to_dict(),
+                validation=validation,
+            )
+        )
+        return PlanResult(
+            plan=hit.plan,
+            validation=validation,
+            events=emit.events,
+            planner=hit.planner,
+            cached=True,
+        )
+
+    async def _plan_once(self, ctx: PlanningContext, emit: EventLog) -> PlanResult:
         planner = self.planner
         try:
             result = await planner.plan(ctx, on_event=emit)
@@ -327,18 +396,45 @@ class PlannerService:
     ) -> ExecutionResult:
         """Execute a valid plan as one flow run tagged with `run`'s tags.
 
+        With a store, the execution is recorded (start, end, flow run, outputs).
+
         Raises:
             PlanValidationError: The plan is invalid or misses user values;
                 nothing runs.
         """
         self._checked(plan, user_inputs)
-        return await self.executor.execute(
+        return await self._execute_recorded(
+            self.store,
             plan,
             user_inputs=user_inputs,
             on_event=on_event,
             tags=(run or RunInfo()).tags(),
             flow_run_name=flow_run_name,
         )
+
+    async def _execute_recorded(
+        self, store: PlanStore | None, plan: CandidatePlan, **options: Any
+    ) -> ExecutionResult:
+        """Execute, recording the start and the end in `store` when there is one."""
+        record = await store.start_execution(plan.plan_id) if store is not None else None
+        try:
+            result = await self.executor.execute(plan, **options)
+        except BaseException as exc:
+            if store is not None and record is not None:
+                await store.finish_execution(
+                    record, ok=False, flow_run_id=None, error=f"{type(exc).__name__}: {exc}"
+                )
+            raise
+        if store is not None and record is not None:
+            first_error = next(iter(result.errors.items()), None)
+            await store.finish_execution(
+                record,
+                ok=result.ok,
+                flow_run_id=result.flow_run_id,
+                outputs=result.outputs,
+                error=f"{first_error[0]}: {first_error[1]}" if first_error else None,
+            )
+        return result
 
     def execute_background(
         self,
@@ -349,15 +445,31 @@ class PlannerService:
         on_complete: Callable[[ExecutionResult], Any] | None = None,
         run: RunInfo | None = None,
     ) -> BackgroundExecutionHandle:
-        """Start `execute_plan` in the background; a bad plan raises here, before anything runs."""
+        """Start `execute_plan` in the background; a bad plan raises here, before anything runs.
+
+        With a store, the background thread records the execution through its
+        own connection (database connections belong to one event loop).
+        """
         self._checked(plan, user_inputs)
-        return self.executor.execute_background(
-            plan,
-            user_inputs=user_inputs,
-            on_event=on_event,
-            on_complete=on_complete,
-            tags=(run or RunInfo()).tags(),
-        )
+        handle = BackgroundExecutionHandle(plan.plan_id)
+        url, timeout = (self.store.url, self.store.timeout) if self.store else (None, None)
+
+        async def main() -> ExecutionResult:
+            store = PlanStore(url, timeout=timeout) if url is not None else None
+            try:
+                return await self._execute_recorded(
+                    store,
+                    plan,
+                    user_inputs=user_inputs,
+                    on_event=on_event,
+                    tags=(run or RunInfo()).tags(),
+                )
+            finally:
+                if store is not None:
+                    await store.close()
+
+        handle._start(main, on_complete)
+        return handle
 
     async def _plan_for_execution(
         self,

@@ -85,6 +85,23 @@ class AetherSettings(PrefectBaseSettings):
         default=5, ge=1, description="Seconds between checks of a paused run for its form."
     )
 
+    store_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy async URL of the plan store; unset: sqlite+aiosqlite under PREFECT_HOME."
+        ),
+    )
+    store_enabled: bool = Field(
+        default=True,
+        description="Whether the CLI and the deployable flows use the plan store (cache, history).",
+    )
+    store_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for a plan store lock or connection."
+    )
+    history_snippets: int = Field(
+        default=3, ge=0, description="Past executions of a goal summarised for the planner."
+    )
+
     def llm_configured(self) -> bool:
         """Whether an LLM is configured (base URL and model)."""
         return bool(self.llm_base_url and self.llm_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from tests.llm_server import ScriptedLLMServer
-from tests.processes import PrefectServer
+from tests.processes import PostgresServer, PostgresUnavailable, PrefectServer
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +100,29 @@ def use_server(server: PrefectServer) -> Iterator[None]:
         updates={PREFECT_API_URL: server.api_url, PREFECT_LOCAL_STORAGE_PATH: server.storage}
     ):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plan_store_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every PlanStore() of the test session writes to a temporary SQLite file."""
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store')}/aether.db"
+    previous = os.environ.get("PREFECT_INTEGRATIONS_AETHER_STORE_URL")
+    os.environ["PREFECT_INTEGRATIONS_AETHER_STORE_URL"] = url
+    yield url
+    if previous is None:
+        os.environ.pop("PREFECT_INTEGRATIONS_AETHER_STORE_URL", None)
+    else:
+        os.environ["PREFECT_INTEGRATIONS_AETHER_STORE_URL"] = previous
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 (installed from Debian's packages if missing)."""
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,3 +127,122 @@ class PrefectServer:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+class PostgresUnavailable(Exception):
+    """PostgreSQL cannot be installed or started here; the message says why."""
+
+
+def _postgres_bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+def _install_postgres() -> None:
+    """Install Debian's postgresql package (as root, with apt-get)."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise PostgresUnavailable("not root or no apt-get: cannot install Debian's postgresql")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for args in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise PostgresUnavailable(
+                f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+            )
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's packages, installed if missing)."""
+
+    def __init__(self) -> None:
+        bindir = _postgres_bindir()
+        if bindir is None:
+            _install_postgres()
+            bindir = _postgres_bindir()
+        if bindir is None:
+            raise PostgresUnavailable(
+                "postgresql installed, but no initdb under /usr/lib/postgresql"
+            )
+        self.bindir = bindir
+        # Under /tmp itself: the postgres user must reach it (pytest's tmp dirs are 0700).
+        self.root = Path(tempfile.mkdtemp(prefix="aether-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.user_prefix: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root.
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                raise PostgresUnavailable(
+                    "running as root and there is no 'postgres' user"
+                ) from None
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+            self.root.chmod(0o755)
+            self.user_prefix = ["runuser", "-u", "postgres", "--"]
+        self._run(
+            str(bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "aether",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        )
+        log = (self.root / "postgres.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                *self.user_prefix,
+                str(bindir / "postgres"),
+                "-D",
+                str(self.data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.root),
+                "-c",
+                "fsync=off",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.url = f"postgresql+asyncpg://aether@127.0.0.1:{self.port}/postgres"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise PostgresUnavailable(
+                    f"postgres exited with {self.process.returncode}: "
+                    f"{(self.root / 'postgres.log').read_text(errors='replace')[-800:]}"
+                )
+            ready = subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise PostgresUnavailable("postgres did not accept connections within 60 s")
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run(
+            [*self.user_prefix, *args], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise PostgresUnavailable(f"{args[0]} failed: {done.stderr.strip()[-500:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # SIGINT is PostgreSQL's fast shutdown; the group includes runuser's child.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -22,8 +24,11 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.flow_runs import resume_flow_run
 from prefect.input.run_input import keyset_from_paused_state
 
+from prefect_aether.blocks import LLMConfig
 from prefect_aether.catalog import CatalogSource
 from prefect_aether.flows import execute_plan, plan_and_execute, user_input_model
+from prefect_aether.store import PlanStore
+from tests.llm_server import Reply, ScriptedLLMServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -65,8 +70,6 @@ async def form_schema(run: FlowRun) -> dict[str, Any]:
     keyset = keyset_from_paused_state(run.state)
     async with get_client() as client:
         schema = await client.read_flow_run_input(run.id, keyset["schema"])
-    import json
-
     return dict(json.loads(schema))
 
 
@@ -204,3 +207,41 @@ async def test_a_goal_without_a_plan_fails_the_run_clearly() -> None:
     assert state.is_failed()
     with pytest.raises(Exception, match="no plan for 'launch the rockets'"):
         await state.aresult()
+
+
+async def test_a_daily_run_with_the_same_goal_and_catalog_calls_the_llm_once(
+    llm_server: ScriptedLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PREFECT_INTEGRATIONS_AETHER_STORE_URL", f"sqlite+aiosqlite:///{tmp_path}/daily.db"
+    )
+    await LLMConfig(base_url=llm_server.base_url, model="m", max_retries=0).save(
+        "daily-llm", overwrite=True
+    )
+    plan = {"steps": [{"id": "hi", "action": "greet", "inputs": {"name": "${user.name}"}}]}
+    llm_server.script(Reply.chat(json.dumps(plan)))
+    reports = []
+    for day in ("monday", "tuesday", "wednesday"):
+        report = await plan_and_execute(
+            "greet the team",
+            user_inputs={"name": day},
+            catalog=SOURCE,
+            llm_block="daily-llm",
+        )
+        reports.append(report)
+    assert len(llm_server.requests) == 1
+    assert [r["cached"] for r in reports] == [False, True, True]
+    assert [r["planner"] for r in reports] == ["llm", "llm", "llm"]
+    assert [r["outputs"]["result"] for r in reports] == [
+        "hello monday",
+        "hello tuesday",
+        "hello wednesday",
+    ]
+    # Each run executed afresh (resume is off for the deployable flow).
+    assert len({r["plan_flow_run_id"] for r in reports}) == 3
+    store = PlanStore()
+    try:
+        history = await store.history(goal="greet the team")
+        assert [e.status for _, e in history] == ["Completed"] * 3
+    finally:
+        await store.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
@@ -16,6 +18,7 @@ from prefect_aether.heuristic import HeuristicPlanner
 from prefect_aether.llm import OpenAICompatibleLLM
 from prefect_aether.planner import ActionPlanner, PlanningEvent
 from prefect_aether.service import Identity, PlannerService, RunInfo, user_input_schemas
+from prefect_aether.store import PlanStore
 from tests.llm_server import Reply, ScriptedLLMServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -192,3 +195,66 @@ async def test_parse_inputs_checks_values_against_the_slot_schema(
     assert parsed.values == {"who": "ada", "n": 3}
     assert parsed.missing_keys == ["tone"]
     assert "tone" in parsed.errors
+
+
+async def test_plan_cache_skips_the_planner_until_the_catalog_changes(
+    llm_server: ScriptedLLMServer, tmp_path: Path
+) -> None:
+    catalog = ActionCatalog()
+    catalog.register_module("tests.hitl_flows")
+    llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
+    store = PlanStore(f"sqlite+aiosqlite:///{tmp_path}/cache.db")
+    service = PlannerService(catalog, llm=llm, store=store)
+    answer = json.dumps({"steps": [GREET]})
+    # `script` resets the server's request log.
+    llm_server.script(Reply.chat(answer))
+    first = await service.plan("Greet the user", user_inputs={"name": "ada"})
+    assert first.plan is not None
+    assert not first.cached
+    assert len(llm_server.requests) == 1
+
+    again = await service.plan("greet the user!", user_inputs={"name": "bo"})
+    assert again.cached
+    assert again.plan == first.plan
+    assert again.planner == "llm"
+    assert "plan cache" in again.events[-1].message
+    assert len(llm_server.requests) == 1
+
+    llm_server.script(Reply.chat(answer), Reply.chat(answer))
+    assert not (await service.plan("greet the user", user_inputs={"name": "x"}, cache=False)).cached
+    assert len(llm_server.requests) == 1
+
+    @flow(name="new-action")
+    async def new_action(x: int) -> int:
+        return x
+
+    catalog.register(new_action)
+    changed = await service.plan("greet the user", user_inputs={"name": "x"})
+    assert not changed.cached
+    assert len(llm_server.requests) == 2
+    await store.close()
+
+
+async def test_past_executions_become_memory_for_the_planner(
+    llm_server: ScriptedLLMServer, tmp_path: Path, catalog: ActionCatalog
+) -> None:
+    llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
+    store = PlanStore(f"sqlite+aiosqlite:///{tmp_path}/memory.db")
+    service = PlannerService(catalog, llm=llm, store=store)
+    llm_server.script(Reply.chat(json.dumps({"steps": [GREET]})))
+    result, executed = await service.plan_and_execute(
+        "greet our newest customer", user_inputs={"name": "mia"}
+    )
+    assert not result.cached
+    assert executed is not None
+    assert executed.ok
+    runs = await store.executions_of(executed.plan_id)
+    assert [(r.status, r.flow_run_id) for r in runs] == [("Completed", executed.flow_run_id)]
+
+    llm_server.script(Reply.chat(json.dumps({"steps": [GREET]})))
+    await service.plan("greet our newest customer", user_inputs={"name": "mia"}, cache=False)
+    prompt = llm_server.requests[-1].body["messages"][-1]["content"]
+    assert "Relevant history:" in prompt
+    assert f"plan {executed.plan_id} (hi:greet) completed" in prompt
+    assert "hello mia hello mia" in prompt
+    await store.close()
