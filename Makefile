@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo demo-plan bench clean
+.PHONY: install test lint typecheck pytest docs demo demo-plan bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+# The documentation site (mkdocs-material + mkdocstrings); --strict turns warnings into errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: lint typecheck docs pytest
 
 # Plan the demo goal over flows/ (the heuristic planner, or the LLM configured through
 # PREFECT_INTEGRATIONS_AETHER_LLM_*), then run it on Prefect's embedded server: no API URL,
@@ -48,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/planning.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -3,7 +3,7 @@
 Registered flows become a typed action catalog; a planner composes them into a
 plan for a goal; the plan is validated before anything runs.
 
-Example:
+Examples:
     >>> import prefect_aether
     >>> "ActionCatalog" in prefect_aether.__all__
     True

@@ -4,7 +4,7 @@ Register the block type with `prefect block register -m prefect_aether.blocks`
 (the collection entry point registers it too), save one from the UI or from
 code, and load it in flows:
 
-Example:
+Examples:
     >>> from prefect_aether.blocks import LLMConfig
     >>> LLMConfig(base_url="http://127.0.0.1:11434/v1", model="llama3.1").get_llm().model
     'llama3.1'
@@ -27,7 +27,7 @@ class LLMConfig(Block):
     speaks the chat-completions protocol. The API key is a secret: the UI and the
     API show it masked, and it never reaches prompts, logs or events.
 
-    Example:
+    Examples:
         >>> config = LLMConfig(base_url="https://api.openai.com/v1", model="gpt-4o-mini",
         ...                    api_key="sk-...")
         >>> config.api_key
@@ -71,7 +71,7 @@ llm = llm_config.get_llm()
     def get_llm(self) -> OpenAICompatibleLLM:
         """A client for this endpoint.
 
-        Example:
+        Examples:
             >>> LLMConfig(base_url="http://127.0.0.1:8000/v1", model="m").get_llm().base_url
             'http://127.0.0.1:8000/v1'
         """

@@ -1,6 +1,6 @@
 """The action catalog: Prefect flows, introspected into typed actions.
 
-Example:
+Examples:
     >>> from prefect import flow
     >>> from prefect_aether import ActionCatalog
     >>> @flow(name="add", version="1")
@@ -47,7 +47,7 @@ _ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
 class IOSlot(BaseModel):
     """One input (a flow parameter) or output (a field of the return value) of an action.
 
-    Example:
+    Examples:
         >>> IOSlot(name="path", type="string", json_schema={"type": "string"}).required
         True
     """
@@ -70,7 +70,7 @@ class IOSlot(BaseModel):
 class ActionSpec(BaseModel):
     """A catalog action: what a planner may call, with typed inputs and outputs.
 
-    Example:
+    Examples:
         >>> spec = ActionSpec(name="noop", ref="flow:noop@1", version="1")
         >>> spec.kind
         'flow'
@@ -103,7 +103,7 @@ class ActionSpec(BaseModel):
 class CatalogSource(BaseModel):
     """Where a catalog's actions come from; a parameter of the deployable flows.
 
-    Example:
+    Examples:
         >>> source = CatalogSource(modules=["flows/pipeline.py"])
         >>> len(source.build_local())  # doctest: +SKIP
         7
@@ -164,7 +164,7 @@ class _Entry:
 class ActionCatalog:
     """The actions a planner may use, built by introspecting Prefect flows.
 
-    Example:
+    Examples:
         >>> catalog = ActionCatalog()
         >>> len(catalog), catalog.get("missing") is None
         (0, True)
@@ -299,7 +299,7 @@ class ActionCatalog:
         Raises:
             CatalogError: A named deployment does not exist, or nothing matched.
 
-        Example:
+        Examples:
             >>> import asyncio
             >>> asyncio.run(ActionCatalog().register_deployments(tags=["etl"]))  # doctest: +SKIP
         """
@@ -448,7 +448,7 @@ class ActionCatalog:
     ) -> list[ActionSpec]:
         """Up to `k` actions ranked by lexical relevance (BM25) to `query`; ties by name.
 
-        Example:
+        Examples:
             >>> ActionCatalog().search("load csv")
             []
         """
@@ -457,7 +457,7 @@ class ActionCatalog:
     def render(self, actions: Iterable[ActionSpec] | None = None) -> str:
         """Compact, LLM-facing text of the actions (all by default).
 
-        Example:
+        Examples:
             >>> ActionCatalog().render()
             ''
         """
@@ -487,7 +487,7 @@ class ActionCatalog:
         named like the slot come first, then outputs sharing a word with it
         (`region_totals` and `totals`); ties keep catalog order.
 
-        Example:
+        Examples:
             >>> ActionCatalog().producers(IOSlot(name="rows", type="array"))
             []
         """

@@ -1,6 +1,6 @@
 """The `prefect-aether` command: inspect a catalog, validate and run plans.
 
-Example:
+Examples:
     $ prefect-aether catalog --module flows/pipeline.py
     $ prefect-aether validate flows/plan.json --module flows/pipeline.py \\
         --input csv_path=flows/data/sales.csv
@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, cast
 
@@ -24,12 +24,13 @@ from rich.live import Live
 from rich.table import Table
 
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import AetherUsageError, PlanValidationError, PrefectAetherError
+from prefect_aether.exceptions import PlanValidationError, PrefectAetherError
 from prefect_aether.execute import ExecutionEvent, ExecutionResult, PlanExecutor
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import PlanningEvent
-from prefect_aether.service import PlannerKind, PlannerService
+from prefect_aether.planner import PlanningEvent, PlanResult
+from prefect_aether.service import PlannerKind, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
+from prefect_aether.store import ExecutionRecord, PlanRecord, PlanStore
 from prefect_aether.validate import validate_plan
 
 app = typer.Typer(
@@ -51,6 +52,10 @@ ModulesOpt = Annotated[
 EntrypointsOpt = Annotated[
     list[str] | None,
     typer.Option("--entrypoint", "-e", help="A flow entrypoint, 'path.py:fn' or 'pkg.mod:fn'."),
+]
+CacheOpt = Annotated[
+    bool,
+    typer.Option(help="Reuse the stored plan of the same goal, catalog and input keys."),
 ]
 InputsOpt = Annotated[
     list[str] | None,
@@ -183,31 +188,44 @@ def validate_command(
 
 
 def plan_goal(
-    catalog: ActionCatalog, goal: str, values: dict[str, Any], kind: str
+    catalog: ActionCatalog, goal: str, values: dict[str, Any], kind: str, *, cache: bool = True
 ) -> CandidatePlan:
-    """Plan `goal` with `PlannerService` (it falls back to the heuristic planner when an
-    LLM configured in settings is unreachable, unless `--planner llm` insists on it)."""
+    """Plan `goal` with `PlannerService`: the plan store's cache first (unless
+    `--no-cache`), then the planner, which falls back to the heuristic planner when an
+    LLM configured in settings is unreachable, unless `--planner llm` insists on it."""
     if kind not in ("auto", "heuristic", "llm"):
         fail(f"--planner must be auto, heuristic or llm, got {kind!r}")
-    try:
-        service = PlannerService(catalog, planner=cast(PlannerKind, kind))
-    except AetherUsageError as exc:
-        fail(str(exc))
 
     def on_event(event: PlanningEvent) -> None:
         if event.phase in ("llm_request", "validation", "failure"):
             errors.print(f"[dim]planning {event.phase}: {event.message.splitlines()[0]}[/]")
-        elif event.phase == "fallback":
+        elif event.phase == "fallback" or (event.phase == "success" and "cache" in event.message):
             errors.print(f"[yellow]{event.message}[/]")
 
-    try:
-        result = asyncio.run(service.plan(goal, user_inputs=values, on_event=on_event))
-    except PrefectAetherError as exc:
-        fail(str(exc))
+    async def plan() -> PlanResult:
+        async with _store() as store:
+            service = PlannerService(catalog, planner=cast(PlannerKind, kind), store=store)
+            return await service.plan(goal, user_inputs=values, on_event=on_event, cache=cache)
+
+    with _clean_errors():
+        result = asyncio.run(plan())
     if result.plan is None:
         detail = result.validation.summary() if result.validation else "no action matches the goal"
         fail(f"no plan for {goal!r}: {detail}")
     return result.plan
+
+
+@asynccontextmanager
+async def _store() -> AsyncIterator[PlanStore | None]:
+    """The plan store of the settings (None when `store_enabled` is off), closed after."""
+    if not AetherSettings().store_enabled:
+        yield None
+        return
+    store = PlanStore()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def show_plan(plan: CandidatePlan) -> None:
@@ -229,11 +247,12 @@ def plan_command(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the plan here.")
     ] = None,
+    cache: CacheOpt = True,
 ) -> None:
     """Plan a goal with your flows; print it and optionally save it."""
     catalog = build_catalog(module, entrypoint)
     values = parse_inputs(inputs)
-    plan = plan_goal(catalog, goal, values, planner)
+    plan = plan_goal(catalog, goal, values, planner, cache=cache)
     show_plan(plan)
     console.print(validate_plan(plan, catalog, user_inputs=values).summary(), highlight=False)
     if output is not None:
@@ -259,6 +278,7 @@ def run_command(
         bool, typer.Option(help="Reuse results of steps that already succeeded.")
     ] = True,
     tag: Annotated[list[str] | None, typer.Option(help="Extra tag for the runs.")] = None,
+    cache: CacheOpt = True,
 ) -> None:
     """Validate and execute a plan (from a file, or planned from --goal) with live progress."""
     catalog = build_catalog(module, entrypoint)
@@ -266,7 +286,7 @@ def run_command(
     if (plan is None) == (goal is None):
         fail("give either a plan file or --goal")
     if goal is not None:
-        candidate = plan_goal(catalog, goal, values, planner)
+        candidate = plan_goal(catalog, goal, values, planner, cache=cache)
         show_plan(candidate)
     else:
         assert plan is not None
@@ -284,7 +304,8 @@ def run_command(
     )
     with _clean_errors():
         levels = executor.check(candidate, values)
-    result = _run_with_progress(executor, candidate, values, levels, tag or [])
+    source = None if goal is not None else str(plan)
+    result = _run_with_progress(executor, candidate, values, levels, tag or [], source)
     _print_result(result)
     if not result.ok:
         raise typer.Exit(1)
@@ -296,6 +317,7 @@ def _run_with_progress(
     values: dict[str, Any],
     levels: list[list[str]],
     tags: list[str],
+    plan_file: str | None,
 ) -> ExecutionResult:
     order = [sid for level in levels for sid in level]
     actions = {s.id: s.action for s in plan.steps}
@@ -338,7 +360,27 @@ def _run_with_progress(
                 states[sid], notes[sid] = "skipped", event.message
             live.update(render())
 
-        return asyncio.run(executor.execute(plan, user_inputs=values, on_event=on_event, tags=tags))
+        async def execute() -> ExecutionResult:
+            async with _store() as store:
+                if store is not None and plan_file is not None:
+                    await store.save_plan(
+                        plan,
+                        goal=str(plan.extras.get("goal") or f"plan file {plan_file}"),
+                        catalog_fingerprint=executor.catalog.fingerprint,
+                        input_keys=values,
+                        validation=validate_plan(plan, executor.catalog, user_inputs=values),
+                        planner=str(plan.extras.get("planner", "file")),
+                    )
+                service = PlannerService(
+                    executor.catalog, planner="heuristic", executor=executor, store=store
+                )
+                return await service.execute_plan(
+                    plan, user_inputs=values, on_event=on_event, run=RunInfo(extra_tags=tags)
+                )
+
+        with _clean_errors():
+            return asyncio.run(execute())
+        raise AssertionError("unreachable")
 
 
 def _short(outputs: dict[str, Any] | None, limit: int = 70) -> str:
@@ -370,6 +412,85 @@ def _print_result(result: ExecutionResult) -> None:
             "`export PREFECT_API_URL=http://127.0.0.1:4200/api` and run again.",
             highlight=False,
         )
+
+
+@app.command("history")
+def history_command(
+    goal: Annotated[str | None, typer.Option(help="Only executions of this goal.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many executions.")] = 20,
+) -> None:
+    """The latest plan executions recorded in the plan store, newest first."""
+
+    async def read() -> list[tuple[PlanRecord, ExecutionRecord]]:
+        async with _store() as store:
+            if store is None:
+                fail("the plan store is off (PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED=false)")
+            return await store.history(goal=goal, limit=limit)
+
+    with _clean_errors():
+        rows = asyncio.run(read())
+    if not rows:
+        console.print("no executions recorded" + (f" for goal {goal!r}" if goal else ""))
+        return
+    table = Table(title="plan executions")
+    for column in ("started (UTC)", "plan", "goal", "status", "duration", "flow run"):
+        table.add_column(column, overflow="fold")
+    for plan, run in rows:
+        duration = (
+            f"{(run.ended_at - run.started_at).total_seconds():.1f} s" if run.ended_at else "-"
+        )
+        table.add_row(
+            f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            plan.plan_id,
+            plan.goal,
+            run.status,
+            duration,
+            run.flow_run_id or "-",
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_command(
+    plan_id: Annotated[str, typer.Argument(help="Plan id (or its first 4+ characters).")],
+) -> None:
+    """A stored plan: its steps, validation and executions."""
+
+    async def read() -> tuple[PlanRecord | None, list[ExecutionRecord]]:
+        async with _store() as store:
+            if store is None:
+                fail("the plan store is off (PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED=false)")
+            record = await store.get_plan(plan_id)
+            runs = await store.executions_of(record.plan_id) if record else []
+            return record, runs
+
+    with _clean_errors():
+        record, runs = asyncio.run(read())
+    if record is None:
+        fail(f"no stored plan {plan_id!r} (see `prefect-aether history`)")
+    console.print(f"goal: {record.goal}", highlight=False)
+    console.print(
+        f"planned {record.created_at:%Y-%m-%d %H:%M:%S} UTC by {record.planner or '?'}"
+        f"{f', tokens {record.usage}' if record.usage else ''}; catalog "
+        f"{record.catalog_fingerprint[:12]}",
+        highlight=False,
+    )
+    show_plan(record.plan)
+    console.print(record.validation_summary or "valid", highlight=False)
+    if not runs:
+        console.print("never executed")
+        return
+    table = Table(title="executions")
+    for column in ("started (UTC)", "status", "flow run", "outputs / error"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        table.add_row(
+            f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            run.status,
+            run.flow_run_id or "-",
+            run.error or run.output_preview,
+        )
+    console.print(table)
 
 
 def main() -> None:  # pragma: no cover - console entry point

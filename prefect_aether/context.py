@@ -6,7 +6,7 @@ executes on behalf of that run: the plan's flow run carries the caller's
 identity, session, agent and app, plus `graph:<flow>`, `node:<run name>` and
 `run:<flow run id>` tags that lead back to the run that asked.
 
-Example:
+Examples:
     >>> from prefect import flow
     >>> @flow
     ... def agent_step() -> str:
@@ -54,7 +54,7 @@ def _tag_value(tags: Iterable[str], prefix: str) -> str | None:
 class NodeContext(BaseModel):
     """The Prefect run a piece of code runs in, seen as a node of a graph.
 
-    Example:
+    Examples:
         >>> ctx = NodeContext(run_id="r1", graph_id="etl", node_id="etl-run",
         ...                   session_id="r1", identity=Identity(user_id="ada"))
         >>> ctx.tags()
@@ -132,7 +132,7 @@ class NodePlanner:
     Identity, session, agent and app come from the node unless a call passes
     its own; origin is `agent` when there is an agent id, else `user`.
 
-    Example:
+    Examples:
         >>> from prefect_aether import ActionCatalog
         >>> ctx = NodeContext(run_id="r", graph_id="g", node_id="n", session_id="s",
         ...                   identity=Identity(user_id="ada"))
@@ -277,7 +277,7 @@ def get_planner(
     Raises:
         AetherUsageError: Called outside any Prefect run, or no catalog at all.
 
-    Example:
+    Examples:
         >>> get_planner()  # doctest: +SKIP
     """
     context = NodeContext.from_runtime()

@@ -42,7 +42,7 @@ _BODY_LIMIT = 2_000
 class PrefectAetherError(Exception):
     """Base class of every error raised by prefect-aether.
 
-    Example:
+    Examples:
         >>> try:
         ...     raise CatalogError("no such flow")
         ... except PrefectAetherError as exc:
@@ -54,7 +54,7 @@ class PrefectAetherError(Exception):
 class AetherUsageError(PrefectAetherError):
     """The library was used or configured wrongly (not a runtime failure).
 
-    Example:
+    Examples:
         >>> isinstance(CatalogError("x"), AetherUsageError)
         True
     """
@@ -63,7 +63,7 @@ class AetherUsageError(PrefectAetherError):
 class CatalogError(AetherUsageError):
     """A flow cannot be registered, loaded or found in the catalog.
 
-    Example:
+    Examples:
         >>> from prefect_aether import ActionCatalog
         >>> try:
         ...     ActionCatalog().register(print)
@@ -76,7 +76,7 @@ class CatalogError(AetherUsageError):
 class BindingError(PrefectAetherError, ValueError):
     """A string that looks like a `${...}` binding is malformed.
 
-    Example:
+    Examples:
         >>> from prefect_aether import parse_binding
         >>> try:
         ...     parse_binding("${load}")
@@ -92,7 +92,7 @@ class PlanDecodingError(PrefectAetherError):
     Attributes:
         raw: The text that failed to decode, kept so nothing is lost.
 
-    Example:
+    Examples:
         >>> err = PlanDecodingError("not JSON", raw="{oops")
         >>> err.raw
         '{oops'
@@ -112,7 +112,7 @@ class PlanValidationError(PrefectAetherError):
     Attributes:
         issues: The `ValidationIssue` objects reported by the validator.
 
-    Example:
+    Examples:
         >>> from prefect_aether import ValidationIssue
         >>> issue = ValidationIssue(kind="empty_plan", message="The plan has no steps.")
         >>> err = PlanValidationError("invalid plan", issues=[issue])
@@ -134,7 +134,7 @@ class ExecutionError(PrefectAetherError):
     Attributes:
         step_id: The failing step, when one is known.
 
-    Example:
+    Examples:
         >>> ExecutionError("boom", step_id="load").step_id
         'load'
     """
@@ -154,7 +154,7 @@ class LLMError(PrefectAetherError):
         status_code: The HTTP status code, or None for transport errors.
         body: The response body, truncated to 2,000 characters.
 
-    Example:
+    Examples:
         >>> err = LLMError("rate limited", status_code=429, body="slow down")
         >>> (err.status_code, err.body)
         (429, 'slow down')
@@ -175,7 +175,7 @@ class LLMError(PrefectAetherError):
 class StoreError(PrefectAetherError):
     """The plan store cannot be used: not a database, locked, unreachable, or too new.
 
-    Example:
+    Examples:
         >>> str(StoreError("database is locked"))
         'database is locked'
     """

@@ -57,7 +57,7 @@ PLAN_FLOW_NAME = "aether-plan"
 class ExecutionEvent(BaseModel):
     """Something that happened while a plan ran.
 
-    Example:
+    Examples:
         >>> ExecutionEvent(phase="step_start", plan_id="abc", step_id="load").phase
         'step_start'
     """
@@ -77,7 +77,7 @@ class ExecutionEvent(BaseModel):
 class ExecutionResult(BaseModel):
     """The outcome of executing a plan.
 
-    Example:
+    Examples:
         >>> ExecutionResult(ok=True, plan_id="abc").errors
         {}
     """
@@ -123,7 +123,7 @@ class PlanExecutor:
         result_storage: Where step results persist (a Prefect storage block or
             slug); Prefect's default local storage when None.
 
-    Example:
+    Examples:
         >>> import asyncio
         >>> from prefect import flow
         >>> from prefect_aether import ActionCatalog, CandidatePlan
@@ -230,7 +230,7 @@ class PlanExecutor:
         raises `PlanValidationError` here. A crash inside becomes
         `ExecutionResult(ok=False)`, never an unhandled exception.
 
-        Example:
+        Examples:
             >>> handle = PlanExecutor(ActionCatalog()).execute_background  # doctest: +SKIP
         """
         self.check(plan, user_inputs)
@@ -252,7 +252,7 @@ class PlanExecutor:
 class BackgroundExecutionHandle:
     """A plan executing in the background.
 
-    Example:
+    Examples:
         >>> handle = BackgroundExecutionHandle("abc")
         >>> handle.plan_id, handle.done()
         ('abc', False)

@@ -6,7 +6,7 @@ person for missing `${user.*}` values through a typed form in the Prefect UI
 (`pause_flow_run(wait_for_input=...)`), optionally waits for an approval of
 the plan, then runs the plan as a child flow run with one run per step.
 
-Example:
+Examples:
     >>> from prefect_aether.flows import plan_and_execute
     >>> plan_and_execute.name
     'aether-plan-and-execute'
@@ -56,7 +56,7 @@ _PYTHON_TYPES: dict[str | None, Any] = {
 class Approval(RunInput):
     """The form a reviewer fills in to let a plan run (or not).
 
-    Example:
+    Examples:
         >>> Approval(approve=False, comment="wrong region").approve
         False
     """
@@ -73,7 +73,7 @@ def user_input_model(
     Field names in the form are the keys; each field carries the JSON schema of
     the slot it feeds (enums become drop-downs, bounds are checked).
 
-    Example:
+    Examples:
         >>> Form = user_input_model({"csv_path": {"type": "string"}})
         >>> Form(csv_path="a.csv").model_dump(by_alias=True)
         {'csv_path': 'a.csv'}

@@ -7,7 +7,7 @@ by backward chaining: when an input can only come from another action's
 output, that action is inserted before the step (bounded depth). Anything
 left becomes a `${user.<name>}` binding, making a partial plan.
 
-Example:
+Examples:
     >>> from prefect import flow
     >>> from prefect_aether import ActionCatalog
     >>> @flow(name="load_rows", version="1")
@@ -53,7 +53,7 @@ class HeuristicPlanner:
         threshold: Least BM25 score for a clause to select an action.
         max_depth: Most producer steps inserted in a row by backward chaining.
 
-    Example:
+    Examples:
         >>> from prefect_aether import ActionCatalog
         >>> HeuristicPlanner(ActionCatalog()).max_depth
         4

@@ -5,7 +5,7 @@ Without an LLM, a deterministic parser understands `key = value`,
 values against a JSON schema. Either way values are coerced and checked with
 the slots' JSON schemas when they are known.
 
-Example:
+Examples:
     >>> import asyncio
     >>> parsed = asyncio.run(parse_inputs("limit is 5, path: data.csv", ["path", "limit"],
     ...     schemas={"limit": {"type": "integer"}}))
@@ -34,7 +34,7 @@ _SEPARATORS = r"(?:=|:|\bis\b|\bto\b)"
 class ParsedInputs(BaseModel):
     """What a message said about the missing keys.
 
-    Example:
+    Examples:
         >>> ParsedInputs(values={"a": 1}, resolved_keys=["a"], missing_keys=["b"]).errors
         {}
     """

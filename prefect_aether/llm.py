@@ -4,7 +4,7 @@ Works unchanged with OpenAI (`https://api.openai.com/v1`), vLLM
 (`http://HOST:8000/v1`), Ollama (`http://HOST:11434/v1`) and llama.cpp's
 server (`http://HOST:8080/v1`): it POSTs `{base_url}/chat/completions`.
 
-Example:
+Examples:
     >>> llm = OpenAICompatibleLLM("http://127.0.0.1:8000/v1", "my-model", api_key="sk-secret")
     >>> "sk-secret" in repr(llm)
     False
@@ -53,7 +53,7 @@ class OpenAICompatibleLLM:
         backoff_seconds: First backoff; doubles each retry, with jitter.
         max_backoff_seconds: Cap on one backoff, including `Retry-After`.
 
-    Example:
+    Examples:
         >>> llm = OpenAICompatibleLLM("http://127.0.0.1:11434/v1", "llama3.1", timeout=30)
         >>> llm.base_url, llm.max_retries
         ('http://127.0.0.1:11434/v1', 3)

@@ -42,7 +42,7 @@ PathItem = str | int
 def canonical_json(value: Any) -> str:
     """Serialize `value` to canonical JSON: sorted keys, no spaces, UTF-8 kept.
 
-    Example:
+    Examples:
         >>> canonical_json({"b": 1, "a": [1, 2]})
         '{"a":[1,2],"b":1}'
     """
@@ -64,7 +64,7 @@ class Binding(NamedTuple):
         output: The producing step's output slot (only for `kind="step_output"`).
         path: Items of the dotted path into the value (digits become list indices).
 
-    Example:
+    Examples:
         >>> b = parse_binding("${load.result.rows}")
         >>> (b.kind, b.step_id, b.output, b.path)
         ('step_output', 'load', 'result', ('rows',))
@@ -107,7 +107,7 @@ def parse_binding(raw: Any) -> Binding:
         BindingError: The string looks like a binding but is malformed, or a
             binding is embedded inside a longer string.
 
-    Example:
+    Examples:
         >>> parse_binding("${user.path}").key
         'path'
         >>> parse_binding("plain text").kind
@@ -144,7 +144,7 @@ def iter_strings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], str]]:
     Uses an explicit stack, so nesting depth is not limited by Python's
     recursion limit.
 
-    Example:
+    Examples:
         >>> list(iter_strings({"a": ["x", 3, {"b": "y"}]}))
         [(('a', 0), 'x'), (('a', 2, 'b'), 'y')]
     """
@@ -164,7 +164,7 @@ def iter_bindings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], Binding]]:
 
     Malformed bindings raise `BindingError` when reached.
 
-    Example:
+    Examples:
         >>> [(loc, b.reference) for loc, b in iter_bindings({"a": ["${x.y}", 3]})]
         [(('a', 0), 'x.y')]
     """
@@ -179,7 +179,7 @@ def map_bindings(value: Any, resolve: Callable[[Binding], Any]) -> Any:
 
     Literal strings lose their `$$` escape. Iterative, like `iter_bindings`.
 
-    Example:
+    Examples:
         >>> map_bindings({"n": ["${user.n}", 2]}, lambda b: 1)
         {'n': [1, 2]}
     """
@@ -205,7 +205,7 @@ def map_bindings(value: Any, resolve: Callable[[Binding], Any]) -> Any:
 class PlanStep(BaseModel):
     """One step of a plan: call `action` with `inputs`.
 
-    Example:
+    Examples:
         >>> PlanStep(id="load", action="load_csv", inputs={"path": "${user.path}"}).id
         'load'
     """
@@ -229,7 +229,7 @@ class PlanStep(BaseModel):
 class CandidatePlan(BaseModel):
     """A plan: steps in any order, wired by bindings into an acyclic graph.
 
-    Example:
+    Examples:
         >>> plan = CandidatePlan.from_dict(
         ...     {"steps": [{"id": "a", "action": "load_csv", "inputs": {"path": "x.csv"}}]}
         ... )
@@ -251,7 +251,7 @@ class CandidatePlan(BaseModel):
         Raises:
             PlanDecodingError: `data` does not have the shape of a plan.
 
-        Example:
+        Examples:
             >>> CandidatePlan.from_dict({"steps": []}).steps
             []
         """
@@ -274,7 +274,7 @@ class CandidatePlan(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Return the plan as plain JSON-able data (inverse of `from_dict`).
 
-        Example:
+        Examples:
             >>> CandidatePlan(steps=[PlanStep(id="a", action="x")]).to_dict()["steps"][0]["id"]
             'a'
         """
@@ -299,7 +299,7 @@ class CandidatePlan(BaseModel):
         Steps whose action the catalog does not know are left as they are, for
         the validator to report.
 
-        Example:
+        Examples:
             >>> from prefect import flow
             >>> from prefect_aether import ActionCatalog
             >>> @flow(name="hello", version="1")
@@ -326,7 +326,7 @@ class CandidatePlan(BaseModel):
     def json_schema(cls) -> dict[str, Any]:
         """JSON schema of a plan, for LLM structured output.
 
-        Example:
+        Examples:
             >>> CandidatePlan.json_schema()["required"]
             ['steps']
         """

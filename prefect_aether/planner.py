@@ -1,6 +1,6 @@
 """LLM planning: prompt with the relevant actions, decode, validate, repair.
 
-Example:
+Examples:
     >>> from prefect_aether import ActionCatalog
     >>> ctx = PlanningContext(goal="load the sales data and count rows")
     >>> ctx.allow_partial_plans
@@ -57,7 +57,7 @@ class ChatModel(Protocol):
 class PlanningContext(BaseModel):
     """Everything a planner knows about the request.
 
-    Example:
+    Examples:
         >>> PlanningContext(goal="x", user_inputs={"path": "a.csv"}).user_inputs
         {'path': 'a.csv'}
     """
@@ -82,7 +82,7 @@ class PlanningContext(BaseModel):
 class PlanningEvent(BaseModel):
     """Something that happened while planning.
 
-    Example:
+    Examples:
         >>> PlanningEvent(phase="start", iteration=0, message="planning").phase
         'start'
     """
@@ -98,7 +98,7 @@ class PlanningEvent(BaseModel):
 class PlanResult(BaseModel):
     """The outcome of planning: a plan (None when none was accepted) and how it went.
 
-    Example:
+    Examples:
         >>> PlanResult(plan=None, validation=None).usage
         {}
     """
@@ -137,7 +137,7 @@ def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:
         PlanDecodingError: Too large, no JSON plan in the text, truncated JSON, or a
             bad shape; the raw text (up to the limit) is kept on the error.
 
-    Example:
+    Examples:
         >>> decode_plan('Here you go:\\n```json\\n{"steps": []}\\n```').steps
         []
     """
@@ -184,7 +184,7 @@ class ActionPlanner:
             only the `top_k` actions most relevant to the goal, plus those it names.
         top_k: How many actions retrieval keeps.
 
-    Example:
+    Examples:
         >>> from prefect_aether import ActionCatalog
         >>> planner = ActionPlanner(ActionCatalog(), llm=None, max_iter=2)  # type: ignore[arg-type]
         >>> planner.max_iter

@@ -8,7 +8,7 @@ plans are not allowed. Who asked and why travels as run tags (`user:`,
 `session:`, `agent:`, `app:`, `origin:`, `visibility:`, `importance:`), since
 Prefect runs have no such fields.
 
-Example:
+Examples:
     >>> from prefect_aether import ActionCatalog
     >>> service = PlannerService(ActionCatalog(), planner="heuristic")
     >>> service.planner_kind
@@ -79,7 +79,7 @@ class Planner(Protocol):
 class Identity(BaseModel):
     """Who a plan runs for; read from `user:` / `org:` run tags, else the local user.
 
-    Example:
+    Examples:
         >>> Identity(user_id="ada", org_id="acme").tags()
         ['user:ada', 'org:acme']
     """
@@ -107,7 +107,7 @@ class Identity(BaseModel):
 class RunInfo(BaseModel):
     """Who, in which session and why: turned into run tags on every run of a plan.
 
-    Example:
+    Examples:
         >>> RunInfo(session_id="s1", agent_id="bot").tags()
         ['session:s1', 'agent:bot', 'origin:agent']
     """
@@ -145,7 +145,7 @@ def user_input_schemas(plan: CandidatePlan, catalog: ActionCatalog) -> dict[str,
     A key that feeds several slots gets the first one's schema; a key whose
     slot is unknown accepts any value (`{}`).
 
-    Example:
+    Examples:
         >>> plan = CandidatePlan.from_dict({"steps": [{"id": "a", "action": "x",
         ...                                          "inputs": {"n": "${user.n}"}}]})
         >>> user_input_schemas(plan, ActionCatalog())
@@ -185,7 +185,7 @@ class PlannerService:
     Raises:
         AetherUsageError: `planner="llm"` without an LLM, or an unknown planner kind.
 
-    Example:
+    Examples:
         >>> from prefect_aether import ActionCatalog
         >>> PlannerService(ActionCatalog()).executor.fail_fast
         True

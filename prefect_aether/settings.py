@@ -4,7 +4,7 @@ Each field is an environment variable `PREFECT_INTEGRATIONS_AETHER_<FIELD>`,
 a `[integrations.aether]` table in `prefect.toml`, or
 `[tool.prefect.integrations.aether]` in `pyproject.toml`.
 
-Example:
+Examples:
     >>> from prefect_aether.settings import AetherSettings
     >>> AetherSettings().max_steps >= 1
     True
@@ -21,7 +21,7 @@ __all__ = ["AetherSettings"]
 class AetherSettings(PrefectBaseSettings):
     """Limits and defaults of prefect-aether (`PREFECT_INTEGRATIONS_AETHER_*`).
 
-    Example:
+    Examples:
         >>> import os
         >>> os.environ["PREFECT_INTEGRATIONS_AETHER_MAX_STEPS"] = "50"
         >>> AetherSettings().max_steps

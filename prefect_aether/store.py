@@ -7,7 +7,7 @@ versioned: opening a store applies the forward migrations it lacks, in one
 transaction, so an upgrade never loses rows; a store written by a newer
 version is refused rather than touched.
 
-Example:
+Examples:
     >>> import asyncio, tempfile
     >>> from prefect_aether import CandidatePlan
     >>> async def demo() -> list[str]:
@@ -145,7 +145,7 @@ _WORDS = re.compile(r"[\w$-]+", re.UNICODE)
 def normalize_goal(goal: str) -> str:
     """The cache key form of a goal: lower case, words only, single spaces.
 
-    Example:
+    Examples:
         >>> normalize_goal("  Revenue by REGION, then the report! ")
         'revenue by region then the report'
     """
@@ -166,7 +166,7 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 class PlanRecord(BaseModel):
     """A stored plan.
 
-    Example:
+    Examples:
         >>> PlanRecord(id=1, plan_id="p", goal="g", normalized_goal="g",
         ...            catalog_fingerprint="f", plan=CandidatePlan(steps=[]),
         ...            validation_ok=True, created_at=_now()).input_keys
@@ -191,7 +191,7 @@ class PlanRecord(BaseModel):
 class ExecutionRecord(BaseModel):
     """One execution of a stored plan.
 
-    Example:
+    Examples:
         >>> ExecutionRecord(id=1, plan_id="p", status="Running", started_at=_now()).error is None
         True
     """
@@ -228,7 +228,7 @@ class PlanStore:
             the database is not a database, is locked past `timeout`, cannot
             be reached, or was written by a newer prefect-aether.
 
-    Example:
+    Examples:
         >>> PlanStore("sqlite+aiosqlite:////tmp/x.db").url
         'sqlite+aiosqlite:////tmp/x.db'
     """
@@ -535,7 +535,7 @@ class PlanStore:
     async def memory_snippets(self, goal: str, *, limit: int = 3) -> list[str]:
         """The last `limit` executions of `goal`, one line each, for the planner.
 
-        Example:
+        Examples:
             >>> import tempfile
             >>> store = PlanStore(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/p.db")
             >>> asyncio.run(store.memory_snippets("x"))

@@ -5,7 +5,7 @@ The validator never raises on a bad plan: it reports every problem as a
 the plan, and does not care about the list order of steps, only that the
 dependency graph is acyclic (`graphlib`).
 
-Example:
+Examples:
     >>> from prefect import flow
     >>> from prefect_aether import ActionCatalog, CandidatePlan, validate_plan
     >>> @flow(name="double", version="1")
@@ -75,7 +75,7 @@ _MAX_CANDIDATES = 5
 class ValidationIssue(BaseModel):
     """One problem in a plan, located by step and field.
 
-    Example:
+    Examples:
         >>> issue = ValidationIssue(kind="unknown_step", message="no step 'x'", field="n")
         >>> issue.field
         'n'
@@ -102,7 +102,7 @@ class ValidationIssue(BaseModel):
 class ValidationResult(BaseModel):
     """The outcome of `validate_plan`.
 
-    Example:
+    Examples:
         >>> ValidationResult(ok=True).summary()
         'Plan is valid.'
     """
@@ -157,7 +157,7 @@ def validate_plan(
     Returns:
         The result; it never raises for a bad plan.
 
-    Example:
+    Examples:
         >>> from prefect_aether import ActionCatalog, CandidatePlan
         >>> plan = CandidatePlan.from_dict({"steps": [{"id": "a", "action": "nope"}]})
         >>> [issue.kind for issue in validate_plan(plan, ActionCatalog()).issues]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prefect_aether.cli import app
+from prefect_aether.store import PlanStore
 from tests.llm_server import Reply, ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,3 +193,60 @@ def test_run_goal_falls_back_to_heuristic_when_llm_is_down(monkeypatch: pytest.M
     assert "LLM unavailable" in result.output
     assert "(heuristic)" in result.output
     assert '"row_count": 120' in result.output
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_history_and_show_read_the_plan_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "PREFECT_INTEGRATIONS_AETHER_STORE_URL", f"sqlite+aiosqlite:///{tmp_path}/cli.db"
+    )
+    empty = runner.invoke(app, ["history"])
+    assert empty.exit_code == 0, empty.output
+    assert "no executions recorded" in empty.output
+    goal = "load the sales data"
+    args = ["run", "--goal", goal, "-m", PIPELINE, "--planner", "heuristic", "--no-resume"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "plan cache" in second.output
+    plan_file = runner.invoke(
+        app,
+        [
+            "run",
+            PLAN,
+            "-m",
+            PIPELINE,
+            "--input",
+            f"csv_path={CSV}",
+            "--input",
+            f"output_dir={tmp_path}",
+        ],
+    )
+    assert plan_file.exit_code == 0, plan_file.output
+
+    history = runner.invoke(app, ["history", "--goal", "Load the sales data!"])
+    assert history.exit_code == 0, history.output
+    assert history.output.count("Completed") == 2
+    assert "plan file" not in history.output
+    everything = runner.invoke(app, ["history", "--limit", "10"])
+    assert everything.output.count("Completed") == 3
+
+    async def newest() -> str:
+        store = PlanStore()
+        try:
+            return (await store.history(goal=goal, limit=1))[0][0].plan_id
+        finally:
+            await store.close()
+
+    stored_id = asyncio.run(newest())
+    show = runner.invoke(app, ["show", stored_id[:8]])
+    assert show.exit_code == 0, show.output
+    assert f"goal: {goal}" in show.output
+    assert "load_sales" in show.output
+    assert show.output.count("Completed") == 2
+    missing = runner.invoke(app, ["show", "ffffffffffffffff"])
+    assert missing.exit_code == 2
+    assert "no stored plan 'ffffffffffffffff'" in missing.output
