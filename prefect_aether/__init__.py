@@ -24,6 +24,7 @@ from prefect_aether.exceptions import (
     PlanDecodingError,
     PlanValidationError,
     PrefectAetherError,
+    StoreError,
 )
 from prefect_aether.execute import (
     BackgroundExecutionHandle,
@@ -50,6 +51,7 @@ from prefect_aether.planner import (
 )
 from prefect_aether.service import Identity, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
+from prefect_aether.store import PlanStore
 from prefect_aether.validate import ValidationIssue, ValidationResult, validate_plan
 
 __all__ = [
@@ -79,12 +81,14 @@ __all__ = [
     "PlanExecutor",
     "PlanResult",
     "PlanStep",
+    "PlanStore",
     "PlanValidationError",
     "PlannerService",
     "PlanningContext",
     "PlanningEvent",
     "PrefectAetherError",
     "RunInfo",
+    "StoreError",
     "ValidationIssue",
     "ValidationResult",
     "__version__",
