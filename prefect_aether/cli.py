@@ -24,10 +24,10 @@ from rich.live import Live
 from rich.table import Table
 
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import PlanValidationError, PrefectAetherError
+from prefect_aether.exceptions import PlanDecodingError, PlanValidationError, PrefectAetherError
 from prefect_aether.execute import ExecutionEvent, ExecutionResult, PlanExecutor
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import PlanningEvent, PlanResult
+from prefect_aether.planner import PlanningEvent, PlanResult, decode_plan
 from prefect_aether.service import PlannerKind, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import ExecutionRecord, PlanRecord, PlanStore
@@ -120,13 +120,16 @@ def load_plan(path: Path) -> CandidatePlan:
         text = path.read_text()
     except OSError as exc:
         fail(f"cannot read plan {str(path)!r}: {exc.strerror or exc}")
+    if path.suffix == ".json":
+        try:
+            # The same strict reader as LLM answers: depth, number and size limits.
+            return decode_plan(text)
+        except PlanDecodingError as exc:
+            fail(f"plan {str(path)!r} is not a valid JSON plan: {exc}")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        fail(
-            f"plan {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-            f"{str(exc).splitlines()[0]}"
-        )
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        fail(f"plan {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}")
     with _clean_errors():
         return CandidatePlan.from_dict(data)
     raise AssertionError("unreachable")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
@@ -126,6 +127,39 @@ class EventLog:
         await notify(self.on_event, event, logger)
 
 
+class _NumberError(ValueError):
+    """A number no plan needs: too many digits, or not finite."""
+
+
+_MAX_DIGITS = 100
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise _NumberError(f"an integer of {len(text.lstrip('-'))} digits (at most {_MAX_DIGITS})")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > _MAX_DIGITS + 10:
+        raise _NumberError(f"a number of {len(text)} characters (at most {_MAX_DIGITS + 10})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NumberError(f"a number out of range ({text[:20]})")
+    return value
+
+
+def _parse_constant(name: str) -> float:
+    raise _NumberError(f"{name}, which is not JSON")
+
+
+# Strict about numbers: Python's int() refuses more than 4,300 digits with a bare
+# ValueError, and NaN/Infinity are not JSON; both become a clear PlanDecodingError.
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+)
+
+
 def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:
     """Decode an LLM answer into a plan: code fences and leading prose are tolerated.
 
@@ -154,9 +188,11 @@ def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:
     if start < 0:
         raise PlanDecodingError("the answer contains no JSON plan", raw=text)
     try:
-        data, _ = json.JSONDecoder().raw_decode(body, start)
+        data, _ = _DECODER.raw_decode(body, start)
     except RecursionError:
         raise PlanDecodingError("the JSON plan is nested too deeply", raw=text) from None
+    except _NumberError as exc:
+        raise PlanDecodingError(f"the JSON plan has {exc}", raw=text) from None
     except json.JSONDecodeError as exc:
         truncated = (
             exc.msg.startswith("Unterminated")

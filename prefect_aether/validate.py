@@ -64,12 +64,32 @@ IssueKind = Literal[
     "type_mismatch",
     "invalid_binding",
     "invalid_policy",
+    "secret_binding",
 ]
 
 RUN_MODES = ("task", "subflow")
 _UNCHECKED: Any = object()
 _STEP_ID = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_CANDIDATES = 5
+# `${user.<key>}` names that ask a person (or an LLM) for a secret: the value would be
+# stored with the plan's parameters, shown in forms and logged. Whole words only, so
+# `token_limit` or `password_policy_url` are not flagged.
+_SECRET_LAST_WORDS = {"secret", "password", "passwd", "pwd", "token", "apikey", "credentials"}
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")}
+
+
+def looks_like_secret(key: str) -> bool:
+    """Whether a user input key names a secret (`api_key`, `DB_PASSWORD`, `authToken`).
+
+    Examples:
+        >>> [looks_like_secret(k) for k in ("OPENAI_API_KEY", "token_limit", "authToken")]
+        [True, False, True]
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+    if not words:
+        return False
+    return words[-1] in _SECRET_LAST_WORDS or tuple(words[-2:]) in _SECRET_PAIRS
 
 
 class ValidationIssue(BaseModel):
@@ -476,6 +496,16 @@ class _Validator:
         loc: tuple[str | int, ...],
     ) -> None:
         key = binding.key or ""
+        if looks_like_secret(key):
+            self.issue(
+                "secret_binding",
+                f"{binding.raw} asks for {key!r}, which names a secret; plan inputs are stored, "
+                "shown in forms and logged, so secrets must not be among them: let the flow "
+                "load a Prefect Secret block instead.",
+                step,
+                field=where,
+            )
+            return
         if key not in self.user_inputs:
             self.missing.setdefault(key, []).append(f"{step.id}.{where}")
         elif not loc and not binding.path:

@@ -82,7 +82,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(args: list[str], message: str) -
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
     [
-        ("{not json", ".json", "is not valid JSON"),
+        ("{not json", ".json", "is not a valid JSON plan: the JSON plan is truncated"),
         ("steps: [unclosed", ".yaml", "is not valid YAML"),
         ('{"steps": [{"action": "x"}]}', ".json", "steps.0.id: Field required"),
     ],
