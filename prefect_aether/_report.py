@@ -12,6 +12,11 @@ from prefect_aether.plan import CandidatePlan, canonical_json
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+# The same characters once JSON has escaped them (`"\x1b[31m"` becomes `\u001b[31m`).
+_JSON_ANSI = re.compile(
+    r"\\u001[bB]\[[0-?]*[ -/]*[@-~]|\\u001[bB]\][^\\]*(?:\\u0007|\\u001[bB]\\\\)?"
+)
+_JSON_CONTROL = re.compile(r"\\u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F]|7[fF])")
 PREVIEW_CHARS = 200
 EVENT_PREFIX = "prefect-aether.step"
 
@@ -27,9 +32,14 @@ def sanitize(text: str, limit: int = PREVIEW_CHARS) -> str:
 
 
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """A short, sanitized one-line preview of any value."""
+    """A short, sanitized one-line preview of any value (JSON when it can be).
+
+    >>> preview({"msg": "\x1b[31mred\x1b[0m\x07!"})
+    '{"msg":"red!"}'
+    """
     try:
         text = canonical_json(value)
+        text = _JSON_CONTROL.sub("", _JSON_ANSI.sub("", text))
     except (TypeError, ValueError):
         text = repr(value)
     return sanitize(text, limit)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -126,3 +127,14 @@ def postgres() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the reliability figures the tests gathered (tests/figures.py)."""
+    import json
+
+    from tests.figures import FIGURES, summary
+
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        terminalreporter.write_line(json.dumps(summary(), indent=2))

@@ -1,0 +1,31 @@
+"""Reliability figures gathered by the tests and printed at the end of the session (JSON).
+
+Tests count what they did here; `pytest_terminal_summary` in conftest prints the
+totals, so `make test` shows them on every run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+FIGURES: Counter[str] = Counter()
+
+GROUPS = {
+    "bad_inputs": ("tried", "rejected", "crashes"),
+    "crash_resume": ("plans_resumed", "completed_steps_rerun", "steps_completed_after_resume"),
+    "llm_faults": ("injected", "recovered", "failed_cleanly_within_budget", "unclean"),
+    "secrets": ("places_searched", "canary_hits"),
+    "previews": ("checked", "unsanitized"),
+}
+
+
+def add(name: str, amount: int = 1) -> None:
+    """Add to one figure, `"group.figure"`."""
+    FIGURES[name] += amount
+
+
+def summary() -> dict[str, dict[str, int]]:
+    return {
+        group: {name: FIGURES[f"{group}.{name}"] for name in names}
+        for group, names in GROUPS.items()
+    }
