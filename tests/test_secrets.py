@@ -1,0 +1,137 @@
+"""A canary API key kept in the LLM Block must not leak anywhere we can read back.
+
+The deployable flow plans with the block (through a server that echoes the key in
+an error, as some do), executes, and fails once on purpose. Then every prompt,
+the Prefect logs of every run, every artifact, every event, every flow run state
+and parameter, every plan store row and every exception message are read back
+and searched for the key.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter
+from prefect.events.filters import EventFilter
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogHandler
+
+from prefect_aether.blocks import LLMConfig
+from prefect_aether.catalog import CatalogSource
+from prefect_aether.flows import plan_and_execute
+from tests import figures
+from tests.llm_server import Reply, ScriptedLLMServer
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+CANARY = "sk-canary-7d1f9e2b44c0"
+SOURCE = CatalogSource(modules=["tests.hitl_flows"])
+PLAN = json.dumps({"steps": [{"id": "hi", "action": "greet", "inputs": {"name": "${user.name}"}}]})
+
+
+async def read_everything() -> dict[str, list[str]]:
+    """Every log, artifact, event, flow run state and parameter the API holds."""
+    await APILogHandler.aflush()
+    await EventsWorker.drain_all(at_exit=False)  # type: ignore[misc]
+    found: dict[str, list[str]] = {"logs": [], "artifacts": [], "events": [], "runs": []}
+    async with get_client() as client:
+        offset = 0
+        while True:
+            logs = await client.read_logs(log_filter=LogFilter(), limit=200, offset=offset)
+            found["logs"] += [log.message for log in logs]
+            if len(logs) < 200:
+                break
+            offset += 200
+        offset = 0
+        while True:
+            artifacts = await client.read_artifacts(limit=200, offset=offset)
+            found["artifacts"] += [f"{a.key} {a.description} {a.data}" for a in artifacts]
+            if len(artifacts) < 200:
+                break
+            offset += 200
+        page = await client.read_events(filter=EventFilter(), limit=50)
+        while True:
+            found["events"] += [e.model_dump_json() for e in page.events]
+            if not page.next_page:
+                break
+            page = await client.read_events_page(page.next_page)
+        offset = 0
+        while True:
+            runs = await client.read_flow_runs(limit=200, offset=offset)
+            found["runs"] += [
+                f"{r.name} {r.tags} {r.parameters} {r.state.message if r.state else ''}"
+                for r in runs
+            ]
+            if len(runs) < 200:
+                break
+            offset += 200
+    return found
+
+
+def store_rows(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return [repr(row) for table in tables for row in conn.execute(f'SELECT * FROM "{table}"')]
+
+
+async def test_the_canary_key_never_leaks(
+    llm_server: ScriptedLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_path = tmp_path / "secrets.db"
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_STORE_URL", f"sqlite+aiosqlite:///{store_path}")
+    await LLMConfig(base_url=llm_server.base_url, model="m", api_key=CANARY, max_retries=1).save(
+        "canary-llm", overwrite=True
+    )
+
+    # 1. A 500 echoing the key, then a plan: planned, executed, stored.
+    llm_server.script(Reply.error(500, f"upstream rejected key {CANARY}"), Reply.chat(PLAN))
+    report = await plan_and_execute(
+        "greet the canary",
+        user_inputs={"name": "ada"},
+        catalog=SOURCE,
+        planner="llm",
+        llm_block="canary-llm",
+        cache=False,
+    )
+    assert isinstance(report, dict)
+    assert report["ok"] is True
+    prompts = [json.dumps(r.body) for r in llm_server.requests]
+    assert all(r.headers["authorization"] == f"Bearer {CANARY}" for r in llm_server.requests)
+
+    # 2. A 401 echoing the key: the run fails with the LLM's error.
+    llm_server.script(Reply.error(401, f"Incorrect API key provided: {CANARY}"))
+    state = await plan_and_execute(
+        "greet the canary again",
+        catalog=SOURCE,
+        planner="llm",
+        llm_block="canary-llm",
+        return_state=True,
+    )
+    assert state.is_failed()
+    prompts += [json.dumps(r.body) for r in llm_server.requests]
+    errors: list[str] = []
+    try:
+        await state.aresult()
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    assert errors
+    assert "401" in errors[0]
+
+    places = {
+        "prompts": prompts,
+        "exceptions": errors,
+        "store": store_rows(store_path),
+        **(await read_everything()),
+    }
+    assert places["logs"]
+    assert places["artifacts"]
+    assert places["events"]
+    assert places["store"]
+    hits = {name: sum(CANARY in text for text in texts) for name, texts in places.items()}
+    figures.add("secrets.places_searched", sum(len(texts) for texts in places.values()))
+    figures.add("secrets.canary_hits", sum(hits.values()))
+    assert hits == dict.fromkeys(places, 0)
