@@ -15,6 +15,8 @@ Examples:
 from __future__ import annotations
 
 import keyword
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -243,6 +245,27 @@ async def plan_and_execute(
         `ok`, `plan_id`, `planner`, `cached`, `plan_flow_run_id`, `outputs`, `errors`,
         `skipped`.
     """
+    async with _node(catalog, planner, llm_block, max_concurrency, resume) as node:
+        return await _plan_then_run(
+            node,
+            goal,
+            dict(user_inputs or {}),
+            allow_partial=allow_partial,
+            cache=cache,
+            approve=approve,
+            pause_timeout=pause_timeout,
+        )
+
+
+@asynccontextmanager
+async def _node(
+    catalog: CatalogSource | None,
+    planner: PlannerKind,
+    llm_block: str | None,
+    max_concurrency: int | None,
+    resume: bool,
+) -> AsyncIterator[NodePlanner]:
+    """A planner for this flow run: its catalog built, its LLM loaded, its store open."""
     settings = AetherSettings()
     source = catalog or CatalogSource(
         modules=settings.catalog_modules, deployment_tags=settings.catalog_deployment_tags
@@ -263,15 +286,7 @@ async def plan_and_execute(
         store=store,
     )
     try:
-        return await _plan_then_run(
-            get_planner(service=service),
-            goal,
-            dict(user_inputs or {}),
-            allow_partial=allow_partial,
-            cache=cache,
-            approve=approve,
-            pause_timeout=pause_timeout,
-        )
+        yield get_planner(service=service)
     finally:
         if store is not None:
             await store.close()
@@ -336,28 +351,13 @@ async def execute_plan(
         resume: Reuse steps that already succeeded with the same inputs.
         pause_timeout: Seconds to wait for a form (values or approval).
     """
-    settings = AetherSettings()
-    source = catalog or CatalogSource(
-        modules=settings.catalog_modules, deployment_tags=settings.catalog_deployment_tags
-    )
-    actions = await source.build()
     candidate = CandidatePlan.from_dict(plan)
-    store = PlanStore() if settings.store_enabled else None
-    service = PlannerService(
-        actions,
-        planner="heuristic",
-        executor=PlanExecutor(actions, max_concurrency=max_concurrency, resume=resume),
-        store=store,
-    )
-    try:
+    async with _node(catalog, "heuristic", None, max_concurrency, resume) as node:
         return await _run_plan(
-            get_planner(service=service),
+            node,
             candidate,
             dict(user_inputs or {}),
             approve=approve,
             pause_timeout=pause_timeout,
             planner=str(candidate.extras.get("planner", "given")),
         )
-    finally:
-        if store is not None:
-            await store.close()

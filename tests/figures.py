@@ -12,6 +12,7 @@ FIGURES: Counter[str] = Counter()
 
 GROUPS = {
     "bad_inputs": ("tried", "rejected", "crashes"),
+    "fuzzed_plans": ("generated", "accepted", "rejected", "crashes"),
     "crash_resume": ("plans_resumed", "completed_steps_rerun", "steps_completed_after_resume"),
     "llm_faults": ("injected", "recovered", "failed_cleanly_within_budget", "unclean"),
     "secrets": ("places_searched", "canary_hits"),

@@ -200,15 +200,18 @@ BINDINGS = st.sampled_from(
     )
 )
 def test_the_validator_never_raises_on_arbitrary_plans(steps: list[dict[str, Any]]) -> None:
-    figures.add("bad_inputs.tried")
+    figures.add("fuzzed_plans.generated")
     try:
-        candidate = CandidatePlan.from_dict({"steps": steps})
-    except PlanDecodingError:
-        figures.add("bad_inputs.rejected")
-        return
-    result = validate_plan(candidate, CATALOG)
-    if not result.ok:
-        figures.add("bad_inputs.rejected")
+        try:
+            candidate = CandidatePlan.from_dict({"steps": steps})
+        except PlanDecodingError:
+            figures.add("fuzzed_plans.rejected")
+            return
+        result = validate_plan(candidate, CATALOG)
+    except Exception:
+        figures.add("fuzzed_plans.crashes")
+        raise
+    figures.add("fuzzed_plans.accepted" if result.ok else "fuzzed_plans.rejected")
     assert result.ok == (not result.issues and not result.missing_user_bindings)
 
 
