@@ -57,7 +57,7 @@ class NodeContext(BaseModel):
     Examples:
         >>> ctx = NodeContext(run_id="r1", graph_id="etl", node_id="etl-run",
         ...                   session_id="r1", identity=Identity(user_id="ada"))
-        >>> ctx.tags()
+        >>> ctx.node_tags()
         ['graph:etl', 'node:etl-run', 'run:r1']
     """
 
@@ -70,9 +70,7 @@ class NodeContext(BaseModel):
     agent_id: str | None = Field(default=None, description="From an `agent:<id>` tag.")
     app_id: str | None = Field(default=None, description="From an `app:<id>` tag.")
     identity: Identity = Field(description="From `user:`/`org:` tags, else the local user.")
-    run_tags: list[str] = Field(
-        default_factory=list, description="Tags of the flow (and task) run."
-    )
+    tags: list[str] = Field(default_factory=list, description="Tags of the flow (and task) run.")
 
     @classmethod
     def from_runtime(cls) -> NodeContext:
@@ -110,10 +108,10 @@ class NodeContext(BaseModel):
             agent_id=_tag_value(tags, "agent"),
             app_id=_tag_value(tags, "app"),
             identity=identity,
-            run_tags=tags,
+            tags=tags,
         )
 
-    def tags(self) -> list[str]:
+    def node_tags(self) -> list[str]:
         """The tags that lead from a plan's runs back to this node."""
         return [f"graph:{self.graph_id}", f"node:{self.node_id}", f"run:{self.run_id}"]
 
@@ -172,7 +170,7 @@ class NodePlanner:
             origin=origin or ("agent" if agent else "user"),
             visibility=visibility,
             importance=importance,
-            extra_tags=[*self.context.tags(), *(tags or [])],
+            extra_tags=[*self.context.node_tags(), *(tags or [])],
         )
 
     async def plan(self, goal: str, **kwargs: Any) -> PlanResult:

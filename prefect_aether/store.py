@@ -278,9 +278,10 @@ class PlanStore:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
             return engine
-        return create_async_engine(
-            self.url, pool_pre_ping=True, connect_args={"timeout": self.timeout}
-        )
+        backend = make_url(self.url).get_backend_name()
+        # asyncpg's connect timeout; other drivers name theirs differently.
+        connect_args = {"timeout": self.timeout} if backend == "postgresql" else {}
+        return create_async_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
 
     async def _guard(self, what: str, work: Callable[[], Awaitable[T]]) -> T:
         """Run `work`, turning database errors into a `StoreError` that says what failed."""
