@@ -32,7 +32,7 @@ from prefect_aether.execute import (
     ExecutionPhase,
     ExecutionResult,
 )
-from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.plan import CandidatePlan, step_dependencies
 from prefect_aether.settings import AetherSettings
 
 if TYPE_CHECKING:
@@ -66,10 +66,7 @@ class PlanRun:
         self.levels = levels
         self.order = [sid for level in levels for sid in level]
         self.position = {sid: i for i, sid in enumerate(self.order)}
-        self.deps = {
-            s.id: list(dict.fromkeys(b.step_id for _, b in iter_bindings(s.inputs) if b.step_id))
-            for s in plan.steps
-        }
+        self.deps = step_dependencies(plan)
         self.on_event: EventCallback | None = None
         self.outputs: dict[str, dict[str, Any]] = {}
         self.states: dict[str, State[Any]] = {}

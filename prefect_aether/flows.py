@@ -36,7 +36,7 @@ from prefect_aether.catalog import ActionCatalog, CatalogSource
 from prefect_aether.context import NodePlanner, get_planner
 from prefect_aether.exceptions import ExecutionError, PlanValidationError
 from prefect_aether.execute import ExecutionResult, PlanExecutor
-from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.plan import CandidatePlan, step_dependencies
 from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import PlanStore
@@ -172,10 +172,7 @@ async def _run_plan(
             await _ask_for_values(plan, catalog, validation.missing_user_bindings, pause_timeout)
         )
     if approve:
-        deps = {
-            s.id: list(dict.fromkeys(b.step_id for _, b in iter_bindings(s.inputs) if b.step_id))
-            for s in plan.steps
-        }
+        deps = step_dependencies(plan)
         levels = validate_plan(plan, catalog, user_inputs=values).levels
         await acreate_markdown_artifact(
             markdown=plan_markdown(plan, levels, deps),

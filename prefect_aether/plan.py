@@ -31,6 +31,7 @@ __all__ = [
     "iter_strings",
     "map_bindings",
     "parse_binding",
+    "step_dependencies",
 ]
 
 USER_NAMESPACE = "user"
@@ -172,6 +173,22 @@ def iter_bindings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], Binding]]:
         binding = parse_binding(text)
         if binding.kind != "literal":
             yield location, binding
+
+
+def step_dependencies(plan: CandidatePlan) -> dict[str, list[str]]:
+    """Each step's upstream steps (those whose outputs it reads), in first-use order.
+
+    Examples:
+        >>> plan = CandidatePlan.from_dict({"steps": [
+        ...     {"id": "a", "action": "x"},
+        ...     {"id": "b", "action": "y", "inputs": {"v": ["${a.r}", "${a.s}"]}}]})
+        >>> step_dependencies(plan)
+        {'a': [], 'b': ['a']}
+    """
+    return {
+        s.id: list(dict.fromkeys(b.step_id for _, b in iter_bindings(s.inputs) if b.step_id))
+        for s in plan.steps
+    }
 
 
 def map_bindings(value: Any, resolve: Callable[[Binding], Any]) -> Any:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from prefect_aether._schema import schema_at_path
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import AetherUsageError, LLMError, PlanValidationError
+from prefect_aether.exceptions import AetherUsageError, LLMError
 from prefect_aether.execute import (
     BackgroundExecutionHandle,
     EventCallback,
@@ -217,9 +217,9 @@ class PlannerService:
                     "planner='llm' needs an LLM: pass llm=..., or set "
                     "PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL and ..._LLM_MODEL"
                 )
-            self.planner_kind: str = "heuristic" if planner == "heuristic" else planner
-            if self.llm is None:
-                self.planner_kind = "heuristic"
+            self.planner_kind: str = (
+                "heuristic" if planner == "heuristic" or self.llm is None else planner
+            )
         else:
             self._planner = planner
             self.planner_kind = "custom"
@@ -374,17 +374,6 @@ class PlannerService:
 
     # -- execution ----------------------------------------------------------------------
 
-    def _checked(
-        self,
-        plan: CandidatePlan,
-        user_inputs: Mapping[str, Any] | None,
-    ) -> None:
-        result = validate_plan(plan, self.catalog, user_inputs=user_inputs)
-        if not result.ok:
-            raise PlanValidationError(
-                f"plan {plan.plan_id} cannot run:\n{result.summary()}", issues=result.issues
-            )
-
     async def execute_plan(
         self,
         plan: CandidatePlan,
@@ -402,7 +391,7 @@ class PlannerService:
             PlanValidationError: The plan is invalid or misses user values;
                 nothing runs.
         """
-        self._checked(plan, user_inputs)
+        self.executor.check(plan, user_inputs)
         return await self._execute_recorded(
             self.store,
             plan,
@@ -450,7 +439,7 @@ class PlannerService:
         With a store, the background thread records the execution through its
         own connection (database connections belong to one event loop).
         """
-        self._checked(plan, user_inputs)
+        self.executor.check(plan, user_inputs)
         handle = BackgroundExecutionHandle(plan.plan_id)
         url, timeout = (self.store.url, self.store.timeout) if self.store else (None, None)
 
