@@ -56,7 +56,11 @@ def plan_markdown(
     lines = [
         f"# Plan `{plan.plan_id}`",
         "",
-        f"{len(plan.steps)} steps in {len(levels)} levels.",
+        f"{len(plan.steps)} steps in {len(levels)} levels."
+        + (f" Goal: {sanitize(str(plan.extras['goal']), 300)}." if plan.extras.get("goal") else ""),
+        "",
+        f"Every run of this plan is tagged `plan:{plan.plan_id}`; with the plan store on, "
+        f"`prefect-aether show {plan.plan_id}` shows how it was planned and each execution.",
         "",
         "| step | action | inputs |",
         "| --- | --- | --- |",

@@ -328,7 +328,8 @@ class PlannerService:
                 iteration=0,
                 message=(
                     f"reused plan {hit.plan_id} stored {hit.created_at:%Y-%m-%d %H:%M} UTC for "
-                    "the same goal, catalog and input keys (plan cache; cache=False replans)"
+                    "the same goal, catalog and input keys (plan cache; cache=False or --no-cache "
+                    "plans again)"
                 ),
                 plan_dict=hit.plan.to_dict(),
                 validation=validation,
