@@ -25,6 +25,7 @@ import importlib
 import inspect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
@@ -240,11 +241,14 @@ class ActionCatalog:
         Raises:
             CatalogError: The module cannot be imported or defines no flow.
         """
+        where = None
         if isinstance(module, str):
             try:
                 if module.endswith(".py"):
                     from prefect.utilities.importtools import load_script_as_module
 
+                    # Entrypoints name the file: the module's name depends on load order.
+                    where = str(Path(module).resolve())
                     module = load_script_as_module(module)
                 else:
                     module = importlib.import_module(module)
@@ -257,9 +261,9 @@ class ActionCatalog:
         ]
         if not flows:
             raise CatalogError(f"module {module.__name__!r} defines no Prefect flow")
+        where = where or _module_location(module)
         return [
-            self.register(f, flow_id=flow_id, entrypoint=f"{module.__name__}:{f.fn.__name__}")
-            for f in flows
+            self.register(f, flow_id=flow_id, entrypoint=f"{where}:{f.fn.__name__}") for f in flows
         ]
 
     def register_entrypoint(self, entrypoint: str, *, flow_id: str | None = None) -> ActionSpec:
@@ -587,14 +591,25 @@ def _describe_flow(flow: Flow[..., Any]) -> str:
     )
 
 
+def _module_location(module: ModuleType) -> str:
+    """How an entrypoint names a module: its dotted name, or its file when it was loaded
+    from a path (Prefect names such modules after the file, or `__prefect_loader_<hash>__`
+    when that name is taken, so the name would change from one load to the next)."""
+    name = module.__name__
+    path = getattr(module, "__file__", None)
+    if path and (name == "__main__" or name.startswith("__prefect_loader_")):
+        return str(Path(path).resolve())
+    return name
+
+
 def _default_entrypoint(flow: Flow[..., Any]) -> str | None:
     module = getattr(flow.fn, "__module__", None)
     qualname = getattr(flow.fn, "__qualname__", "")
     if not module or "<locals>" in qualname:
         return None
-    if module == "__main__":
+    if module == "__main__" or module.startswith("__prefect_loader_"):
         path = inspect.getsourcefile(flow.fn)
-        return f"{path}:{qualname}" if path else None
+        return f"{Path(path).resolve()}:{qualname}" if path else None
     return f"{module}:{qualname}"
 
 

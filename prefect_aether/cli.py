@@ -90,24 +90,13 @@ def build_catalog(modules: list[str] | None, entrypoints: list[str] | None) -> A
     with _clean_errors():
         for module in modules or []:
             if module.endswith(".py") or "/" in module:
-                catalog.register_module(_load_script(module))
-            else:
-                catalog.register_module(module)
+                if not Path(module).is_file():
+                    fail(f"module file {module!r} does not exist")
+                sys.path.insert(0, str(Path.cwd()))
+            catalog.register_module(module)
         for entrypoint in entrypoints or []:
             catalog.register_entrypoint(entrypoint)
     return catalog
-
-
-def _load_script(path: str) -> Any:
-    from prefect.utilities.importtools import load_script_as_module
-
-    if not Path(path).is_file():
-        fail(f"module file {path!r} does not exist")
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        return load_script_as_module(path)
-    except Exception as exc:
-        fail(f"cannot load {path!r}: {type(exc).__name__}: {exc}")
 
 
 def load_plan(path: Path) -> CandidatePlan:
@@ -229,6 +218,15 @@ async def _store() -> AsyncIterator[PlanStore | None]:
         yield store
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def _required_store() -> AsyncIterator[PlanStore]:
+    """`_store()` for commands that only read the store: off is an error."""
+    async with _store() as store:
+        if store is None:
+            fail("the plan store is off (PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED=false)")
+        yield store
 
 
 def show_plan(plan: CandidatePlan) -> None:
@@ -425,9 +423,7 @@ def history_command(
     """The latest plan executions recorded in the plan store, newest first."""
 
     async def read() -> list[tuple[PlanRecord, ExecutionRecord]]:
-        async with _store() as store:
-            if store is None:
-                fail("the plan store is off (PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED=false)")
+        async with _required_store() as store:
             return await store.history(goal=goal, limit=limit)
 
     with _clean_errors():
@@ -460,9 +456,7 @@ def show_command(
     """A stored plan: its steps, validation and executions."""
 
     async def read() -> tuple[PlanRecord | None, list[ExecutionRecord]]:
-        async with _store() as store:
-            if store is None:
-                fail("the plan store is off (PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED=false)")
+        async with _required_store() as store:
             record = await store.get_plan(plan_id)
             runs = await store.executions_of(record.plan_id) if record else []
             return record, runs
