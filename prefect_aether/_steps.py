@@ -181,9 +181,11 @@ async def call_deployment(
     """Run a deployment as a child flow run of the plan, named after the step, and wait.
 
     This is `run_deployment` as a subflow, plus `wait_for` edges to the upstream
-    steps (so the run graph shows them) and the step's timeout: past it, the
-    run is cancelled and the step fails. The deployment's worker or `serve`
-    process runs it, on whichever machine that is.
+    steps (so the run graph shows them) and the step's policy: past
+    `timeout_seconds` the run is cancelled and the step fails; a failed run is
+    retried `retries` times as a new run (`<step>-retry-<n>`), `retry_delay_seconds`
+    apart. The deployment's worker or `serve` process runs it, on whichever
+    machine that is.
 
     Returns:
         The final state (its `task_run_id` is the linking task run, for
@@ -194,11 +196,10 @@ async def call_deployment(
     from prefect.client.schemas.objects import TaskRunResult
     from prefect.context import FlowRunContext
     from prefect.exceptions import MissingResult
-    from prefect.states import Cancelling, Pending, Scheduled
+    from prefect.states import Pending, Scheduled
     from pydantic_core import to_jsonable_python
 
     name = spec.name
-    timeout = step.extras.get("timeout_seconds")
     parameters = to_jsonable_python(inputs)
     context = FlowRunContext.get()
     async with get_client() as client:
@@ -221,30 +222,22 @@ async def call_deployment(
                 state=Pending(),
             )
             parent_task_run_id = parent.id
-        flow_run = await client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters=parameters,
-            state=Scheduled(),
-            name=step.id,
-            tags=step_tags,
-            parent_task_run_id=parent_task_run_id,
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(timeout) if timeout else None
-        while True:
-            flow_run = await client.read_flow_run(flow_run.id)
-            if flow_run.state is not None and flow_run.state.is_final():
+        retries = int(step.extras.get("retries") or 0)
+        for attempt in range(retries + 1):
+            flow_run = await client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters=parameters,
+                state=Scheduled(),
+                name=step.id if attempt == 0 else f"{step.id}-retry-{attempt}",
+                tags=step_tags,
+                parent_task_run_id=parent_task_run_id,
+            )
+            flow_run = await _wait_for_run(client, flow_run, step, name, poll_interval)
+            final: State[Any] = flow_run.state
+            if final.is_completed() or attempt == retries:
                 break
-            if deadline is not None and loop.time() >= deadline:
-                await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
-                raise ExecutionError(
-                    f"step {step.id!r}: deployment {name!r} run {flow_run.id} did not finish "
-                    f"within {timeout} s; it was cancelled",
-                    step_id=step.id,
-                )
-            remaining = deadline - loop.time() if deadline is not None else poll_interval
-            await asyncio.sleep(max(0.0, min(poll_interval, remaining)))
-    state = flow_run.state
+            await asyncio.sleep(_retry_delay(step.extras.get("retry_delay_seconds"), attempt))
+    state = final
     details = state.state_details.model_copy(update={"task_run_id": parent_task_run_id})
     state = state.model_copy(update={"state_details": details})
     if not state.is_completed():
@@ -259,3 +252,34 @@ async def call_deployment(
             step_id=step.id,
         ) from None
     return state, value
+
+
+def _retry_delay(delay: Any, attempt: int) -> float:
+    """Seconds before retry `attempt + 1`: a number, or Prefect's list form."""
+    if isinstance(delay, list | tuple):
+        return float(delay[min(attempt, len(delay) - 1)]) if delay else 0.0
+    return float(delay or 0)
+
+
+async def _wait_for_run(
+    client: Any, flow_run: Any, step: PlanStep, name: str, poll_interval: float
+) -> Any:
+    """Poll a deployment run until it ends; cancel it and fail past the step's timeout."""
+    from prefect.states import Cancelling
+
+    timeout = step.extras.get("timeout_seconds")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + float(timeout) if timeout else None
+    while True:
+        flow_run = await client.read_flow_run(flow_run.id)
+        if flow_run.state is not None and flow_run.state.is_final():
+            return flow_run
+        if deadline is not None and loop.time() >= deadline:
+            await client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+            raise ExecutionError(
+                f"step {step.id!r}: deployment {name!r} run {flow_run.id} did not finish "
+                f"within {timeout} s; it was cancelled",
+                step_id=step.id,
+            )
+        remaining = deadline - loop.time() if deadline is not None else poll_interval
+        await asyncio.sleep(max(0.0, min(poll_interval, remaining)))

@@ -75,7 +75,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectSer
             [sys.executable, "-m", "tests.deploy_flows"], "serve", AETHER_TEST_RUNS=str(runs)
         )
         serving.wait_until(
-            lambda: deployment_count(server.api_url) >= 3, 120, "serve tests/deploy_flows.py"
+            lambda: deployment_count(server.api_url) >= 4, 120, "serve tests/deploy_flows.py"
         )
         server.runs = runs
         yield server

@@ -48,9 +48,21 @@ def forgetful(text: str) -> str:
     return text
 
 
+@flow(name="flaky-count", persist_result=True)
+def flaky_count(text: str, marker_dir: str) -> int:
+    """Fail the first time for a marker dir, then count words."""
+    record("flaky-count")
+    marker = Path(marker_dir) / "failed-once"
+    if not marker.exists():
+        marker.write_text("x")
+        raise RuntimeError("transient failure")
+    return len(text.split())
+
+
 if __name__ == "__main__":
     serve(
         count_words.to_deployment("words", tags=["aether-test"], parameters={"minimum": 2}),
         make_title.to_deployment("titles", tags=["aether-test"]),
         forgetful.to_deployment("forgetful", tags=["aether-forgetful"]),
+        flaky_count.to_deployment("flaky", tags=["aether-flaky"]),
     )

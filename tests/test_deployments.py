@@ -127,6 +127,43 @@ async def test_deployment_without_persisted_result_fails_the_step_clearly(
     assert "persist_result=True" in result.errors["f"]
 
 
+async def test_a_failed_deployment_run_is_retried_as_a_new_run(
+    server: PrefectServer, tmp_path: Path
+) -> None:
+    catalog = ActionCatalog()
+    await catalog.register_deployments(tags=["aether-flaky"])
+    step = {
+        "id": "count",
+        "action": "flaky-count/flaky",
+        "inputs": {"text": "one two three", "marker_dir": str(tmp_path)},
+    }
+    before = executions(server.runs, "flaky-count")
+    plan = CandidatePlan.from_dict({"steps": [step]})
+    failed = await PlanExecutor(catalog, resume=False).execute(plan)
+    assert not failed.ok
+    assert "step 'count' ended FAILED" in failed.errors["count"]
+    assert "RuntimeError: transient failure" in failed.errors["count"]
+    (tmp_path / "failed-once").unlink()
+
+    retried = CandidatePlan.from_dict(
+        {"steps": [{**step, "extras": {"retries": 1, "retry_delay_seconds": 0}}]}
+    )
+    result = await PlanExecutor(catalog, resume=False).execute(retried)
+    assert result.ok, result.errors
+    assert result.outputs == {"result": 3}
+    assert executions(server.runs, "flaky-count") == before + 3
+    async with get_client() as client:
+        children = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(result.flow_run_id)])
+            )
+        )
+    assert sorted((c.name, c.state.type.value if c.state else "") for c in children) == [
+        ("count", "FAILED"),
+        ("count-retry-1", "COMPLETED"),
+    ]
+
+
 async def test_deployment_step_past_its_timeout_is_cancelled(server: PrefectServer) -> None:
     catalog = ActionCatalog()
     await catalog.register_deployments(names=["count-words/words"])
