@@ -80,6 +80,10 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectSer
         server.runs = runs
         yield server
     finally:
+        # Send what is still queued for this server while it is up, then stop it.
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=10)
         server.stop()
 
 
