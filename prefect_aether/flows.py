@@ -137,11 +137,12 @@ async def _pause(form: type[Any], timeout: int, *, key: str, waiting_for: str) -
         ) from None
 
 
-def _summary(result: ExecutionResult, planner: str) -> dict[str, Any]:
+def _summary(result: ExecutionResult, planner: str, cached: bool) -> dict[str, Any]:
     return {
         "ok": result.ok,
         "plan_id": result.plan_id,
         "planner": planner,
+        "cached": cached,
         "plan_flow_run_id": result.flow_run_id,
         "outputs": result.outputs,
         "errors": result.errors,
@@ -172,10 +173,9 @@ async def _run_plan(
             await _ask_for_values(plan, catalog, validation.missing_user_bindings, pause_timeout)
         )
     if approve:
-        deps = step_dependencies(plan)
-        levels = validate_plan(plan, catalog, user_inputs=values).levels
+        # Levels depend on the wiring only, not on the values just given.
         await acreate_markdown_artifact(
-            markdown=plan_markdown(plan, levels, deps),
+            markdown=plan_markdown(plan, validation.levels, step_dependencies(plan)),
             key=f"aether-approval-{plan.plan_id}",
             description=f"prefect-aether plan {plan.plan_id}, waiting for approval",
         )
@@ -201,7 +201,7 @@ async def _run_plan(
             f"plan {plan.plan_id} failed at step {first[0]!r}: {first[1]}",
             step_id=first[0] if first[0] != "plan" else None,
         )
-    return {**_summary(result, planner), "cached": cached}
+    return _summary(result, planner, cached)
 
 
 @flow(name="aether-plan-and-execute", persist_result=True, log_prints=True)
