@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/execute.py
 	$(BIN)/python bench/planning.py
+	$(BIN)/python bench/taskbench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -8,7 +8,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from prefect_aether.plan import CandidatePlan, canonical_json
+from prefect_aether.plan import CandidatePlan, canonical_json, iter_bindings
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
@@ -52,7 +52,10 @@ def _cell(text: str) -> str:
 def plan_markdown(
     plan: CandidatePlan, levels: list[list[str]], deps: Mapping[str, list[str]]
 ) -> str:
-    """Markdown of a plan: its steps with inputs, and a mermaid graph of the DAG."""
+    """Markdown of a plan: its steps with inputs and reasons, and a mermaid graph of the DAG.
+
+    Data edges are solid arrows, order-only (`after`) edges dotted ones.
+    """
     lines = [
         f"# Plan `{plan.plan_id}`",
         "",
@@ -62,21 +65,28 @@ def plan_markdown(
         f"Every run of this plan is tagged `plan:{plan.plan_id}`; with the plan store on, "
         f"`prefect-aether show {plan.plan_id}` shows how it was planned and each execution.",
         "",
-        "| step | action | inputs |",
-        "| --- | --- | --- |",
+        "| step | action | inputs | after | why |",
+        "| --- | --- | --- | --- | --- |",
     ]
     order = [sid for level in levels for sid in level]
     by_id = {s.id: s for s in plan.steps}
     for sid in order:
         step = by_id[sid]
+        after = ", ".join(f"`{a}`" for a in step.after)
+        reason = _cell(sanitize(str(step.extras.get("reason", "")), 200))
         lines.append(
-            f"| `{sid}` | `{step.action}` | `{_cell(sanitize(canonical_json(step.inputs), 300))}` |"
+            f"| `{sid}` | `{step.action}` | `{_cell(sanitize(canonical_json(step.inputs), 300))}` "
+            f"| {after} | {reason} |"
         )
     lines += ["", "```mermaid", "graph TD"]
     for sid in order:
         lines.append(f'    {sid}["{sid}: {step_label(by_id[sid].action)}"]')
     for sid in order:
-        lines += [f"    {dep} --> {sid}" for dep in dict.fromkeys(deps.get(sid, []))]
+        ordered = set(by_id[sid].after)
+        for dep in dict.fromkeys(deps.get(sid, [])):
+            data = dep in {b.step_id for _, b in iter_bindings(by_id[sid].inputs)}
+            arrow = "-->" if data or dep not in ordered else "-.->"
+            lines.append(f"    {dep} {arrow} {sid}")
     lines.append("```")
     return "\n".join(lines)
 

@@ -2,55 +2,36 @@
 
 Each action is one document with weighted fields: name tokens count three
 times, tags twice, the description and slot names once, slot descriptions
-half; a bonus is added for covering the action's name. Tokens split
-snake_case, kebab-case and camelCase, are lower-cased and lightly stemmed so
-"loads", "loading" and "load" meet.
+(parameter and return docs) half; a bonus is added for covering the action's
+name. Words are matched by `_words` (Snowball stems folded into synonym
+groups); a query word also meets a document word it is a derivation of
+("class" and "classification") at a lower weight.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from prefect_aether._words import prefix_match, tokenize
+
 if TYPE_CHECKING:
     from prefect_aether.catalog import ActionSpec
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    """a an and are as at be by for from in into is it its of on or that the then this
-    to with using use via my our your all each""".split()
-)
+__all__ = ["SearchIndex", "tokenize"]
+
 _K1 = 1.2
 _B = 0.75
 _NAME_WEIGHT = 3.0
 _TAG_WEIGHT = 2.0
 _SLOT_DESCRIPTION_WEIGHT = 0.5
+_DERIVATION_WEIGHT = 0.6
 # Added to the BM25 score in proportion to how much of the action's name the query
 # covers: "revenue by region" should pick revenue_by_region over an action whose
 # description merely mentions revenue, however long that description is.
 _NAME_COVERAGE_BONUS = 2.0
-
-
-def stem(word: str) -> str:
-    """A light suffix stripper; the same on queries and documents, so it need not be linguistic."""
-    for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
-            return word[: -len(suffix)] + keep
-    return word
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased, stemmed word tokens of `text`, without stop words.
-
-    >>> tokenize("loadCSVFile and clean_rows-now")
-    ['load', 'csv', 'file', 'clean', 'row', 'now']
-    """
-    spaced = _CAMEL.sub(" ", text)
-    return [stem(w) for w in _WORD.findall(spaced.lower()) if w not in _STOPWORDS]
 
 
 def _document(spec: ActionSpec) -> Counter[str]:
@@ -84,24 +65,75 @@ class SearchIndex:
             frequency.update(doc.keys())
         n = len(self._docs)
         self._idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in frequency.items()}
+        self._vocabulary = sorted(self._idf)
+        self._by_prefix: dict[str, list[str]] = {}
+        for term in self._vocabulary:
+            self._by_prefix.setdefault(term[:4], []).append(term)
+        self._expansions: dict[str, list[tuple[str, float]]] = {}
+        self._postings: dict[str, list[int]] = {}
+        for position, doc in enumerate(self._docs):
+            for term in doc:
+                self._postings.setdefault(term, []).append(position)
+
+    @property
+    def specs(self) -> list[ActionSpec]:
+        """The indexed specs; positions in `scores` refer to this list."""
+        return self._specs
+
+    def _expand(self, term: str) -> list[tuple[str, float]]:
+        """The index terms `term` meets, with their weights (itself at 1)."""
+        known = self._expansions.get(term)
+        if known is None:
+            known = [(term, 1.0)] if term in self._idf else []
+            known += [
+                (other, _DERIVATION_WEIGHT)
+                for other in self._by_prefix.get(term[:4], ())
+                if prefix_match(term, other)
+            ]
+            self._expansions[term] = known
+        return known
+
+    def weights(self, query: str | Iterable[str]) -> dict[str, float]:
+        """Index terms of a query (text or tokens) with their weights, in sorted order."""
+        tokens = tokenize(query) if isinstance(query, str) else list(query)
+        found: dict[str, float] = {}
+        for token in sorted(set(tokens)):
+            for term, weight in self._expand(token):
+                found[term] = max(found.get(term, 0.0), weight)
+        return dict(sorted(found.items()))
+
+    def score(self, position: int, terms: dict[str, float]) -> float:
+        """BM25 of the spec at `position` for weighted `terms` (from `weights`)."""
+        doc, length = self._docs[position], self._lengths[position]
+        name = self._names[position]
+        score = (
+            _NAME_COVERAGE_BONUS * sum(w for t, w in terms.items() if t in name) / len(name)
+            if name
+            else 0.0
+        )
+        norm = _K1 * (1 - _B + _B * length / self._avg_length) if self._avg_length else _K1
+        for term, weight in terms.items():
+            tf = doc.get(term)
+            if tf:
+                score += weight * self._idf[term] * tf * (_K1 + 1) / (tf + norm)
+        return score
+
+    def scores(self, terms: dict[str, float]) -> dict[int, float]:
+        """Positive scores by spec position, touching only specs that hold a term."""
+        candidates = sorted({p for term in terms for p in self._postings.get(term, ())})
+        found = {p: round(self.score(p, terms), 9) for p in candidates}
+        return {p: s for p, s in found.items() if s > 0}
 
     def rank(
-        self, query: str, k: int, allowed: Iterable[str] | None = None
+        self, query: str | Iterable[str], k: int, allowed: Iterable[str] | None = None
     ) -> list[tuple[ActionSpec, float]]:
         """The best `k` specs with a positive score, best first; ties by name."""
-        terms = set(tokenize(query))
+        terms = self.weights(query)
         allowed_names = set(allowed) if allowed is not None else None
         scored = []
-        rows = zip(self._specs, self._docs, self._lengths, self._names, strict=True)
-        for spec, doc, length, name in rows:
-            if allowed_names is not None and spec.name not in allowed_names:
-                continue
-            score = _NAME_COVERAGE_BONUS * len(terms & name) / len(name) if name else 0.0
-            norm = _K1 * (1 - _B + _B * length / self._avg_length) if self._avg_length else _K1
-            for term in terms & doc.keys():
-                tf = doc[term]
-                score += self._idf[term] * tf * (_K1 + 1) / (tf + norm)
-            if score > 0:
+        for position, score in self.scores(terms).items():
+            spec = self._specs[position]
+            if allowed_names is None or spec.name in allowed_names:
                 scored.append((spec, score))
         scored.sort(key=lambda pair: (-pair[1], pair[0].name))
         return scored[:k]

@@ -436,16 +436,20 @@ class ActionCatalog:
 
     # -- search and rendering ---------------------------------------------------------
 
+    def search_index(self) -> SearchIndex:
+        """The BM25 index over the current actions (rebuilt after a change)."""
+        if self._index is None:
+            self._index = SearchIndex([e.spec for e in self._entries.values()])
+        return self._index
+
     def search_scores(
         self, query: str, k: int = 10, *, flow_ids: Iterable[str] | None = None
     ) -> list[tuple[ActionSpec, float]]:
         """`search`, with each action's BM25 score."""
-        if self._index is None:
-            self._index = SearchIndex([e.spec for e in self._entries.values()])
         allowed = (
             None if flow_ids is None else [s.name for s in self.list_actions(flow_ids=flow_ids)]
         )
-        return self._index.rank(query, k, allowed)
+        return self.search_index().rank(query, k, allowed)
 
     def search(
         self, query: str, k: int = 10, *, flow_ids: Iterable[str] | None = None

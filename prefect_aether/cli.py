@@ -21,6 +21,7 @@ import typer
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from prefect_aether.catalog import ActionCatalog
@@ -231,10 +232,16 @@ async def _required_store() -> AsyncIterator[PlanStore]:
 
 def show_plan(plan: CandidatePlan) -> None:
     table = Table(title=f"plan {plan.plan_id} ({plan.extras.get('planner', 'file')})")
-    for column in ("step", "action", "inputs"):
+    for column in ("step", "action", "inputs", "after", "why"):
         table.add_column(column, overflow="fold")
     for step in plan.steps:
-        table.add_row(step.id, step.action, json.dumps(step.inputs))
+        table.add_row(
+            escape(step.id),
+            escape(step.action),
+            escape(json.dumps(step.inputs)),
+            escape(", ".join(step.after)),
+            escape(str(step.extras.get("reason", ""))),
+        )
     console.print(table)
 
 

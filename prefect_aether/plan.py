@@ -176,17 +176,21 @@ def iter_bindings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], Binding]]:
 
 
 def step_dependencies(plan: CandidatePlan) -> dict[str, list[str]]:
-    """Each step's upstream steps (those whose outputs it reads), in first-use order.
+    """Each step's upstream steps: those whose outputs it reads, in first-use order,
+    then those it runs `after` (order-only edges).
 
     Examples:
         >>> plan = CandidatePlan.from_dict({"steps": [
         ...     {"id": "a", "action": "x"},
-        ...     {"id": "b", "action": "y", "inputs": {"v": ["${a.r}", "${a.s}"]}}]})
+        ...     {"id": "b", "action": "y", "inputs": {"v": ["${a.r}", "${a.s}"]}},
+        ...     {"id": "c", "action": "z", "after": ["b"]}]})
         >>> step_dependencies(plan)
-        {'a': [], 'b': ['a']}
+        {'a': [], 'b': ['a'], 'c': ['b']}
     """
     return {
-        s.id: list(dict.fromkeys(b.step_id for _, b in iter_bindings(s.inputs) if b.step_id))
+        s.id: list(
+            dict.fromkeys([*(b.step_id for _, b in iter_bindings(s.inputs) if b.step_id), *s.after])
+        )
         for s in plan.steps
     }
 
@@ -237,9 +241,16 @@ class PlanStep(BaseModel):
     inputs: dict[str, Any] = Field(
         default_factory=dict, description="Input name to literal or binding."
     )
+    after: list[str] = Field(
+        default_factory=list,
+        description="Steps that must finish first without passing data (order-only edges).",
+    )
     extras: dict[str, Any] = Field(
         default_factory=dict,
-        description="Per-step policy: retries, retry_delay_seconds, timeout_seconds, run_as.",
+        description=(
+            "Per-step policy (retries, retry_delay_seconds, timeout_seconds, run_as) and "
+            "notes such as the planner's `reason`."
+        ),
     )
 
 
@@ -301,11 +312,14 @@ class CandidatePlan(BaseModel):
     def plan_id(self) -> str:
         """Stable content hash of the steps (16 hex digits).
 
-        It depends on step ids, actions, inputs and extras; not on the order of
-        the steps or of dict keys, nor on resolved `action_ref`s.
+        It depends on step ids, actions, inputs, `after` edges and extras; not on
+        the order of the steps or of dict keys, nor on resolved `action_ref`s.
         """
         content = sorted(
-            canonical_json({"id": s.id, "action": s.action, "inputs": s.inputs, "extras": s.extras})
+            canonical_json(
+                {"id": s.id, "action": s.action, "inputs": s.inputs, "extras": s.extras}
+                | ({"after": sorted(s.after)} if s.after else {})
+            )
             for s in self.steps
         )
         return hashlib.sha256("\n".join(content).encode()).hexdigest()[:16]
@@ -357,6 +371,14 @@ class CandidatePlan(BaseModel):
                     "description": (
                         "Input name to value: a JSON literal, '${user.<key>}' or "
                         "'${<step_id>.<output>}' (optionally '.<field>' path)."
+                    ),
+                },
+                "after": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": (
+                        "Ids of steps that must finish before this one although it reads "
+                        "none of their outputs (order only); omit when inputs already say it."
                     ),
                 },
             },

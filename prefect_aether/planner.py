@@ -396,13 +396,15 @@ class ActionPlanner:
 
 _SYSTEM = """You plan workflows out of the listed actions (Prefect flows).
 Answer with one JSON object and nothing else:
-{"steps": [{"id": ..., "action": ..., "inputs": {...}}]}.
+{"steps": [{"id": ..., "action": ..., "inputs": {...}, "after": [...]}]}.
 Rules:
 - Use only the listed actions and their listed inputs; give every required input.
 - Step ids are short names of letters, digits, '_' or '-', unique in the plan.
 - An input value is a JSON literal, "${user.<key>}" for a value the user gives, or
   "${<step_id>.<output>}" for an output of another step; a dotted path may follow
   ("${load.rows.0}"). A binding must be the whole string. Bindings may sit inside lists and objects.
+- "after" (optional) lists steps that must finish first although this step reads none of
+  their outputs ("book the taxi, then play a song"); inputs bound to a step already wait for it.
 - Steps may be listed in any order; the dependencies must not form a cycle.
 - Use the fewest steps that reach the goal."""
 

@@ -421,10 +421,28 @@ class _Validator:
                 self._check_bindings(step, spec, slot, field, value, deps)
             elif slot is not None:
                 self._check_literal(step, spec, slot, field, value)
+        for position, upstream in enumerate(step.after):
+            self._check_after(step, position, upstream, deps)
         if action is not None and spec is not None:
             for slot in action.required:
                 if slot.name not in step.inputs:
                     self._missing_input(step, spec, slot)
+
+    def _check_after(self, step: PlanStep, position: int, upstream: str, deps: list[str]) -> None:
+        """An order-only edge: `upstream` must be another step of the plan."""
+        where = f"after.{position}"
+        if upstream not in self.order:
+            close = difflib.get_close_matches(upstream, list(self.order), n=3, cutoff=0.6)
+            self.issue(
+                "unknown_step",
+                f"after names step {upstream!r}, which is not in the plan.",
+                step,
+                field=where,
+                suggestions=close,
+            )
+        else:
+            # A step waiting for itself is the shortest cycle; the graph check reports it.
+            deps.append(upstream)
 
     def _check_literal(
         self,

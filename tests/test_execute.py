@@ -379,6 +379,39 @@ async def test_step_policy_retries_and_timeout(catalog: ActionCatalog, counter_d
     assert executions(counter_dir, "hang") == 1
 
 
+@pytest.mark.parametrize("run_as", ["task", "subflow"])
+async def test_after_edges_wait_without_passing_data(
+    catalog: ActionCatalog, counter_dir: Path, run_as: str
+) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {
+                    "id": "slow",
+                    "action": "sleepy",
+                    "inputs": {"value": 1, "log_dir": log, "seconds": 0.3},
+                },
+                {
+                    "id": "later",
+                    "action": "emit_number",
+                    "inputs": {"value": 2, "log_dir": log},
+                    "after": ["slow"],
+                },
+            ]
+        }
+    )
+    result = await PlanExecutor(catalog, run_as=run_as).execute(plan)  # type: ignore[arg-type]
+    assert result.ok, result.errors
+    finished = float((counter_dir / "span-1").read_text().split()[1])
+    started = float(next(counter_dir.glob("emit_number-2.*")).read_text())
+    assert started >= finished
+    if run_as == "task":
+        runs = await task_runs(result.flow_run_id, expected=2)
+        waits = runs["later"].task_inputs["wait_for"]  # type: ignore[union-attr]
+        assert [str(w.id) for w in waits] == [str(runs["slow"].id)]
+
+
 async def test_subflow_mode_creates_named_tagged_child_flow_runs(
     catalog: ActionCatalog, counter_dir: Path
 ) -> None:

@@ -370,3 +370,35 @@ def test_100k_step_chain_has_no_recursion_limit(inc_catalog: ActionCatalog) -> N
     assert len(result.issues[0].details["cycle"]) == 100_001
     steps[0]["inputs"]["x"] = 0
     assert check(inc_catalog, steps, max_steps=100_000).ok
+
+
+def test_after_edges_order_steps_and_are_checked(catalog: ActionCatalog) -> None:
+    notify_a = {"id": "a", "action": "notify", "inputs": {"message": "first"}}
+    notify_b = {"id": "b", "action": "notify", "inputs": {"message": "second"}, "after": ["a"]}
+    result = check(catalog, [notify_b, notify_a])
+    assert result.ok, result.summary()
+    assert result.levels == [["a"], ["b"]]
+    unknown = check(catalog, [notify_a, {**notify_b, "after": ["a", "zz"]}])
+    assert kinds(unknown) == [("unknown_step", "b", "after.1")]
+    # A cycle across a data edge and an order edge is a cycle.
+    mixed = check(
+        catalog,
+        [
+            {"id": "sp", "action": "split_data", "inputs": {"items": [1]}, "after": ["st"]},
+            {"id": "st", "action": "compute_stats", "inputs": {"values": "${sp.train}"}},
+        ],
+    )
+    assert [i.kind for i in mixed.issues] == ["cycle"]
+    assert set(mixed.issues[0].details["cycle"]) == {"sp", "st"}
+    itself = check(catalog, [{**notify_a, "after": ["a"]}])
+    assert [i.kind for i in itself.issues] == ["cycle"]
+
+
+def test_after_edges_change_the_plan_id_and_round_trip() -> None:
+    base = {"id": "a", "action": "notify", "inputs": {"message": "x"}}
+    other = {"id": "b", "action": "notify", "inputs": {"message": "y"}}
+    plain = CandidatePlan.from_dict({"steps": [base, other]})
+    ordered = CandidatePlan.from_dict({"steps": [base, {**other, "after": ["a"]}]})
+    assert plain.plan_id != ordered.plan_id
+    assert CandidatePlan.from_dict(ordered.to_dict()) == ordered
+    assert "after" in CandidatePlan.json_schema()["properties"]["steps"]["items"]["properties"]
