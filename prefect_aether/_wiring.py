@@ -33,7 +33,6 @@ class Setting:
 
     Attributes:
         needs: Per action, the data words of the values a user gives it.
-        takes: Per action, the data words of its required inputs.
         asked: Actions the goal's clauses ask for (they get steps of their own).
         relevance: Per action, its match score for the whole goal.
         available: Data words the user supplies (inputs, goal resources, context).
@@ -45,7 +44,6 @@ class Setting:
     flow_ids: Iterable[str] | None
     max_depth: int
     needs: Mapping[str, frozenset[str]]
-    takes: Mapping[str, frozenset[str]]
     asked: frozenset[str]
     relevance: Mapping[str, float]
     available: frozenset[str]
@@ -203,12 +201,16 @@ class Wiring:
         found = setting.catalog.producers(slot, flow_ids=setting.flow_ids, exclude=on_chain)
         if not found:
             return None
-        ins, takes = setting.needs, setting.takes
-        # A producer that needs the very kind of data it would give only moves the gap.
+        ins = setting.needs
+        # A producer that needs the very thing it would give (`records` in, `records` out)
+        # only moves the gap.
         found = [
             (spec, out)
             for spec, out in found
-            if not (set(tokenize(out.name)) & takes.get(spec.name, frozenset()))
+            if not any(
+                i.required and (i.name == out.name or _words_of(i.name) == _words_of(out.name))
+                for i in spec.inputs
+            )
         ]
         if not found:
             return None
@@ -276,6 +278,10 @@ class Wiring:
         while sid in self.state.specs:
             sid, n = f"{base}_{n}", n + 1
         return sid
+
+
+def _words_of(name: str) -> frozenset[str]:
+    return frozenset(tokenize(name))
 
 
 def resource_fits(resource: Resource, slot: IOSlot) -> bool:

@@ -306,7 +306,6 @@ class HeuristicPlanner:
             flow_ids=ctx.flow_ids,
             max_depth=self.max_depth,
             needs={spec.name: derived.needs[i] for i, spec in enumerate(derived.specs)},
-            takes={spec.name: derived.inputs[i] for i, spec in enumerate(derived.specs)},
             asked=frozenset(c.spec.name for c in choices),
             relevance=self.relevance(goal),
             available=frozenset(self._available(ctx, goal, derived)),
