@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import reprlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -583,8 +584,13 @@ def _deployment_inputs(
     return slots
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
 def _preview(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    # reprlib bounds depth and length: a value nested 100,000 deep has no full repr.
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -107,9 +107,16 @@ def load_plan(path: Path) -> CandidatePlan:
         size = path.stat().st_size
         if size > limit:
             fail(f"plan {str(path)!r} is {size} bytes; at most {limit} are read (max_plan_bytes)")
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         fail(f"cannot read plan {str(path)!r}: {exc.strerror or exc}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"plan {str(path)!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        )
     if path.suffix == ".json":
         try:
             # The same strict reader as LLM answers: depth, number and size limits.

@@ -30,6 +30,7 @@ __all__ = [
     "iter_bindings",
     "iter_strings",
     "map_bindings",
+    "nesting_depth",
     "parse_binding",
     "step_dependencies",
 ]
@@ -158,6 +159,28 @@ def iter_strings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], str]]:
             stack.extend(((*location, k), v) for k, v in reversed(item.items()))
         elif isinstance(item, list):
             stack.extend(((*location, i), v) for i, v in reversed(list(enumerate(item))))
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply lists and dicts nest in `value`, counted up to `limit + 1` at most.
+
+    Iterative, so a value nested 100,000 deep is measured without recursion.
+
+    Examples:
+        >>> nesting_depth({"a": [1, [2]]}, 10), nesting_depth("x", 10)
+        (3, 0)
+    """
+    deepest = 0
+    stack: list[tuple[int, Any]] = [(0, value)]
+    while stack:
+        depth, item = stack.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            if depth > limit:
+                return depth
+            deepest = max(deepest, depth)
+            stack.extend((depth, v) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def iter_bindings(value: Any) -> Iterator[tuple[tuple[PathItem, ...], Binding]]:

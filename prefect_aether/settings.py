@@ -53,6 +53,11 @@ class AetherSettings(PrefectBaseSettings):
     max_concurrent_steps: int = Field(
         default=64, ge=1, description="Most steps of one plan running at once."
     )
+    max_input_depth: int = Field(
+        default=100,
+        ge=1,
+        description="Deepest nesting of lists and objects accepted in a literal or user input.",
+    )
     llm_base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible API root (e.g. http://127.0.0.1:11434/v1); unset: no LLM.",

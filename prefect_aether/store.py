@@ -33,111 +33,40 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     event,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from prefect_aether._report import preview, sanitize
+from prefect_aether._store_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    apply_migrations,
+    executions,
+    plans,
+    versions,
+)
 from prefect_aether.exceptions import StoreError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import ValidationResult
 
-__all__ = ["ExecutionRecord", "PlanRecord", "PlanStore", "normalize_goal"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "ExecutionRecord",
+    "PlanRecord",
+    "PlanStore",
+    "normalize_goal",
+]
 
 T = TypeVar("T")
-
-metadata = MetaData()
-
-plans = Table(
-    "aether_plans",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(32), nullable=False),
-    Column("goal", Text, nullable=False),
-    Column("normalized_goal", Text, nullable=False),
-    Column("catalog_fingerprint", String(64), nullable=False),
-    Column("input_keys", Text, nullable=False, default=""),
-    Column("plan_json", Text, nullable=False),
-    Column("validation_ok", Boolean, nullable=False),
-    Column("validation_summary", Text, nullable=False, default=""),
-    Column("missing_keys", Text, nullable=False, default=""),
-    Column("planner", String(64), nullable=False, default=""),
-    Column("usage", JSON, nullable=False, default=dict),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-executions = Table(
-    "aether_executions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(32), nullable=False),
-    Column("flow_run_id", String(64), nullable=True),
-    Column("status", String(32), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("ended_at", DateTime(timezone=True), nullable=True),
-    Column("output_preview", Text, nullable=False, default=""),
-    Column("error", Text, nullable=True),
-)
-
-versions = Table(
-    "aether_schema_version",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
-)
-
-# Indices are created by the migrations (CreateIndex), never by Table.create, so that
-# each migration creates exactly what it says.
-_CACHE_INDEX = Index(
-    "ix_aether_plans_cache",
-    plans.c.normalized_goal,
-    plans.c.catalog_fingerprint,
-    plans.c.input_keys,
-    plans.c.created_at,
-)
-_EXEC_INDEX = Index("ix_aether_executions_plan", executions.c.plan_id, executions.c.started_at)
-_GOAL_INDEX = Index("ix_aether_plans_goal", plans.c.normalized_goal, plans.c.created_at)
-_STARTED_INDEX = Index("ix_aether_executions_started", executions.c.started_at)
-_PLAN_ID_INDEX = Index("ix_aether_plans_plan_id", plans.c.plan_id)
-
-
-def _v1(conn: Connection) -> None:
-    """Plans and executions, with the cache and per-plan indices."""
-    for table in (plans, executions):
-        conn.execute(CreateTable(table))
-    for index in (_CACHE_INDEX, _EXEC_INDEX, _PLAN_ID_INDEX):
-        conn.execute(CreateIndex(index))
-
-
-def _v2(conn: Connection) -> None:
-    """History by goal: the newest executions of one goal's plans."""
-    for index in (_GOAL_INDEX, _STARTED_INDEX):
-        conn.execute(CreateIndex(index))
-
-
-#: Forward migrations, in order; the schema version is their count.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 _WORDS = re.compile(r"[\w$-]+", re.UNICODE)
 
@@ -204,6 +133,10 @@ class ExecutionRecord(BaseModel):
     ended_at: dt.datetime | None = Field(default=None, description="End (UTC), once ended.")
     output_preview: str = Field(default="", description="Sanitized, truncated outputs.")
     error: str | None = Field(default=None, description="First error, if it failed.")
+    execution_id: str | None = Field(
+        default=None, description="The execution's id (tag `execution:<id>` on its flow run)."
+    )
+    holder: str | None = Field(default=None, description="`host:pid` of the process running it.")
 
 
 def _keys(keys: Iterable[str]) -> str:
@@ -248,6 +181,7 @@ class PlanStore:
         self._engine: AsyncEngine | None = None
         self._ready: asyncio.Lock | None = None
         self._migrated = False
+        self._private: Path | None = None
 
     def __repr__(self) -> str:
         return f"PlanStore({self._display!r})"
@@ -258,7 +192,11 @@ class PlanStore:
         if self._sqlite:
             path = make_url(self.url).database
             if path and path != ":memory:":
-                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                # Plans and their inputs are private to the user: 0700 folder, 0600 file.
+                folder = Path(path).expanduser().parent
+                if not folder.exists():
+                    folder.mkdir(parents=True, mode=0o700)
+                self._private = Path(path).expanduser()
             engine = create_async_engine(self.url, connect_args={"timeout": self.timeout})
 
             @event.listens_for(engine.sync_engine, "connect")
@@ -312,12 +250,17 @@ class PlanStore:
             if not self._migrated:
                 await self._guard("open the schema", self._migrate)
                 self._migrated = True
+                if self._private is not None:
+                    for suffix in ("", "-wal", "-shm"):
+                        private = self._private.with_name(self._private.name + suffix)
+                        if private.exists():
+                            private.chmod(0o600)
         return self._engine
 
     async def _migrate(self) -> None:
         assert self._engine is not None
         async with self._engine.begin() as conn:
-            await conn.run_sync(_apply_migrations)
+            await conn.run_sync(apply_migrations)
 
     async def schema_version(self) -> int:
         """The schema version of the database (after opening, the current one)."""
@@ -384,12 +327,23 @@ class PlanStore:
             "created_at": _now(),
         }
 
-        async def work(conn: AsyncConnection) -> int:
-            result = await conn.execute(insert(plans).values(**row).returning(plans.c.id))
-            return int(result.scalar_one())
+        same = select(plans).where(
+            plans.c.plan_id == row["plan_id"],
+            plans.c.normalized_goal == row["normalized_goal"],
+            plans.c.catalog_fingerprint == row["catalog_fingerprint"],
+            plans.c.input_keys == row["input_keys"],
+            plans.c.plan_json == row["plan_json"],
+        )
 
-        row_id = await self._write(f"save plan {plan.plan_id}", work)
-        return _plan_record({**row, "id": row_id})
+        async def work(conn: AsyncConnection) -> dict[str, Any]:
+            # The same plan stored again for the same goal and catalog is the same row.
+            found = (await conn.execute(same.limit(1))).mappings().first()
+            if found is not None:
+                return dict(found)
+            result = await conn.execute(insert(plans).values(**row).returning(plans.c.id))
+            return {**row, "id": int(result.scalar_one())}
+
+        return _plan_record(await self._write(f"save plan {plan.plan_id}", work))
 
     async def find_cached(
         self, goal: str, catalog_fingerprint: str, input_keys: Iterable[str]
@@ -445,13 +399,28 @@ class PlanStore:
 
     # -- executions ---------------------------------------------------------------------
 
-    async def start_execution(self, plan_id: str) -> int:
-        """Record that an execution of `plan_id` started; returns its row id."""
+    async def start_execution(
+        self, plan_id: str, *, execution_id: str | None = None, holder: str | None = None
+    ) -> int:
+        """Record that an execution of `plan_id` started (or, for an `execution_id`
+        already recorded, resumed); returns its row id."""
+        values = {"status": "Running", "started_at": _now(), "holder": holder}
 
         async def work(conn: AsyncConnection) -> int:
+            if execution_id is not None:
+                known = await conn.scalar(
+                    select(executions.c.id).where(executions.c.execution_id == execution_id)
+                )
+                if known is not None:
+                    await conn.execute(
+                        update(executions)
+                        .where(executions.c.id == known)
+                        .values(status="Running", ended_at=None, error=None, holder=holder)
+                    )
+                    return int(known)
             result = await conn.execute(
                 insert(executions)
-                .values(plan_id=plan_id, status="Running", started_at=_now(), output_preview="")
+                .values(plan_id=plan_id, execution_id=execution_id, output_preview="", **values)
                 .returning(executions.c.id)
             )
             return int(result.scalar_one())
@@ -466,11 +435,12 @@ class PlanStore:
         flow_run_id: str | None,
         outputs: Any = None,
         error: str | None = None,
+        status: str | None = None,
     ) -> None:
         """Record how an execution ended (outputs are kept as a sanitized preview)."""
         values = {
-            "status": "Completed" if ok else "Failed",
-            "flow_run_id": flow_run_id,
+            "status": status or ("Completed" if ok else "Failed"),
+            **({"flow_run_id": flow_run_id} if flow_run_id else {}),
             "ended_at": _now(),
             "output_preview": preview(outputs, 500) if outputs is not None else "",
             "error": sanitize(error, 1000) if error else None,
@@ -500,38 +470,84 @@ class PlanStore:
     async def history(
         self, *, goal: str | None = None, limit: int = 20
     ) -> list[tuple[PlanRecord, ExecutionRecord]]:
-        """The newest executions (of one goal's plans, if given), each with its plan."""
-        query = (
-            select(plans, executions)
-            .join(executions, executions.c.plan_id == plans.c.plan_id)
-            .order_by(executions.c.started_at.desc(), executions.c.id.desc())
-            .limit(limit)
-        )
+        """The newest `limit` executions (of one goal's plans, if given), each with the
+        newest stored record of its plan."""
+        query = select(executions).order_by(executions.c.started_at.desc(), executions.c.id.desc())
         if goal is not None:
-            query = query.where(plans.c.normalized_goal == normalize_goal(goal))
-        plan_columns = [c.name for c in plans.columns]
+            of_goal = select(plans.c.plan_id).where(plans.c.normalized_goal == normalize_goal(goal))
+            query = query.where(executions.c.plan_id.in_(of_goal))
+        query = query.limit(limit)
 
         async def work(conn: AsyncConnection) -> list[tuple[PlanRecord, ExecutionRecord]]:
-            found: list[tuple[PlanRecord, ExecutionRecord]] = []
-            seen: set[int] = set()
-            for row in (await conn.execute(query)).all():
-                values = list(row)
-                plan_row = dict(zip(plan_columns, values[: len(plan_columns)], strict=True))
-                exec_row = dict(
-                    zip(
-                        [c.name for c in executions.columns],
-                        values[len(plan_columns) :],
-                        strict=True,
-                    )
+            runs = [_execution_record(dict(r)) for r in (await conn.execute(query)).mappings()]
+            wanted = sorted({r.plan_id for r in runs})
+            newest: dict[str, PlanRecord] = {}
+            if wanted:
+                rows = await conn.execute(
+                    select(plans).where(plans.c.plan_id.in_(wanted)).order_by(plans.c.id)
                 )
-                # A plan stored twice (planned again) joins each execution twice.
-                if exec_row["id"] in seen:
-                    continue
-                seen.add(exec_row["id"])
-                found.append((_plan_record(plan_row), _execution_record(exec_row)))
-            return found
+                for row in rows.mappings():
+                    newest[row["plan_id"]] = _plan_record(dict(row))
+            return [(newest[r.plan_id], r) for r in runs if r.plan_id in newest]
 
         return await self._read("read the history", work)
+
+    async def find_execution(self, execution_id: str) -> ExecutionRecord | None:
+        """The execution with this id (a prefix of 8+ characters works)."""
+        if len(execution_id) >= 32:
+            condition = executions.c.execution_id == execution_id
+        elif len(execution_id) >= 8:
+            condition = executions.c.execution_id.startswith(execution_id, autoescape=True)
+        else:
+            return None
+        query = select(executions).where(condition).order_by(executions.c.id.desc()).limit(2)
+
+        async def work(conn: AsyncConnection) -> ExecutionRecord | None:
+            rows = (await conn.execute(query)).mappings().all()
+            if len(rows) > 1:
+                raise StoreError(
+                    f"execution id prefix {execution_id!r} is ambiguous; give more characters"
+                )
+            return _execution_record(dict(rows[0])) if rows else None
+
+        return await self._read(f"read execution {execution_id}", work)
+
+    async def unfinished_executions(self, *, limit: int = 100) -> list[ExecutionRecord]:
+        """Executions recorded as running, or crashed (they gave up while the Prefect API
+        was down, so their flow run may still say running): candidates to reconcile."""
+        query = (
+            select(executions)
+            .where(executions.c.status.in_(["Running", "Crashed"]))
+            .order_by(executions.c.id.desc())
+            .limit(limit)
+        )
+
+        async def work(conn: AsyncConnection) -> list[ExecutionRecord]:
+            return [_execution_record(dict(r)) for r in (await conn.execute(query)).mappings()]
+
+        return await self._read("read unfinished executions", work)
+
+    async def set_execution_status(
+        self,
+        row_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        flow_run_id: str | None = None,
+    ) -> None:
+        """Correct an execution's status (reconciliation)."""
+        values: dict[str, Any] = {"status": status}
+        if error is not None:
+            values["error"] = sanitize(error, 1000)
+        if flow_run_id is not None:
+            values["flow_run_id"] = flow_run_id
+        if status != "Running":
+            values["ended_at"] = _now()
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(update(executions).where(executions.c.id == row_id).values(**values))
+
+        await self._write(f"update execution {row_id}", work)
 
     async def memory_snippets(self, goal: str, *, limit: int = 3) -> list[str]:
         """The last `limit` executions of `goal`, one line each, for the planner.
@@ -558,24 +574,6 @@ def _default_url() -> str:
 
     home = Path(str(PREFECT_HOME.value())).expanduser()
     return f"sqlite+aiosqlite:///{home / 'aether.db'}"
-
-
-def _apply_migrations(conn: Connection) -> None:
-    """Bring the schema to `SCHEMA_VERSION`, one recorded migration at a time."""
-    if conn.dialect.name == "postgresql":
-        # Two processes opening a new database at once: one migrates, the other waits.
-        conn.execute(text("SELECT pg_advisory_xact_lock(4242424242)"))
-    if not inspect(conn).has_table(versions.name):
-        versions.create(conn)
-    current = int(conn.scalar(select(func.max(versions.c.version))) or 0)
-    if current > SCHEMA_VERSION:
-        raise StoreError(
-            f"the plan store has schema version {current}, newer than this prefect-aether "
-            f"knows ({SCHEMA_VERSION}); upgrade prefect-aether"
-        )
-    for version in range(current + 1, SCHEMA_VERSION + 1):
-        MIGRATIONS[version - 1](conn)
-        conn.execute(insert(versions).values(version=version, applied_at=_now()))
 
 
 def _plan_record(row: dict[str, Any]) -> PlanRecord:

@@ -43,6 +43,7 @@ from prefect_aether.plan import (
     CandidatePlan,
     PlanStep,
     iter_strings,
+    nesting_depth,
     parse_binding,
 )
 from prefect_aether.settings import AetherSettings
@@ -261,6 +262,7 @@ class _Validator:
         self.allowed = (
             None if flow_ids is None else {s.name for s in catalog.list_actions(flow_ids=flow_ids)}
         )
+        self.max_depth = AetherSettings().max_input_depth
         self.issues: list[ValidationIssue] = []
         self.missing: dict[str, list[str]] = {}
         self.order: dict[str, int] = {}
@@ -461,6 +463,10 @@ class _Validator:
             problem = self.literals.get(key, _UNCHECKED)
             if problem is _UNCHECKED:
                 problem = self.literals[key] = self.catalog.check_input(spec.name, slot.name, value)
+        elif nesting_depth(value, self.max_depth) > self.max_depth:
+            problem = (
+                f"lists and objects nest deeper than {self.max_depth} levels (max_input_depth)"
+            )
         else:
             problem = self.catalog.check_input(spec.name, slot.name, value)
         if problem is not None:

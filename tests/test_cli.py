@@ -250,3 +250,22 @@ def test_history_and_show_read_the_plan_store(
     missing = runner.invoke(app, ["show", "ffffffffffffffff"])
     assert missing.exit_code == 2
     assert "no stored plan 'ffffffffffffffff'" in missing.output
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xff\xfe{\x00}\x00",
+        '{"steps": [{"id": "a", "action": "load_sales"}]} caf\u00e9'.encode("cp1252"),
+    ],
+)
+def test_a_plan_file_that_is_not_utf8_is_one_line_and_exit_2(
+    tmp_path: Path, content: bytes
+) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_bytes(content)
+    result = runner.invoke(app, ["validate", str(plan), "-m", PIPELINE])
+    assert result.exit_code == 2
+    assert "is not UTF-8 text" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

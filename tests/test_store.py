@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -109,6 +110,59 @@ async def test_executions_history_and_memory(store: PlanStore) -> None:
     assert found.plan_id == plan.plan_id
 
 
+async def test_history_limit_counts_executions_however_often_a_plan_was_stored(
+    store: PlanStore,
+) -> None:
+    plan = plan_of("a", "b")
+    first = await store.save_plan(plan, goal="nightly", catalog_fingerprint="f")
+    again = await store.save_plan(plan, goal="nightly", catalog_fingerprint="f")
+    assert again.id == first.id  # the same plan stored again reuses its row
+    await store.save_plan(plan, goal="nightly, run by hand", catalog_fingerprint="f")
+    other = plan_of("c")
+    await store.save_plan(other, goal="other", catalog_fingerprint="f")
+    for i in range(5):
+        row = await store.start_execution(plan.plan_id, execution_id=f"{i:032x}")
+        await store.finish_execution(row, ok=True, flow_run_id=f"run-{i}")
+    row = await store.start_execution(other.plan_id)
+    await store.finish_execution(row, ok=True, flow_run_id="run-other")
+    history = await store.history(limit=4)
+    assert [e.flow_run_id for _, e in history] == ["run-other", "run-4", "run-3", "run-2"]
+    assert [e.flow_run_id for _, e in await store.history(goal="nightly", limit=8)] == [
+        f"run-{i}" for i in (4, 3, 2, 1, 0)
+    ]
+
+
+async def test_an_execution_id_is_one_row_however_often_it_is_resumed(store: PlanStore) -> None:
+    plan = plan_of("a")
+    execution = "ab" * 16
+    row = await store.start_execution(plan.plan_id, execution_id=execution, holder="h:1")
+    await store.finish_execution(row, ok=False, flow_run_id="run-1", error="a: boom")
+    resumed = await store.start_execution(plan.plan_id, execution_id=execution, holder="h:2")
+    assert resumed == row
+    found = await store.find_execution(execution[:8])
+    assert found is not None
+    assert (found.status, found.holder, found.error, found.flow_run_id) == (
+        "Running",
+        "h:2",
+        None,
+        "run-1",
+    )
+    assert [r.id for r in await store.unfinished_executions()] == [row]
+    await store.finish_execution(row, ok=True, flow_run_id=None)
+    found = await store.find_execution(execution)
+    assert found is not None
+    assert (found.status, found.flow_run_id) == ("Completed", "run-1")
+    assert await store.unfinished_executions() == []
+
+
+async def test_the_sqlite_file_is_private(tmp_path: Path) -> None:
+    store = PlanStore(f"sqlite+aiosqlite:///{tmp_path}/home/aether.db")
+    await store.save_plan(plan_of("a"), goal="g", catalog_fingerprint="f")
+    await store.close()
+    assert (tmp_path / "home").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "home" / "aether.db").stat().st_mode & 0o777 == 0o600
+
+
 async def test_twenty_concurrent_writers_lose_nothing(store_url: str) -> None:
     async def writer(n: int) -> None:
         own = PlanStore(store_url, timeout=30)
@@ -139,28 +193,39 @@ async def test_twenty_concurrent_writers_lose_nothing(store_url: str) -> None:
 
 async def test_upgrade_from_version_1_keeps_the_rows(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/old.db"
-    # A database as version 1 left it, with a plan and an execution in it.
-    from prefect_aether import store as store_module
+    # A database as version 1 left it, with a plan and an execution in it: made by the
+    # version 1 migration itself and plain SQL, not by today's PlanStore.
+    from sqlalchemy import create_engine
 
-    original = list(store_module.MIGRATIONS)
-    store_module.MIGRATIONS[:] = original[:1]
-    store_module.SCHEMA_VERSION = 1
-    try:
-        old = PlanStore(url)
-        plan = plan_of("kept")
-        await old.save_plan(plan, goal="keep me", catalog_fingerprint="f")
-        await old.finish_execution(
-            await old.start_execution(plan.plan_id), ok=True, flow_run_id="r"
+    from prefect_aether._store_schema import versions
+
+    plan = plan_of("kept")
+    engine = create_engine(f"sqlite:///{tmp_path}/old.db")
+    with engine.begin() as conn:
+        versions.create(conn)
+        MIGRATIONS[0](conn)
+        conn.execute(text("INSERT INTO aether_schema_version VALUES (1, '2026-01-01 00:00:00')"))
+        conn.execute(
+            text(
+                "INSERT INTO aether_plans (plan_id, goal, normalized_goal, catalog_fingerprint,"
+                " input_keys, plan_json, validation_ok, validation_summary, missing_keys,"
+                " planner, usage, created_at) VALUES (:p, 'keep me', 'keep me', 'f', '', :j, 1,"
+                " '', '', '', '{}', '2026-01-01 00:00:00')"
+            ),
+            {"p": plan.plan_id, "j": json.dumps(plan.to_dict())},
         )
-        assert await old.schema_version() == 1
-        await old.close()
-    finally:
-        store_module.MIGRATIONS[:] = original
-        store_module.SCHEMA_VERSION = len(original)
+        conn.execute(
+            text(
+                "INSERT INTO aether_executions (plan_id, flow_run_id, status, started_at,"
+                " output_preview) VALUES (:p, 'r', 'Completed', '2026-01-01 00:00:01', '')"
+            ),
+            {"p": plan.plan_id},
+        )
+    engine.dispose()
 
     new = PlanStore(url)
     try:
-        assert await new.schema_version() == len(MIGRATIONS) == 2
+        assert await new.schema_version() == len(MIGRATIONS) == 3
         history = await new.history(goal="keep me")
         assert [(p.plan_id, e.flow_run_id) for p, e in history] == [(plan.plan_id, "r")]
     finally:
@@ -171,7 +236,11 @@ async def test_upgrade_from_version_1_keeps_the_rows(tmp_path: Path) -> None:
             "SELECT name FROM sqlite_master WHERE type = 'index'"
         )
     }
-    assert {"ix_aether_plans_cache", "ix_aether_plans_goal"} <= names
+    assert {
+        "ix_aether_plans_cache",
+        "ix_aether_plans_goal",
+        "ix_aether_executions_execution_id",
+    } <= names
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

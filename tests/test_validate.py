@@ -402,3 +402,19 @@ def test_after_edges_change_the_plan_id_and_round_trip() -> None:
     assert plain.plan_id != ordered.plan_id
     assert CandidatePlan.from_dict(ordered.to_dict()) == ordered
     assert "after" in CandidatePlan.json_schema()["properties"]["steps"]["items"]["properties"]
+
+
+def test_inputs_nested_100000_deep_are_an_issue_not_a_crash(catalog: ActionCatalog) -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    deep_dict: Any = {}
+    for _ in range(100_000):
+        deep_dict = {"a": deep_dict}
+    step = {"id": "c", "action": "count_rows", "inputs": {"rows": "${user.rows}"}}
+    for value in (deep, deep_dict):
+        result = check(catalog, [step], user_inputs={"rows": value})
+        assert [(i.kind, i.field) for i in result.issues] == [("invalid_literal", "rows")]
+        assert "max_input_depth" in result.issues[0].message
+    literal = check(catalog, [{**step, "inputs": {"rows": deep}}])
+    assert [i.kind for i in literal.issues] == ["invalid_literal"]
