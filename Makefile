@@ -34,8 +34,8 @@ test: lint typecheck docs pytest
 # PREFECT_INTEGRATIONS_AETHER_LLM_*), then run it on Prefect's embedded server: no API URL,
 # no key needed. `make demo-plan` runs the hand-written example plan instead.
 DEMO_GOAL := revenue by region, monthly trend, detect anomalies, then build the report and save it
-# Every demo really runs its steps; `make demo DEMO_FLAGS=` shows resume reusing them instead.
-DEMO_FLAGS := --no-resume
+# Every run is a fresh execution; `make demo DEMO_FLAGS="--resume latest"` continues the last one.
+DEMO_FLAGS :=
 
 demo: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect-aether run --goal "$(DEMO_GOAL)" \

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import datetime as dt
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+import httpx
 from prefect import Flow, tags
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext, TagsContext
 from prefect.logging import get_run_logger
-from prefect.results import (
-    ResultStore,
-    aget_default_result_storage,
-    aresolve_result_storage,
-)
 from prefect.states import Completed, aget_state_exception
 from pydantic import BaseModel
 
 from prefect_aether import _report, _steps
 from prefect_aether._callbacks import notify
-from prefect_aether.exceptions import ExecutionError
+from prefect_aether._results import MISSING, code_hash, inputs_hash
+from prefect_aether.catalog import ActionSpec
+from prefect_aether.exceptions import ExecutionError, ExecutionInterrupted
 from prefect_aether.execute import (
     PLAN_FLOW_NAME,
     EventCallback,
@@ -32,13 +32,15 @@ from prefect_aether.execute import (
     ExecutionPhase,
     ExecutionResult,
 )
-from prefect_aether.plan import CandidatePlan, step_dependencies
+from prefect_aether.plan import CandidatePlan, PlanStep, step_dependencies
 from prefect_aether.settings import AetherSettings
 
 if TYPE_CHECKING:
     from prefect_aether.execute import PlanExecutor
 
 logger = logging.getLogger("prefect_aether.execute")
+_SUMMARY_CHARS = 500
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 class _StepRecord(BaseModel):
@@ -57,8 +59,12 @@ class PlanRun:
         plan: CandidatePlan,
         user_inputs: dict[str, Any],
         levels: list[list[str]],
+        execution_id: str,
     ) -> None:
         self.executor = executor
+        self.execution_id = execution_id
+        self.results = executor.results
+        self.code_hashes: dict[str, str] = {}
         self.plan = plan
         self.plan_id = plan.plan_id
         self.user_inputs = user_inputs
@@ -76,14 +82,13 @@ class PlanRun:
         self.records = {sid: _StepRecord() for sid in self.order}
         self.flow_run_id: str | None = None
         self.tags: list[str] = []
-        self._store: ResultStore | None = None
 
     # -- parent flow --------------------------------------------------------------------
 
     async def start(self, extra_tags: list[str], name: str) -> ExecutionResult:
-        self.tags = [*extra_tags, f"plan:{self.plan_id}"]
+        self.tags = [*extra_tags, f"plan:{self.plan_id}", f"execution:{self.execution_id}"]
 
-        async def aether_plan(plan: dict[str, Any], user_inputs: dict[str, Any]) -> dict[str, Any]:
+        async def aether_plan(plan_id: str, execution_id: str, summary: str) -> dict[str, Any]:
             # The tags above are for the parent run; steps choose theirs (see `tag_steps`).
             with TagsContext(current_tags=set()):
                 return await self.body()
@@ -96,11 +101,19 @@ class PlanRun:
             validate_parameters=False,
             persist_result=False,
         )
+        # The run's parameters stay small whatever the plan and inputs weigh (Prefect caps
+        # them at 512 KiB): the plan and the values live in this process and the store.
+        summary = _report.sanitize(
+            f"{len(self.order)} steps: " + ", ".join(self.order), _SUMMARY_CHARS
+        )
         with tags(*self.tags):
             call: Any = parent(
-                plan=self.plan.to_dict(), user_inputs=self.user_inputs, return_state=True
+                plan_id=self.plan_id,
+                execution_id=self.execution_id,
+                summary=summary,
+                return_state=True,
             )
-            state = cast(State[Any], await call)
+            state = cast(State[Any], await self.watch_api(asyncio.ensure_future(call)))
         self.flow_run_id = self.flow_run_id or (
             str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         )
@@ -110,6 +123,46 @@ class PlanRun:
             exc = await aget_state_exception(state)
             self.errors["plan"] = f"{type(exc).__name__}: {exc}"
         return self.result(ok=False)
+
+    async def watch_api(self, run: asyncio.Future[Any]) -> Any:
+        """Await the parent flow run while checking that the Prefect API answers; past
+        `api_outage_timeout` without an answer, stop it and raise `ExecutionInterrupted`.
+
+        Prefect's client would otherwise retry every call for minutes per call. The
+        embedded server lives in this process, so it is not watched.
+        """
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+        if not url:
+            return await run
+        limit = AetherSettings().api_outage_timeout
+        every = min(5.0, max(0.2, limit / 5))
+        last_answer = time.monotonic()
+        async with httpx.AsyncClient(timeout=min(5.0, every)) as http:
+            while True:
+                done, _ = await asyncio.wait({run}, timeout=every)
+                if done:
+                    return run.result()
+                try:
+                    answer = await http.get(f"{url.rstrip('/')}/health")
+                    if answer.status_code < 500:
+                        last_answer = time.monotonic()
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() - last_answer > limit:
+                    break
+        run.cancel()
+        # Prefect's engine may still be retrying calls to the API: give it a moment only.
+        await asyncio.wait({run}, timeout=2)
+        raise ExecutionInterrupted(
+            f"the Prefect API at {url} did not answer for {limit:g} s (api_outage_timeout); "
+            f"execution {self.execution_id} of plan {self.plan_id} stopped. Its finished "
+            f"steps are kept: once the API is back, resume it (`prefect-aether run PLAN "
+            f"--resume {self.execution_id}`, or `execute(plan, resume=...)`).",
+            execution_id=self.execution_id,
+            flow_run_id=self.flow_run_id,
+        )
 
     def result(self, *, ok: bool) -> ExecutionResult:
         last = self.order[-1]
@@ -122,6 +175,7 @@ class PlanRun:
             skipped=self.skipped,
             reused=self.reused,
             flow_run_id=self.flow_run_id,
+            execution_id=self.execution_id,
         )
 
     async def body(self) -> dict[str, Any]:
@@ -253,51 +307,22 @@ class PlanRun:
         try:
             if spec is None:
                 raise ExecutionError(f"action {step.action!r} is not in the catalog", step_id=sid)
-            inputs = _steps.resolve_inputs(step, self.user_inputs, self.outputs)
-            key = _steps.cache_key(self.plan_id, step, spec, inputs)
-            run_as = step.extras.get("run_as", self.executor.run_as)
-            step_tags = [*self.tags, f"plan_step:{sid}"]
-            upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
-            if spec.kind == "deployment":
-                poll = AetherSettings().deployment_poll_interval
-                state, value = await self.run_resumable(
-                    key,
-                    lambda: _steps.call_deployment(
-                        spec, step, step_tags, inputs, upstream, poll_interval=poll
-                    ),
-                )
-            elif flow is None:
+            if spec.kind != "deployment" and flow is None:
                 raise ExecutionError(
                     f"action {step.action!r} has no local flow to run", step_id=sid
                 )
-            elif run_as == "subflow":
-
-                async def start_subflow() -> tuple[State[Any], Any]:
-                    assert flow is not None
-                    done = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
-                    return done, await done.aresult(raise_on_failure=False)
-
-                state, value = await self.run_resumable(key, start_subflow)
-            else:
-                runner = _steps.step_task(
-                    flow,
-                    step,
-                    key=key,
-                    step_tags=step_tags if self.executor.tag_steps else None,
-                    refresh=not self.executor.resume,
-                    result_storage=self.executor.result_storage,
-                )
-                call: Any = runner(inputs, wait_for=upstream, return_state=True)
-                state = cast(State[Any], await call)
-                value = await state.aresult(raise_on_failure=False)
-            if not state.is_completed():
-                raise (
-                    value
-                    if isinstance(value, BaseException)
-                    else ExecutionError(
-                        f"step {sid!r} ended {state.type.value}: {state.message}", step_id=sid
-                    )
-                )
+            inputs = _steps.resolve_inputs(step, self.user_inputs, self.outputs)
+            keys = self.result_keys(step, spec, flow, inputs)
+            async with self.results.locked(*keys) as holder:
+                # Under the lock: a second process resuming this execution waits here,
+                # then finds the result the first one wrote.
+                stored = await self.read_result(step, keys)
+                if stored is not MISSING:
+                    state, outputs = await self.reuse(step, stored)
+                else:
+                    state, value = await self.call(step, spec, flow, inputs)
+                    outputs = _steps.outputs_of(spec, value)
+                    await self.write_result(step, keys, outputs, holder)
         except Exception as exc:
             record.ended = time.monotonic()
             record.state = "Failed"
@@ -306,53 +331,124 @@ class PlanRun:
             await self.emit("step_failure", sid, f"step {sid!r} failed: {error}", error=error)
             return False
         self.states[sid] = state
-        outputs = _steps.outputs_of(spec, value)
         self.outputs[sid] = outputs
         record.ended = time.monotonic()
         record.preview = _report.preview(outputs)
-        if state.name == "Cached":
+        reused = state.name == "Cached"
+        if reused:
             self.reused.append(sid)
         record.state = state.name or "Completed"
-        verb = "reused its persisted result" if state.name == "Cached" else "succeeded"
-        await self.emit(
-            "step_success",
-            sid,
-            f"step {sid!r} {verb}",
-            step_outputs=outputs,
-        )
+        verb = "reused its persisted result" if reused else "succeeded"
+        await self.emit("step_success", sid, f"step {sid!r} {verb}", step_outputs=outputs)
         return True
 
-    async def run_resumable(
-        self, key: str, start: Callable[[], Awaitable[tuple[State[Any], Any]]]
+    def result_keys(
+        self, step: PlanStep, spec: ActionSpec, flow: Flow[..., Any] | None, inputs: dict[str, Any]
+    ) -> list[str]:
+        """The step's result key in this execution and, when reuse across executions is
+        allowed, the shared key of the same inputs and code."""
+        code = self.code_hashes.get(spec.name)
+        if code is None:
+            code = self.code_hashes[spec.name] = code_hash(
+                flow.fn if flow is not None else None, spec.model_dump_json()
+            )
+        digest = inputs_hash(inputs)
+        keys = [f"aether/{self.execution_id}/{step.id}-{digest}-{code}"]
+        if self.reuse_seconds(step) is not None:
+            keys.append(f"aether/shared/{_SAFE.sub('_', spec.name)}-{digest}-{code}")
+        return keys
+
+    def reuse_seconds(self, step: PlanStep) -> float | None:
+        seconds = step.extras.get("reuse_within")
+        if seconds is not None:
+            return float(seconds)
+        within = self.executor.reuse_within
+        return within.total_seconds() if within is not None else None
+
+    async def read_result(self, step: PlanStep, keys: list[str]) -> Any:
+        """This execution's result of the step; else, when reuse is allowed, a result of
+        the same inputs and code written no longer than `reuse_within` ago."""
+        found = await self.results.read(keys[0])
+        if found is not MISSING or len(keys) == 1:
+            return found
+        shared = await self.results.read(keys[1])
+        seconds = self.reuse_seconds(step)
+        try:
+            written = dt.datetime.fromisoformat(shared["written_at"])
+            age = (dt.datetime.now(dt.timezone.utc) - written).total_seconds()
+            fresh = seconds is not None and 0 <= age <= seconds
+            return shared["outputs"] if fresh else MISSING
+        except (TypeError, KeyError, ValueError):
+            return MISSING
+
+    async def write_result(
+        self, step: PlanStep, keys: list[str], outputs: Any, holder: str
+    ) -> None:
+        if not await self.results.write(keys[0], outputs, holder=holder):
+            self.log().warning(
+                "step %r: its outputs are not JSON data, so they are not kept for resume "
+                "(PlanExecutor(result_serializer='pickle') keeps them)",
+                step.id,
+            )
+            return
+        if len(keys) > 1:
+            now = dt.datetime.now(dt.timezone.utc).isoformat()
+            shared = {"written_at": now, "outputs": outputs}
+            await self.results.write(keys[1], shared, holder=holder)
+
+    async def reuse(self, step: PlanStep, outputs: Any) -> tuple[State[Any], dict[str, Any]]:
+        """A step whose result this execution (or, when allowed, another) already has."""
+        if not isinstance(outputs, dict):
+            raise ExecutionError(f"step {step.id!r}: its stored result is not a mapping")
+        run_as = step.extras.get("run_as", self.executor.run_as)
+        if self.steps[step.id].action and run_as == "task":
+            # A task run that ends Cached at once keeps the step and its edges in the graph.
+            step_tags = [*self.tags, f"plan_step:{step.id}"] if self.executor.tag_steps else None
+            runner = _steps.reused_task(step, step_tags, self.execution_id)
+            upstream = [self.states[d] for d in self.deps[step.id] if d in self.states]
+            call: Any = runner(outputs, wait_for=_steps.wait_for(upstream), return_state=True)
+            return cast(State[Any], await call), outputs
+        message = f"reused the result of execution {self.execution_id}"
+        return Completed(name="Cached", data=outputs, message=message), outputs
+
+    async def call(
+        self,
+        step: PlanStep,
+        spec: ActionSpec,
+        flow: Flow[..., Any] | None,
+        inputs: dict[str, Any],
     ) -> tuple[State[Any], Any]:
-        """Run a child flow run (a subflow or a deployment), resuming from the result store.
-
-        Child flows are called straight from the plan's flow: wrapping them in a
-        task would add a task run per step, and on a SQLite-backed server the
-        extra writes cost seconds per step (bench/execute.py).
-        """
-        store = await self.result_store()
-        if self.executor.resume and await store.aexists(key):
-            record = await store.aread(key)
-            reused: State[Any] = Completed(
-                name="Cached", data=record.result, message="reused persisted result"
+        """Run the step as a task, a child flow run or a deployment run; raise if it failed."""
+        sid = step.id
+        run_as = step.extras.get("run_as", self.executor.run_as)
+        step_tags = [*self.tags, f"plan_step:{sid}"]
+        upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
+        if spec.kind == "deployment":
+            poll = AetherSettings().deployment_poll_interval
+            state, value = await _steps.call_deployment(
+                spec, step, step_tags, inputs, upstream, poll_interval=poll
             )
-            return reused, record.result
-        state, value = await start()
-        if state.is_completed():
-            await store.awrite(obj=value, key=key)
+        elif run_as == "subflow":
+            assert flow is not None
+            state = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
+            value = await state.aresult(raise_on_failure=False)
+        else:
+            assert flow is not None
+            runner = _steps.step_task(
+                flow, step, step_tags=step_tags if self.executor.tag_steps else None
+            )
+            call: Any = runner(inputs, wait_for=_steps.wait_for(upstream), return_state=True)
+            state = cast(State[Any], await call)
+            value = await state.aresult(raise_on_failure=False)
+        if not state.is_completed():
+            raise (
+                value
+                if isinstance(value, BaseException)
+                else ExecutionError(
+                    f"step {sid!r} ended {state.type.value}: {state.message}", step_id=sid
+                )
+            )
         return state, value
-
-    async def result_store(self) -> ResultStore:
-        if self._store is None:
-            storage = self.executor.result_storage
-            resolved = (
-                await aget_default_result_storage()
-                if storage is None
-                else await aresolve_result_storage(storage)
-            )
-            self._store = ResultStore(result_storage=resolved)
-        return self._store
 
     # -- events -------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from prefect import Flow, Task, tags
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from prefect.utilities.hashing import hash_objects
+from prefect.states import Completed
 from pydantic import BaseModel
 
 from prefect_aether.catalog import ActionSpec
@@ -81,12 +82,6 @@ def resolve_inputs(
     return dict(map_bindings(step.inputs, resolve))
 
 
-def cache_key(plan_id: str, step: PlanStep, spec: ActionSpec, inputs: dict[str, Any]) -> str:
-    """Resume key: plan id + step id + hash of the resolved inputs (never call order)."""
-    digest = hash_objects(spec.ref, inputs) or hash_objects(spec.ref, repr(inputs))
-    return f"aether-{plan_id}-{step.id}-{digest}"
-
-
 def _policy(step: PlanStep, flow: Flow[..., Any]) -> dict[str, Any]:
     extras = step.extras
     return {
@@ -125,7 +120,7 @@ async def call_subflow(
         timeout_seconds=policy["timeout_seconds"],
     )
     call: Callable[[], Any] = functools.partial(
-        child, **inputs, wait_for=upstream, return_state=True
+        child, **inputs, wait_for=wait_for(upstream), return_state=True
     )
     with tags(*step_tags):
         if inspect.iscoroutinefunction(flow.fn):
@@ -140,16 +135,13 @@ def step_task(
     flow: Flow[..., Any],
     step: PlanStep,
     *,
-    key: str,
     step_tags: list[str] | None,
-    refresh: bool = False,
-    result_storage: Any = None,
 ) -> Task[..., Any]:
     """A Prefect task, named after the step, that runs the action's function.
 
-    It carries the step's retries and timeout (else the flow's), and its cache
-    key makes a re-run reuse a step that already succeeded (`refresh` forces a
-    new run).
+    It carries the step's retries and timeout (else the flow's). Prefect neither
+    caches nor persists it: the executor keeps step results itself (`_results`),
+    keyed by execution.
     """
     policy = _policy(step, flow)
 
@@ -161,12 +153,80 @@ def step_task(
         name=step.id,
         task_run_name=step.id,
         tags=step_tags,
-        cache_key_fn=lambda _context, _parameters: key,
-        persist_result=True,
-        refresh_cache=refresh,
-        result_storage=result_storage,
+        cache_policy=NO_CACHE,
+        persist_result=False,
         **policy,
     )
+
+
+def reused_task(step: PlanStep, step_tags: list[str] | None, execution_id: str) -> Task[..., Any]:
+    """A task run that stands for a step reused from an earlier run of its execution:
+    it ends `Cached` at once, so the run graph keeps every step and its edges."""
+
+    async def reuse(outputs: dict[str, Any]) -> State[Any]:
+        return Completed(
+            name="Cached",
+            data=outputs,
+            message=f"reused the result of execution {execution_id}",
+        )
+
+    return Task(
+        fn=reuse,
+        name=step.id,
+        task_run_name=step.id,
+        tags=step_tags,
+        cache_policy=NO_CACHE,
+        persist_result=False,
+    )
+
+
+class _ChildRun:
+    """Stands for a finished child flow run in `wait_for`: Prefect records it as the
+    child *flow run* (`FlowRunResult`), the node the run graph draws for it. The
+    child's own state names no task run, so passing it would draw no edge."""
+
+    __slots__ = ("__weakref__", "flow_run_id")
+
+    def __init__(self, flow_run_id: Any) -> None:
+        self.flow_run_id = flow_run_id
+
+
+def wait_for(states: Sequence[State[Any]]) -> list[Any]:
+    """`wait_for` items for upstream steps: task states as they are, child flow runs
+    (subflows, deployments) by their flow run."""
+    from prefect.client.schemas.objects import RunType
+    from prefect.context import FlowRunContext
+    from prefect.utilities.engine import link_state_to_result
+
+    context = FlowRunContext.get()
+    parent = context.flow_run.id if context is not None and context.flow_run else None
+    items: list[Any] = []
+    for state in states:
+        details = state.state_details
+        if details.flow_run_id is not None and details.flow_run_id != parent:
+            child = _ChildRun(details.flow_run_id)
+            link_state_to_result(state, child, RunType.FLOW_RUN)
+            items.append(child)
+        else:
+            items.append(state)
+    return items
+
+
+def run_inputs(states: Sequence[State[Any]]) -> list[Any]:
+    """The same references as `wait_for`, as task inputs written by hand."""
+    from prefect.client.schemas.objects import FlowRunResult, TaskRunResult
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    parent = context.flow_run.id if context is not None and context.flow_run else None
+    found: list[Any] = []
+    for state in states:
+        details = state.state_details
+        if details.flow_run_id is not None and details.flow_run_id != parent:
+            found.append(FlowRunResult(id=details.flow_run_id))
+        elif details.task_run_id is not None:
+            found.append(TaskRunResult(id=details.task_run_id))
+    return found
 
 
 async def call_deployment(
@@ -188,12 +248,10 @@ async def call_deployment(
     machine that is.
 
     Returns:
-        The final state (its `task_run_id` is the linking task run, for
-        downstream `wait_for` edges) and the run's result.
+        The child flow run's final state and the run's result.
     """
     from prefect._internal.engine import dynamic_key_for_task_run
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import TaskRunResult
     from prefect.context import FlowRunContext
     from prefect.exceptions import MissingResult
     from prefect.states import Pending, Scheduled
@@ -212,13 +270,7 @@ async def call_deployment(
                 task=link,
                 flow_run_id=context.flow_run.id,
                 dynamic_key=str(dynamic_key_for_task_run(context, link)),
-                task_inputs={
-                    "wait_for": [
-                        TaskRunResult(id=s.state_details.task_run_id)
-                        for s in upstream
-                        if s.state_details.task_run_id is not None
-                    ]
-                },
+                task_inputs={"wait_for": run_inputs(upstream)},
                 state=Pending(),
             )
             parent_task_run_id = parent.id
@@ -237,9 +289,8 @@ async def call_deployment(
             if final.is_completed() or attempt == retries:
                 break
             await asyncio.sleep(_retry_delay(step.extras.get("retry_delay_seconds"), attempt))
+    # The child flow run's own state: downstream steps wait for that flow run.
     state = final
-    details = state.state_details.model_copy(update={"task_run_id": parent_task_run_id})
-    state = state.model_copy(update={"state_details": details})
     if not state.is_completed():
         return state, None
     try:

@@ -10,7 +10,10 @@ Examples:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import os
+import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -24,8 +27,14 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from prefect_aether._reconcile import reconcile
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import PlanDecodingError, PlanValidationError, PrefectAetherError
+from prefect_aether.exceptions import (
+    ExecutionInterrupted,
+    PlanDecodingError,
+    PlanValidationError,
+    PrefectAetherError,
+)
 from prefect_aether.execute import ExecutionEvent, ExecutionResult, PlanExecutor
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planner import PlanningEvent, PlanResult, decode_plan
@@ -79,6 +88,8 @@ def _clean_errors() -> Iterator[None]:
     except PlanValidationError as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except ExecutionInterrupted:
+        raise  # the run's own failure (exit 1), not bad input
     except PrefectAetherError as exc:
         fail(str(exc))
 
@@ -290,8 +301,19 @@ def run_command(
     run_as: Annotated[str, typer.Option(help="Step mode: task or subflow.")] = "task",
     fail_fast: Annotated[bool, typer.Option(help="Stop starting steps after a failure.")] = True,
     resume: Annotated[
-        bool, typer.Option(help="Reuse results of steps that already succeeded.")
-    ] = True,
+        str | None,
+        typer.Option(
+            help="Continue an earlier execution of the plan: its id (8+ characters) or "
+            "'latest' (a bare --resume). Its succeeded steps are reused, the rest run."
+        ),
+    ] = None,
+    reuse_within: Annotated[
+        float | None,
+        typer.Option(
+            help="Also reuse a step's result from another execution with the same inputs "
+            "and code, younger than this many seconds."
+        ),
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Extra tag for the runs.")] = None,
     cache: CacheOpt = True,
 ) -> None:
@@ -310,17 +332,19 @@ def run_command(
         fail(f"--run-as must be task or subflow, got {run_as!r}")
     if max_concurrency is not None and max_concurrency < 1:
         fail(f"--max-concurrency must be at least 1, got {max_concurrency}")
+    if reuse_within is not None and reuse_within <= 0:
+        fail(f"--reuse-within must be a positive number of seconds, got {reuse_within:g}")
     executor = PlanExecutor(
         catalog,
         max_concurrency=max_concurrency,
         fail_fast=fail_fast,
         run_as=run_as,  # type: ignore[arg-type]
-        resume=resume,
+        reuse_within=dt.timedelta(seconds=reuse_within) if reuse_within else None,
     )
     with _clean_errors():
         levels = executor.check(candidate, values)
     source = None if goal is not None else str(plan)
-    result = _run_with_progress(executor, candidate, values, levels, tag or [], source)
+    result = _run_with_progress(executor, candidate, values, levels, tag or [], source, resume)
     _print_result(result)
     if not result.ok:
         raise typer.Exit(1)
@@ -333,6 +357,7 @@ def _run_with_progress(
     levels: list[list[str]],
     tags: list[str],
     plan_file: str | None,
+    resume: str | None,
 ) -> ExecutionResult:
     order = [sid for level in levels for sid in level]
     actions = {s.id: s.action for s in plan.steps}
@@ -390,12 +415,56 @@ def _run_with_progress(
                     executor.catalog, planner="heuristic", executor=executor, store=store
                 )
                 return await service.execute_plan(
-                    plan, user_inputs=values, on_event=on_event, run=RunInfo(extra_tags=tags)
+                    plan,
+                    user_inputs=values,
+                    on_event=on_event,
+                    run=RunInfo(extra_tags=tags),
+                    resume=await _execution_id(store, resume),
                 )
 
-        with _clean_errors():
-            return asyncio.run(execute())
-        raise AssertionError("unreachable")
+        loop = asyncio.new_event_loop()
+        try:
+            with _clean_errors():
+                result = loop.run_until_complete(execute())
+        except ExecutionInterrupted as exc:
+            live.stop()
+            console.print()
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            if _CONSOLE["hard_exit"]:
+                # Prefect's engine may go on retrying the dead API for minutes in tasks
+                # this process no longer needs (and its log and event workers at exit):
+                # the execution is recorded and resumable, so leave now.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
+            raise typer.Exit(1) from None
+        _close(loop)
+        return result
+    raise AssertionError("unreachable")
+
+
+def _close(loop: asyncio.AbstractEventLoop) -> None:
+    """What `asyncio.run` does on the way out: cancel what is left, then close."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
+async def _execution_id(store: PlanStore | None, given: str | None) -> str | None:
+    """`--resume`'s value as a full execution id ('latest' and full ids as they are; a
+    prefix looked up in the store)."""
+    if given is None or given == "latest" or len(given) == 32:
+        return given
+    if store is None:
+        fail("--resume with a shortened execution id needs the plan store; give all 32 digits")
+    found = await store.find_execution(given)
+    if found is None or found.execution_id is None:
+        fail(f"no execution {given!r} in the plan store (see `prefect-aether history`)")
+    return found.execution_id
 
 
 def _short(outputs: dict[str, Any] | None, limit: int = 70) -> str:
@@ -409,7 +478,17 @@ def _print_result(result: ExecutionResult) -> None:
 
     verdict = "[bold green]succeeded[/]" if result.ok else "[bold red]failed[/]"
     console.print()
-    console.print(f"plan {result.plan_id} {verdict}")
+    console.print(f"plan {result.plan_id} {verdict} (execution {result.execution_id})")
+    if result.reused:
+        console.print(
+            f"reused from earlier runs of this execution: {', '.join(result.reused)}",
+            highlight=False,
+        )
+    if not result.ok and result.execution_id:
+        console.print(
+            f"to continue it without re-running finished steps: --resume {result.execution_id}",
+            highlight=False,
+        )
     for sid, error in result.errors.items():
         console.print(f"  [red]{sid}[/]: {error}", highlight=False)
     if result.outputs:
@@ -438,6 +517,7 @@ def history_command(
 
     async def read() -> list[tuple[PlanRecord, ExecutionRecord]]:
         async with _required_store() as store:
+            await reconcile(store)
             return await store.history(goal=goal, limit=limit)
 
     with _clean_errors():
@@ -446,7 +526,7 @@ def history_command(
         console.print("no executions recorded" + (f" for goal {goal!r}" if goal else ""))
         return
     table = Table(title="plan executions")
-    for column in ("started (UTC)", "plan", "goal", "status", "duration", "flow run"):
+    for column in ("started (UTC)", "plan", "execution", "goal", "status", "duration", "flow run"):
         table.add_column(column, overflow="fold")
     for plan, run in rows:
         duration = (
@@ -455,6 +535,7 @@ def history_command(
         table.add_row(
             f"{run.started_at:%Y-%m-%d %H:%M:%S}",
             plan.plan_id,
+            run.execution_id or "-",
             plan.goal,
             run.status,
             duration,
@@ -471,6 +552,7 @@ def show_command(
 
     async def read() -> tuple[PlanRecord | None, list[ExecutionRecord]]:
         async with _required_store() as store:
+            await reconcile(store)
             record = await store.get_plan(plan_id)
             runs = await store.executions_of(record.plan_id) if record else []
             return record, runs
@@ -492,11 +574,12 @@ def show_command(
         console.print("never executed")
         return
     table = Table(title="executions")
-    for column in ("started (UTC)", "status", "flow run", "outputs / error"):
+    for column in ("started (UTC)", "execution", "status", "flow run", "outputs / error"):
         table.add_column(column, overflow="fold")
     for run in runs:
         table.add_row(
             f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            run.execution_id or "-",
             run.status,
             run.flow_run_id or "-",
             run.error or run.output_preview,
@@ -504,5 +587,35 @@ def show_command(
     console.print(table)
 
 
+_RESUME_VALUE = re.compile(r"latest|[0-9a-f]{8,32}")
+
+
+def resume_flag(argv: list[str]) -> list[str]:
+    """A bare `--resume` means `--resume latest` (click options cannot take an optional
+    value, so the console entry point spells it out).
+
+    Examples:
+        >>> resume_flag(["run", "p.json", "--resume"])
+        ['run', 'p.json', '--resume', 'latest']
+        >>> resume_flag(["run", "--resume", "ab12cd34", "p.json"])
+        ['run', '--resume', 'ab12cd34', 'p.json']
+        >>> resume_flag(["run", "--resume", "p.json"])
+        ['run', '--resume', 'latest', 'p.json']
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "--resume" and (following is None or not _RESUME_VALUE.fullmatch(following)):
+            out.append("latest")
+    return out
+
+
+#: Set by the console entry point: a process of its own may exit at once when an
+#: execution is interrupted (an in-process caller, such as a test runner, may not).
+_CONSOLE = {"hard_exit": False}
+
+
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    _CONSOLE["hard_exit"] = True
+    app(args=resume_flag(sys.argv[1:]), prog_name="prefect-aether")

@@ -195,11 +195,19 @@ class NodePlanner:
         *,
         user_inputs: Mapping[str, Any] | None = None,
         on_event: EventCallback | None = None,
+        resume: str | None = None,
+        execution_id: str | None = None,
         **run: Any,
     ) -> ExecutionResult:
-        """Execute `plan` for this node; `run` overrides fields of `run_info`."""
+        """Execute `plan` for this node; `run` overrides fields of `run_info`
+        (`resume` and `execution_id` as in `PlanExecutor.execute`)."""
         return await self.service.execute_plan(
-            plan, user_inputs=user_inputs, on_event=on_event, run=self.run_info(**run)
+            plan,
+            user_inputs=user_inputs,
+            on_event=on_event,
+            run=self.run_info(**run),
+            resume=resume,
+            execution_id=execution_id,
         )
 
     def execute_background(

@@ -12,6 +12,7 @@ PrefectAetherError
 ├── PlanDecodingError         text is not a plan (carries the raw text)
 ├── PlanValidationError       a plan failed validation (carries the issues)
 ├── ExecutionError            a plan or step failed at run time
+│   └── ExecutionInterrupted  the Prefect API went away mid-plan (resume it later)
 └── LLMError                  the LLM endpoint failed (status code, truncated body)
 ```
 
@@ -29,6 +30,7 @@ __all__ = [
     "BindingError",
     "CatalogError",
     "ExecutionError",
+    "ExecutionInterrupted",
     "LLMError",
     "PlanDecodingError",
     "PlanValidationError",
@@ -145,6 +147,39 @@ class ExecutionError(PrefectAetherError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), (str(self),), {"step_id": self.step_id}))
+
+
+class ExecutionInterrupted(ExecutionError):
+    """An execution stopped before its end because the Prefect API could not be reached.
+
+    Nothing is lost: its finished steps persist and `resume=execution_id` (CLI:
+    `prefect-aether run PLAN --resume ID`) continues it once the API is back.
+
+    Attributes:
+        execution_id: The execution to resume.
+        flow_run_id: Its flow run, when one was created.
+
+    Examples:
+        >>> ExecutionInterrupted("API down", execution_id="ab12").execution_id
+        'ab12'
+    """
+
+    def __init__(
+        self, message: str, *, execution_id: str | None = None, flow_run_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.flow_run_id = flow_run_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (
+                type(self),
+                (str(self),),
+                {"execution_id": self.execution_id, "flow_run_id": self.flow_run_id},
+            ),
+        )
 
 
 class LLMError(PrefectAetherError):

@@ -15,14 +15,22 @@ Step modes (`run_as`, per executor and per step in `step.extras`):
   more per step, and concurrent child flow runs contend on a SQLite-backed
   server; use it when each step must be its own flow run.
 
-Finished steps persist their result under plan id + step id + a hash of the
-resolved inputs, so executing the same plan again resumes where it stopped.
+Every `execute` is a fresh **execution** with its own `execution_id` (tag
+`execution:<id>` on the parent run): by default every step runs. Finished
+steps persist their result (as JSON) under execution id + step id + a hash of
+the resolved inputs + a hash of the action's code, so `execute(plan,
+resume=<execution_id> | "latest")` continues an earlier execution: its
+succeeded steps are reused, the rest run. Results are reused across
+executions only when asked (`reuse_within`), and two processes resuming the
+same execution never both run a step (a lock per step result).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -31,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from prefect_aether._callbacks import notify
+from prefect_aether._results import StepResults
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, PlanValidationError
 from prefect_aether.plan import CandidatePlan
@@ -52,6 +61,7 @@ ExecutionPhase = Literal[
 EventCallback = Callable[["ExecutionEvent"], Awaitable[None] | None]
 RunMode = Literal["task", "subflow"]
 PLAN_FLOW_NAME = "aether-plan"
+_EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class ExecutionEvent(BaseModel):
@@ -98,6 +108,9 @@ class ExecutionResult(BaseModel):
         default_factory=list, description="Steps whose persisted result was reused (resume)."
     )
     flow_run_id: str | None = Field(default=None, description="The parent flow run.")
+    execution_id: str | None = Field(
+        default=None, description="This execution's id: `resume=` it to continue it."
+    )
 
 
 class PlanExecutor:
@@ -118,10 +131,15 @@ class PlanExecutor:
             seconds, which serializes the plan. Turn it on against PostgreSQL or
             Prefect Cloud. Subflow steps are always tagged (flow runs have no
             tag concurrency); the parent run is always tagged.
-        resume: Reuse the persisted result of a step that already succeeded with the
-            same plan and inputs. False runs every step again and overwrites them.
+        reuse_within: Also reuse a step's result from *another* execution when its
+            inputs and its action's code are the same and the result is younger than
+            this (`extras.reuse_within`, in seconds, sets it per step). Off by default:
+            an execution runs every step it does not resume.
         result_storage: Where step results persist (a Prefect storage block or
-            slug); Prefect's default local storage when None.
+            slug); a private folder under PREFECT_HOME (`aether/results`) when None.
+        result_serializer: `"json"` (default): results are plain JSON, and a value JSON
+            cannot hold is not persisted (its step runs again on resume). `"pickle"`:
+            such values are pickled; only use it with storage nobody else can write.
 
     Examples:
         >>> import asyncio
@@ -149,8 +167,9 @@ class PlanExecutor:
         fail_fast: bool = True,
         run_as: RunMode = "task",
         tag_steps: bool = False,
-        resume: bool = True,
+        reuse_within: dt.timedelta | None = None,
         result_storage: Any = None,
+        result_serializer: Literal["json", "pickle"] = "json",
     ) -> None:
         ceiling = AetherSettings().max_concurrent_steps
         if max_concurrency is not None and not 1 <= max_concurrency <= ceiling:
@@ -160,13 +179,21 @@ class PlanExecutor:
             )
         if run_as not in RUN_MODES:
             raise AetherUsageError(f"run_as must be one of {RUN_MODES}, got {run_as!r}")
+        if result_serializer not in ("json", "pickle"):
+            raise AetherUsageError(
+                f"result_serializer must be 'json' or 'pickle', got {result_serializer!r}"
+            )
+        if reuse_within is not None and reuse_within.total_seconds() <= 0:
+            raise AetherUsageError(f"reuse_within must be positive, got {reuse_within}")
         self.catalog = catalog
         self.max_concurrency = max_concurrency if max_concurrency is not None else ceiling
         self.fail_fast = fail_fast
         self.run_as = run_as
         self.tag_steps = tag_steps
-        self.resume = resume
+        self.reuse_within = reuse_within
         self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.results = StepResults(result_storage, allow_pickle=result_serializer == "pickle")
 
     def check(
         self, plan: CandidatePlan, user_inputs: Mapping[str, Any] | None = None
@@ -191,6 +218,8 @@ class PlanExecutor:
         on_event: EventCallback | None = None,
         tags: Iterable[str] | None = None,
         flow_run_name: str | None = None,
+        resume: str | None = None,
+        execution_id: str | None = None,
     ) -> ExecutionResult:
         """Validate `plan`, then run it as one parent flow run; never raises for a failing step.
 
@@ -201,18 +230,62 @@ class PlanExecutor:
                 exceptions are logged and never break execution.
             tags: Extra tags for the parent run and every step run.
             flow_run_name: Name of the parent run; `plan-<plan_id>` by default.
+            resume: Continue an earlier execution of this plan (its id, or
+                `"latest"`): its succeeded steps are reused, the others run.
+            execution_id: Run as this execution (32 hex digits) instead of a new one:
+                for callers that derive it, such as a flow whose Prefect retries
+                must continue where the failed attempt stopped.
 
         Raises:
             PlanValidationError: The plan is invalid or misses user values; no
                 flow run is created.
+            AetherUsageError: `resume` names no execution of this plan.
+            ExecutionInterrupted: The Prefect API stopped answering for longer
+                than `api_outage_timeout`; resume the execution once it is back.
         """
         # _run imports this module's models, so it is imported here, not at the top.
         from prefect_aether._run import PlanRun
 
         levels = self.check(plan, user_inputs)
-        run = PlanRun(self, plan.resolve_actions(self.catalog), dict(user_inputs or {}), levels)
+        identity = await self.execution_for(plan, resume=resume, execution_id=execution_id)
+        run = PlanRun(
+            self, plan.resolve_actions(self.catalog), dict(user_inputs or {}), levels, identity
+        )
         run.on_event = on_event
         return await run.start(list(tags or ()), flow_run_name or f"plan-{plan.plan_id}")
+
+    async def execution_for(
+        self,
+        plan: CandidatePlan,
+        *,
+        resume: str | None = None,
+        execution_id: str | None = None,
+    ) -> str:
+        """The execution id a run of `plan` uses: a new one, `execution_id`, or the
+        earlier execution `resume` names (`"latest"`: the newest of this plan).
+
+        Raises:
+            AetherUsageError: Both given, a malformed id, or no such execution.
+        """
+        if resume is not None and execution_id is not None:
+            raise AetherUsageError("give resume or execution_id, not both")
+        if execution_id is not None:
+            if _EXECUTION_ID.fullmatch(execution_id) is None:
+                raise AetherUsageError(
+                    f"execution_id must be 32 lowercase hex digits, got {execution_id!r}"
+                )
+            return execution_id
+        if resume is None:
+            return uuid.uuid4().hex
+        if resume != "latest" and _EXECUTION_ID.fullmatch(resume) is None:
+            raise AetherUsageError(
+                f"resume takes an execution id (32 hex digits) or 'latest', got {resume!r}"
+            )
+        found = await _executions_of(plan.plan_id, None if resume == "latest" else resume)
+        if not found:
+            which = "no earlier execution" if resume == "latest" else f"no execution {resume}"
+            raise AetherUsageError(f"{which} of plan {plan.plan_id} to resume")
+        return found[0]
 
     def execute_background(
         self,
@@ -223,6 +296,7 @@ class PlanExecutor:
         on_complete: Callable[[ExecutionResult], Any] | None = None,
         tags: Iterable[str] | None = None,
         flow_run_name: str | None = None,
+        resume: str | None = None,
     ) -> BackgroundExecutionHandle:
         """Start `execute` in a background thread with its own event loop.
 
@@ -243,10 +317,39 @@ class PlanExecutor:
                 on_event=on_event,
                 tags=tags,
                 flow_run_name=flow_run_name,
+                resume=resume,
             )
 
         handle._start(main, on_complete)
         return handle
+
+
+async def _executions_of(plan_id: str, execution_id: str | None) -> list[str]:
+    """Execution ids of `plan_id`'s runs on the Prefect API, newest first (only
+    `execution_id`'s when given)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    wanted = [f"plan:{plan_id}"] + ([f"execution:{execution_id}"] if execution_id else [])
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[PLAN_FLOW_NAME])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=wanted)),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=50,
+        )
+    found = []
+    for run in runs:
+        for tag in run.tags:
+            if tag.startswith("execution:") and tag[10:] not in found:
+                found.append(tag[10:])
+    return found
 
 
 class BackgroundExecutionHandle:

@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import keyword
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ import anyio
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import apause_flow_run
 from prefect.input import RunInput
@@ -44,6 +46,8 @@ from prefect_aether.validate import validate_plan
 
 __all__ = ["Approval", "execute_plan", "plan_and_execute", "user_input_model"]
 
+# Namespace of execution ids derived from flow run ids (see `_execution`).
+_EXECUTIONS = uuid.UUID("5b0e2f51-3c1a-4d8e-9a47-ae0000000000")
 _PYTHON_TYPES: dict[str | None, Any] = {
     "string": str,
     "integer": int,
@@ -144,10 +148,22 @@ def _summary(result: ExecutionResult, planner: str, cached: bool) -> dict[str, A
         "planner": planner,
         "cached": cached,
         "plan_flow_run_id": result.flow_run_id,
+        "execution_id": result.execution_id,
+        "reused": result.reused,
         "outputs": result.outputs,
         "errors": result.errors,
         "skipped": result.skipped,
     }
+
+
+def _execution(resume: str | None) -> dict[str, str]:
+    """`resume` when asked; else an execution id derived from this flow run, so that a
+    Prefect retry of the run (`retries=`) continues the execution the failed attempt
+    started instead of running its finished steps again."""
+    if resume is not None:
+        return {"resume": resume}
+    flow_run_id = FlowRunContext.get().flow_run.id  # type: ignore[union-attr]
+    return {"execution_id": uuid.uuid5(_EXECUTIONS, str(flow_run_id)).hex}
 
 
 async def _run_plan(
@@ -159,6 +175,7 @@ async def _run_plan(
     pause_timeout: int,
     planner: str,
     cached: bool = False,
+    resume: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Ask for missing values, ask for approval, execute: the common tail of both flows."""
     catalog = node.catalog
@@ -194,7 +211,13 @@ async def _run_plan(
                 message += f": {sanitize(decision.comment)}"
             get_run_logger().warning(message)
             return Cancelled(message=message)
-    result = await node.execute(plan, user_inputs=values)
+    execution = _execution(resume)
+    result = await node.execute(
+        plan,
+        user_inputs=values,
+        resume=execution.get("resume"),
+        execution_id=execution.get("execution_id"),
+    )
     if not result.ok:
         first = next(iter(result.errors.items()), ("plan", "failed"))
         raise ExecutionError(
@@ -214,7 +237,7 @@ async def plan_and_execute(
     allow_partial: bool = True,
     max_concurrency: int | None = None,
     llm_block: str | None = None,
-    resume: bool = False,
+    resume: str | None = None,
     cache: bool = True,
     pause_timeout: int = 3600,
 ) -> dict[str, Any] | State[Any]:
@@ -232,8 +255,10 @@ async def plan_and_execute(
             them with a form; otherwise such a plan fails the run.
         max_concurrency: Most steps running at once.
         llm_block: Name of a saved `LLMConfig` block to plan with.
-        resume: Reuse steps that already succeeded with the same inputs in an
-            earlier run; off by default, so a scheduled run does its work again.
+        resume: Continue an earlier execution of the plan (its execution id, or
+            `"latest"`): its succeeded steps are reused. By default every run is a
+            fresh execution, so a scheduled run does its work again; a Prefect retry
+            of this flow run continues the same execution by itself.
         cache: Reuse the stored plan of the same goal on the same catalog (with the
             plan store on, the `store_enabled` setting); no planner call then.
         pause_timeout: Seconds to wait for a form (values or approval).
@@ -242,7 +267,7 @@ async def plan_and_execute(
         `ok`, `plan_id`, `planner`, `cached`, `plan_flow_run_id`, `outputs`, `errors`,
         `skipped`.
     """
-    async with _node(catalog, planner, llm_block, max_concurrency, resume) as node:
+    async with _node(catalog, planner, llm_block, max_concurrency) as node:
         return await _plan_then_run(
             node,
             goal,
@@ -251,6 +276,7 @@ async def plan_and_execute(
             cache=cache,
             approve=approve,
             pause_timeout=pause_timeout,
+            resume=resume,
         )
 
 
@@ -260,7 +286,6 @@ async def _node(
     planner: PlannerKind,
     llm_block: str | None,
     max_concurrency: int | None,
-    resume: bool,
 ) -> AsyncIterator[NodePlanner]:
     """A planner for this flow run: its catalog built, its LLM loaded, its store open."""
     settings = AetherSettings()
@@ -279,7 +304,7 @@ async def _node(
         actions,
         planner=planner,
         llm=llm,
-        executor=PlanExecutor(actions, max_concurrency=max_concurrency, resume=resume),
+        executor=PlanExecutor(actions, max_concurrency=max_concurrency),
         store=store,
     )
     try:
@@ -298,6 +323,7 @@ async def _plan_then_run(
     cache: bool,
     approve: bool,
     pause_timeout: int,
+    resume: str | None,
 ) -> dict[str, Any] | State[Any]:
     result = await node.plan(goal, user_inputs=values, allow_partial=allow_partial, cache=cache)
     if result.cached:
@@ -324,6 +350,7 @@ async def _plan_then_run(
         pause_timeout=pause_timeout,
         planner=result.planner,
         cached=result.cached,
+        resume=resume,
     )
 
 
@@ -334,7 +361,7 @@ async def execute_plan(
     catalog: CatalogSource | None = None,
     approve: bool = False,
     max_concurrency: int | None = None,
-    resume: bool = True,
+    resume: str | None = None,
     pause_timeout: int = 3600,
 ) -> dict[str, Any] | State[Any]:
     """Validate and run a plan (a `CandidatePlan` as JSON), asking for missing values.
@@ -345,11 +372,12 @@ async def execute_plan(
         catalog: Where the plan's actions come from (see `plan_and_execute`).
         approve: Wait for an approval before running.
         max_concurrency: Most steps running at once.
-        resume: Reuse steps that already succeeded with the same inputs.
+        resume: Continue an earlier execution (its id, or `"latest"`); a fresh
+            execution by default (a Prefect retry of this run continues its own).
         pause_timeout: Seconds to wait for a form (values or approval).
     """
     candidate = CandidatePlan.from_dict(plan)
-    async with _node(catalog, "heuristic", None, max_concurrency, resume) as node:
+    async with _node(catalog, "heuristic", None, max_concurrency) as node:
         return await _run_plan(
             node,
             candidate,
@@ -357,4 +385,5 @@ async def execute_plan(
             approve=approve,
             pause_timeout=pause_timeout,
             planner=str(candidate.extras.get("planner", "given")),
+            resume=resume,
         )

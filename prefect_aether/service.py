@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
@@ -26,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from prefect_aether._schema import schema_at_path
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import AetherUsageError, LLMError
+from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted, LLMError
 from prefect_aether.execute import (
     BackgroundExecutionHandle,
     EventCallback,
@@ -383,19 +385,27 @@ class PlannerService:
         on_event: EventCallback | None = None,
         run: RunInfo | None = None,
         flow_run_name: str | None = None,
+        resume: str | None = None,
+        execution_id: str | None = None,
     ) -> ExecutionResult:
         """Execute a valid plan as one flow run tagged with `run`'s tags.
 
         With a store, the execution is recorded (start, end, flow run, outputs).
+        `resume` continues an earlier execution (its id or `"latest"`);
+        `execution_id` names this one (see `PlanExecutor.execute`).
 
         Raises:
             PlanValidationError: The plan is invalid or misses user values;
                 nothing runs.
+            ExecutionInterrupted: The Prefect API went away mid-plan; the store
+                records the execution as `Interrupted`.
         """
         self.executor.check(plan, user_inputs)
         return await self._execute_recorded(
             self.store,
             plan,
+            resume=resume,
+            execution_id=execution_id,
             user_inputs=user_inputs,
             on_event=on_event,
             tags=(run or RunInfo()).tags(),
@@ -403,16 +413,31 @@ class PlannerService:
         )
 
     async def _execute_recorded(
-        self, store: PlanStore | None, plan: CandidatePlan, **options: Any
+        self,
+        store: PlanStore | None,
+        plan: CandidatePlan,
+        *,
+        resume: str | None = None,
+        execution_id: str | None = None,
+        **options: Any,
     ) -> ExecutionResult:
         """Execute, recording the start and the end in `store` when there is one."""
-        record = await store.start_execution(plan.plan_id) if store is not None else None
+        identity = await self.executor.execution_for(plan, resume=resume, execution_id=execution_id)
+        record = (
+            await store.start_execution(plan.plan_id, execution_id=identity, holder=holder())
+            if store is not None
+            else None
+        )
         try:
-            result = await self.executor.execute(plan, **options)
+            result = await self.executor.execute(plan, execution_id=identity, **options)
         except BaseException as exc:
             if store is not None and record is not None:
                 await store.finish_execution(
-                    record, ok=False, flow_run_id=None, error=f"{type(exc).__name__}: {exc}"
+                    record,
+                    ok=False,
+                    flow_run_id=getattr(exc, "flow_run_id", None),
+                    error=f"{type(exc).__name__}: {exc}",
+                    status="Interrupted" if isinstance(exc, ExecutionInterrupted) else None,
                 )
             raise
         if store is not None and record is not None:
@@ -434,6 +459,7 @@ class PlannerService:
         on_event: EventCallback | None = None,
         on_complete: Callable[[ExecutionResult], Any] | None = None,
         run: RunInfo | None = None,
+        resume: str | None = None,
     ) -> BackgroundExecutionHandle:
         """Start `execute_plan` in the background; a bad plan raises here, before anything runs.
 
@@ -450,6 +476,7 @@ class PlannerService:
                 return await self._execute_recorded(
                     store,
                     plan,
+                    resume=resume,
                     user_inputs=user_inputs,
                     on_event=on_event,
                     tags=(run or RunInfo()).tags(),
@@ -545,6 +572,11 @@ class PlannerService:
             run=run,
         )
         return result, handle
+
+
+def holder() -> str:
+    """`host:pid` of this process: who runs an execution recorded in the store."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def llm_from_settings(settings: AetherSettings | None = None) -> ChatModel | None:

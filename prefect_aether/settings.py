@@ -53,6 +53,14 @@ class AetherSettings(PrefectBaseSettings):
     max_concurrent_steps: int = Field(
         default=64, ge=1, description="Most steps of one plan running at once."
     )
+    api_outage_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Seconds the Prefect API may stay unreachable during a plan before the executor "
+            "gives up (the execution can be resumed once it is back)."
+        ),
+    )
     max_input_depth: int = Field(
         default=100,
         ge=1,

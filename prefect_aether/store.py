@@ -513,11 +513,11 @@ class PlanStore:
         return await self._read(f"read execution {execution_id}", work)
 
     async def unfinished_executions(self, *, limit: int = 100) -> list[ExecutionRecord]:
-        """Executions recorded as running, or crashed (they gave up while the Prefect API
-        was down, so their flow run may still say running): candidates to reconcile."""
+        """Executions recorded as running, or interrupted (they gave up while the Prefect
+        API was down, so their flow run may still say running): candidates to reconcile."""
         query = (
             select(executions)
-            .where(executions.c.status.in_(["Running", "Crashed"]))
+            .where(executions.c.status.in_(["Running", "Interrupted"]))
             .order_by(executions.c.id.desc())
             .limit(limit)
         )

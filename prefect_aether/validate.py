@@ -371,6 +371,10 @@ class _Validator:
         if "timeout_seconds" in extras:
             value = extras["timeout_seconds"]
             checks.append(("timeout_seconds", _is_number(value) and value > 0, "a positive number"))
+        if "reuse_within" in extras:
+            value = extras["reuse_within"]
+            ok = _is_number(value) and value > 0
+            checks.append(("reuse_within", ok, "a positive number of seconds"))
         if "run_as" in extras:
             checks.append(
                 ("run_as", extras["run_as"] in RUN_MODES, f"one of {', '.join(RUN_MODES)}")

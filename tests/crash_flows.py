@@ -43,6 +43,31 @@ async def publish(total: int) -> str:
     return f"total={total}"
 
 
+@flow(name="charge", version="1")
+async def charge(amount: int) -> str:
+    """Charge a card: a side effect that must happen once. Takes 3 s; fails (before
+    charging) while $AETHER_TEST_RUNS/decline exists, and removes it."""
+    decline = Path(os.environ["AETHER_TEST_RUNS"]) / "decline"
+    if decline.exists():
+        decline.unlink()
+        raise RuntimeError("card declined")
+    record("charge")
+    await asyncio.sleep(3)
+    return f"charged {amount}"
+
+
+@flow(name="wait_for_go", version="1")
+async def wait_for_go(total: int) -> int:
+    """Wait (up to 5 minutes) until $AETHER_TEST_RUNS/go exists."""
+    record("wait_for_go")
+    go = Path(os.environ["AETHER_TEST_RUNS"]) / "go"
+    for _ in range(3000):
+        if go.exists():
+            return total
+        await asyncio.sleep(0.1)
+    raise TimeoutError("no go")
+
+
 async def main(plan_json: str) -> None:
     from prefect_aether import ActionCatalog, CandidatePlan, PlanExecutor
 

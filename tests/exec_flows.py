@@ -82,3 +82,23 @@ async def hang(log_dir: str, seconds: float = 30) -> int:
     record(log_dir, "hang")
     await asyncio.sleep(seconds)
     return 0
+
+
+@flow(name="measure", version="1")
+async def measure(text: str, extra: str = "") -> int:
+    """The length of a text (and of an extra one)."""
+    return len(text) + len(extra)
+
+
+class Opaque:
+    """A value JSON cannot hold."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+@flow(name="opaque", version="1")
+async def opaque(log_dir: str) -> Opaque:
+    """Return an object that is not JSON data."""
+    record(log_dir, "opaque")
+    return Opaque(3)

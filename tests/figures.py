@@ -17,6 +17,14 @@ GROUPS = {
     "llm_faults": ("injected", "recovered", "failed_cleanly_within_budget", "unclean"),
     "secrets": ("places_searched", "canary_hits"),
     "previews": ("checked", "unsanitized"),
+    "executions": (
+        "api_outages",
+        "gave_up_within_s",
+        "concurrent_resumes",
+        "double_runs",
+        "forged_results_planted",
+        "forged_results_trusted",
+    ),
 }
 
 

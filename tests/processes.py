@@ -102,6 +102,9 @@ class PrefectServer:
         }
         self.processes: list[Process] = []
         self.runs: Path = home
+        self.server = self._start_server()
+
+    def _start_server(self) -> Process:
         server = self.start(
             [
                 str(BIN / "prefect"),
@@ -115,6 +118,16 @@ class PrefectServer:
             "server",
         )
         server.wait_until(self.healthy, 120, "prefect server start")
+        return server
+
+    def stop_server(self) -> None:
+        """Stop the API (an outage); `start_server` brings it back on the same port and
+        database."""
+        self.server.stop()
+        self.processes.remove(self.server)
+
+    def start_server(self) -> None:
+        self.server = self._start_server()
 
     def healthy(self) -> bool:
         return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200

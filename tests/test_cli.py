@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -111,19 +112,32 @@ def test_run_executes_the_demo_plan(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_run_resumes_unless_told_not_to(tmp_path: Path) -> None:
+def test_run_is_fresh_unless_asked_to_resume(tmp_path: Path) -> None:
     args = ["run", PLAN, "-m", PIPELINE, "-i", f"csv_path={CSV}", "-i", f"output_dir={tmp_path}"]
-    assert runner.invoke(app, args).exit_code == 0
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    execution = re.search(r"\(execution ([0-9a-f]{32})\)", first.output)
+    assert execution is not None, first.output
     report = tmp_path / "report.md"
     report.unlink()
-    resumed = runner.invoke(app, args)
-    assert resumed.exit_code == 0, resumed.output
-    assert "reused" in resumed.output
-    assert not report.exists()
-    fresh = runner.invoke(app, [*args, "--no-resume"])
+    # A new run is a new execution: every step runs, the deleted report is written again.
+    fresh = runner.invoke(app, args)
     assert fresh.exit_code == 0, fresh.output
     assert "reused" not in fresh.output
     assert report.exists()
+    report.unlink()
+    # --resume continues the first execution: its steps are reused (nothing runs).
+    resumed = runner.invoke(app, [*args, "--resume", execution.group(1)[:10]])
+    assert resumed.exit_code == 0, resumed.output
+    assert "reused from earlier runs of this execution: load, clean" in resumed.output
+    assert f"(execution {execution.group(1)})" in resumed.output
+    assert not report.exists()
+    latest = runner.invoke(app, [*args, "--resume", "latest"])
+    assert latest.exit_code == 0, latest.output
+    assert "reused" in latest.output
+    unknown = runner.invoke(app, [*args, "--resume", "f" * 32])
+    assert unknown.exit_code == 2
+    assert f"no execution {'f' * 32} of plan" in unknown.output
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -206,7 +220,7 @@ def test_history_and_show_read_the_plan_store(
     assert empty.exit_code == 0, empty.output
     assert "no executions recorded" in empty.output
     goal = "load the sales data"
-    args = ["run", "--goal", goal, "-m", PIPELINE, "--planner", "heuristic", "--no-resume"]
+    args = ["run", "--goal", goal, "-m", PIPELINE, "--planner", "heuristic"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     second = runner.invoke(app, args)

@@ -99,15 +99,15 @@ async def test_plan_mixing_deployments_and_local_flows_runs_as_child_runs(
                 f"plan_step:{name}",
                 "team:data",
             }
-        # The title run waits for the count run: an edge in the run graph.
+        # The title run waits for the count run (its flow run, the node the run graph
+        # draws): an edge in the run graph.
         link = await client.read_task_run(by_name["title"].parent_task_run_id)
         upstream = link.task_inputs["wait_for"]
-        count_link = by_name["count"].parent_task_run_id
-        assert [str(u.id) for u in upstream] == [str(count_link)]
+        assert [str(u.id) for u in upstream] == [str(by_name["count"].id)]
 
-    # Re-running reuses the deployment steps' persisted results: no new deployment run.
+    # Resuming the execution reuses the deployment steps' results: no new deployment run.
     again = await PlanExecutor(catalog).execute(
-        plan, user_inputs={"text": "a plan for many machines"}
+        plan, user_inputs={"text": "a plan for many machines"}, resume=result.execution_id
     )
     assert again.ok
     assert set(again.reused) >= {"count", "title"}
@@ -122,7 +122,7 @@ async def test_deployment_without_persisted_result_fails_the_step_clearly(
     plan = CandidatePlan.from_dict(
         {"steps": [{"id": "f", "action": "forgetful/forgetful", "inputs": {"text": "x"}}]}
     )
-    result = await PlanExecutor(catalog, resume=False).execute(plan)
+    result = await PlanExecutor(catalog).execute(plan)
     assert not result.ok
     assert "persist_result=True" in result.errors["f"]
 
@@ -139,7 +139,7 @@ async def test_a_failed_deployment_run_is_retried_as_a_new_run(
     }
     before = executions(server.runs, "flaky-count")
     plan = CandidatePlan.from_dict({"steps": [step]})
-    failed = await PlanExecutor(catalog, resume=False).execute(plan)
+    failed = await PlanExecutor(catalog).execute(plan)
     assert not failed.ok
     assert "step 'count' ended FAILED" in failed.errors["count"]
     assert "RuntimeError: transient failure" in failed.errors["count"]
@@ -148,7 +148,7 @@ async def test_a_failed_deployment_run_is_retried_as_a_new_run(
     retried = CandidatePlan.from_dict(
         {"steps": [{**step, "extras": {"retries": 1, "retry_delay_seconds": 0}}]}
     )
-    result = await PlanExecutor(catalog, resume=False).execute(retried)
+    result = await PlanExecutor(catalog).execute(retried)
     assert result.ok, result.errors
     assert result.outputs == {"result": 3}
     assert executions(server.runs, "flaky-count") == before + 3
@@ -179,7 +179,7 @@ async def test_deployment_step_past_its_timeout_is_cancelled(server: PrefectServ
             ]
         }
     )
-    result = await PlanExecutor(catalog, resume=False).execute(plan)
+    result = await PlanExecutor(catalog).execute(plan)
     assert not result.ok
     assert "did not finish within 0.1 s; it was cancelled" in result.errors["slow"]
 

@@ -8,6 +8,7 @@ from prefect_aether import (
     AetherUsageError,
     CatalogError,
     ExecutionError,
+    ExecutionInterrupted,
     LLMError,
     PlanDecodingError,
     PlanValidationError,
@@ -25,6 +26,7 @@ from prefect_aether import (
             "invalid", issues=[ValidationIssue(kind="empty_plan", message="The plan has no steps.")]
         ),
         ExecutionError("boom", step_id="load"),
+        ExecutionInterrupted("API down", execution_id="ab" * 16, flow_run_id="r1"),
         LLMError("rate limited", status_code=429, body="slow down"),
     ],
 )

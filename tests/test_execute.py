@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, TaskRun
 
-from prefect_aether import ActionCatalog, CandidatePlan, PlanValidationError
+from prefect_aether import ActionCatalog, AetherUsageError, CandidatePlan, PlanValidationError
 from prefect_aether.execute import ExecutionEvent, PlanExecutor
-from tests import exec_flows
+from tests import exec_flows, figures
 from tests.exec_flows import executions
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -282,7 +284,9 @@ async def test_without_fail_fast_independent_branches_run_on(
     assert executions(counter_dir, "double") == 1
 
 
-async def test_resume_reuses_finished_steps(catalog: ActionCatalog, counter_dir: Path) -> None:
+async def test_every_execution_is_fresh_and_resume_continues_one(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
     log = str(counter_dir)
     plan = CandidatePlan.from_dict(
         {
@@ -300,8 +304,13 @@ async def test_resume_reuses_finished_steps(catalog: ActionCatalog, counter_dir:
     first = await PlanExecutor(catalog).execute(plan)
     assert not first.ok
     assert first.errors == {"c": "ValueError: transient failure, try again"}
-    second = await PlanExecutor(catalog).execute(plan)
+    assert first.execution_id is not None
+    parent = await flow_run(first.flow_run_id)
+    assert f"execution:{first.execution_id}" in parent.tags
+    # Resume continues that execution: a and b are reused, c runs again (and succeeds).
+    second = await PlanExecutor(catalog).execute(plan, resume=first.execution_id)
     assert second.ok, second.errors
+    assert second.execution_id == first.execution_id
     assert second.outputs == {"result": 41}
     assert sorted(second.reused) == ["a", "b"]
     assert executions(counter_dir, "emit_number-20") == 1
@@ -310,19 +319,39 @@ async def test_resume_reuses_finished_steps(catalog: ActionCatalog, counter_dir:
     runs = await task_runs(second.flow_run_id, expected=3)
     assert runs["a"].state_name == "Cached"
     assert runs["c"].state_name == "Completed"
+    # A new execution (the default) runs every step again: nothing stale is reused.
+    third = await PlanExecutor(catalog).execute(plan)
+    assert third.ok
+    assert third.reused == []
+    assert third.execution_id not in (None, first.execution_id)
+    assert executions(counter_dir, "emit_number-20") == 2
+    # "latest" is the newest execution of this plan.
+    latest = await PlanExecutor(catalog).execute(plan, resume="latest")
+    assert latest.execution_id == third.execution_id
+    assert sorted(latest.reused) == ["a", "b", "c"]
 
 
-async def test_resume_can_be_turned_off(catalog: ActionCatalog, counter_dir: Path) -> None:
-    log = str(counter_dir)
+async def test_resume_of_an_unknown_execution_is_a_clear_error(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
     plan = CandidatePlan.from_dict(
-        {"steps": [{"id": "a", "action": "emit_number", "inputs": {"value": 31, "log_dir": log}}]}
+        {
+            "steps": [
+                {
+                    "id": "a",
+                    "action": "emit_number",
+                    "inputs": {"value": 5, "log_dir": str(counter_dir)},
+                }
+            ]
+        }
     )
-    assert (await PlanExecutor(catalog).execute(plan)).ok
-    again = await PlanExecutor(catalog, resume=False).execute(plan)
-    assert again.ok
-    assert again.reused == []
-    assert executions(counter_dir, "emit_number-31") == 2
-    assert (await PlanExecutor(catalog).execute(plan)).reused == ["a"]
+    with pytest.raises(AetherUsageError, match="no earlier execution of plan"):
+        await PlanExecutor(catalog).execute(plan, resume="latest")
+    with pytest.raises(AetherUsageError, match=r"no execution 0{32} of plan"):
+        await PlanExecutor(catalog).execute(plan, resume="0" * 32)
+    with pytest.raises(AetherUsageError, match="32 hex digits"):
+        await PlanExecutor(catalog).execute(plan, resume="../../etc")
+    assert executions(counter_dir, "emit_number-5") == 0
 
 
 async def test_resume_key_is_step_and_inputs_not_call_order(
@@ -342,12 +371,63 @@ async def test_resume_key_is_step_and_inputs_not_call_order(
         "s3": 300,
     }
     again = await PlanExecutor(catalog).execute(
-        CandidatePlan.from_dict({"steps": list(reversed(steps))})
+        CandidatePlan.from_dict({"steps": list(reversed(steps))}), resume=first.execution_id
     )
     assert again.step_outputs == first.step_outputs
     assert sorted(again.reused) == ["s0", "s1", "s2", "s3"]
     # s0 and s2 share an action and inputs but are different steps: both really ran once.
     assert executions(counter_dir, "emit_number-100") == 2
+
+
+async def test_a_changed_flow_body_runs_again_under_the_same_version(
+    counter_dir: Path, tmp_path: Path
+) -> None:
+    """The result key holds a hash of the action's code: editing the function without
+    bumping `version=` is not served a stale result, even when resuming."""
+    source = tmp_path / "edited_flows.py"
+    body = (
+        "from prefect import flow\n"
+        "from tests.exec_flows import record\n"
+        "@flow(name='price', version='1')\n"
+        "def price(log_dir: str) -> int:\n"
+        "    record(log_dir, 'price')\n"
+        "    return {value}\n"
+    )
+    plan = CandidatePlan.from_dict(
+        {"steps": [{"id": "p", "action": "price", "inputs": {"log_dir": str(counter_dir)}}]}
+    )
+    outputs = []
+    execution: str | None = None
+    for value in (10, 10, 12):
+        source.write_text(body.format(value=value))
+        catalog = ActionCatalog()
+        catalog.register_module(str(source))
+        result = await PlanExecutor(catalog).execute(plan, resume=execution)
+        assert result.ok, result.errors
+        execution = result.execution_id
+        outputs.append((result.outputs["result"], result.reused))
+    assert outputs == [(10, []), (10, ["p"]), (12, [])]
+    assert executions(counter_dir, "price") == 2
+
+
+async def test_reuse_across_executions_only_when_asked(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    log = str(counter_dir)
+    step = {"id": "a", "action": "emit_number", "inputs": {"value": 77, "log_dir": log}}
+    plan = CandidatePlan.from_dict({"steps": [step]})
+    hour = dt.timedelta(hours=1)
+    assert (await PlanExecutor(catalog, reuse_within=hour).execute(plan)).reused == []
+    assert (await PlanExecutor(catalog, reuse_within=hour).execute(plan)).reused == ["a"]
+    assert (await PlanExecutor(catalog).execute(plan)).reused == []  # not asked: runs
+    assert executions(counter_dir, "emit_number-77") == 2
+    # Per step, in seconds; an expired result is not reused.
+    timed = CandidatePlan.from_dict({"steps": [{**step, "extras": {"reuse_within": 0.5}}]})
+    assert (await PlanExecutor(catalog).execute(timed)).reused == []
+    assert (await PlanExecutor(catalog).execute(timed)).reused == ["a"]
+    await asyncio.sleep(0.6)
+    assert (await PlanExecutor(catalog).execute(timed)).reused == []
+    assert executions(counter_dir, "emit_number-77") == 4
 
 
 async def test_step_policy_retries_and_timeout(catalog: ActionCatalog, counter_dir: Path) -> None:
@@ -444,16 +524,65 @@ async def test_subflow_mode_creates_named_tagged_child_flow_runs(
     async with get_client() as client:
         assert children[0].parent_task_run_id is not None
         link = await client.read_task_run(children[0].parent_task_run_id)
-    # Prefect represents a child flow run by a task run in the plan's run; the next
-    # step waits for it, so the edge first -> second is in the run graph.
+    # Prefect links a child flow run into the plan's run by a task run, and draws the
+    # child as its flow run: the next step waits for that flow run, so the run graph
+    # has the edge first -> second.
     assert str(link.flow_run_id) == result.flow_run_id
-    assert [w.id for w in runs["second"].task_inputs["wait_for"]] == [link.id]  # type: ignore[union-attr]
+    waits = runs["second"].task_inputs["wait_for"]  # type: ignore[union-attr]
+    assert [w.id for w in waits] == [children[0].id]
+    assert ("first", "second") in await graph_edges(result.flow_run_id)
     assert not any(c.name == "second" for c in children)
 
-    again = await PlanExecutor(catalog, run_as="subflow").execute(plan)
+    again = await PlanExecutor(catalog, run_as="subflow").execute(plan, resume=result.execution_id)
     assert again.ok
     assert sorted(again.reused) == ["first", "second"]
     assert executions(counter_dir, "emit_number-7") == 1
+
+
+async def graph_edges(flow_run_id: str | None) -> set[tuple[str, str]]:
+    """The edges of a flow run's graph as the Prefect UI reads them (`graph-v2`), by
+    node label."""
+    assert flow_run_id is not None
+    async with get_client() as client:
+        response = await client._client.get(f"/flow_runs/{flow_run_id}/graph-v2")
+    response.raise_for_status()
+    nodes: dict[str, Any] = dict(response.json()["nodes"])
+    # A child flow run's node is labelled "<flow> / <run name>": the step id is the name.
+    label = {node_id: node["label"].rsplit(" / ", 1)[-1] for node_id, node in nodes.items()}
+    return {
+        (label[parent["id"]], label[node_id])
+        for node_id, node in nodes.items()
+        for parent in node["parents"]
+    }
+
+
+async def test_subflow_mode_draws_the_dag(catalog: ActionCatalog, counter_dir: Path) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "a", "action": "emit_number", "inputs": {"value": 3, "log_dir": log}},
+                {"id": "b", "action": "double", "inputs": {"value": "${a.result}", "log_dir": log}},
+                {"id": "c", "action": "double", "inputs": {"value": "${b.result}", "log_dir": log}},
+                {
+                    "id": "d",
+                    "action": "emit_number",
+                    "inputs": {"value": 4, "log_dir": log},
+                    "after": ["a"],
+                },
+            ]
+        }
+    )
+    result = await PlanExecutor(catalog, run_as="subflow").execute(plan)
+    assert result.ok, result.errors
+    assert result.outputs == {"result": 12}
+    deadline = time.monotonic() + 20
+    while True:
+        edges = await graph_edges(result.flow_run_id)
+        if len(edges) >= 3 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert edges == {("a", "b"), ("b", "c"), ("a", "d")}
 
 
 async def test_artifacts_show_plan_and_results(catalog: ActionCatalog, counter_dir: Path) -> None:
@@ -521,3 +650,106 @@ def test_background_execution_handle(catalog: ActionCatalog, counter_dir: Path) 
     assert handle.cancelled()
     assert not result.ok
     assert result.errors["plan"].startswith("CancelledError")
+
+
+class Boom:
+    """Unpickling this runs code: the payload a forged result would carry."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (Path(self.path), "pwned"))
+
+
+async def test_a_forged_result_file_is_neither_executed_nor_trusted(
+    catalog: ActionCatalog, counter_dir: Path, tmp_path: Path
+) -> None:
+    import base64
+    import pickle
+
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {"id": "a", "action": "emit_number", "inputs": {"value": 8, "log_dir": log}},
+                {"id": "b", "action": "fail_once", "inputs": {"value": 1, "log_dir": log}},
+            ]
+        }
+    )
+    executor = PlanExecutor(catalog)
+    first = await executor.execute(plan)
+    assert not first.ok
+    folder = executor.results.folder
+    assert folder is not None
+    assert folder.stat().st_mode & 0o777 == 0o700
+    [written] = list((folder / "aether" / str(first.execution_id)).iterdir())
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert json.loads(written.read_text())["metadata"]["serializer"]["type"] == "aether-json"
+    canary = tmp_path / "pwned"
+    payload = base64.b64encode(pickle.dumps(Boom(str(canary)))).decode()
+    forged = {
+        "metadata": {"serializer": {"type": "pickle", "picklelib": "pickle"}},
+        "result": payload,
+    }
+    for content in (json.dumps(forged), pickle.dumps(Boom(str(canary)))):
+        if isinstance(content, str):
+            written.write_text(content)
+        else:
+            written.write_bytes(content)
+        again = await PlanExecutor(catalog).execute(plan, resume=first.execution_id)
+        assert again.ok, again.errors
+        assert not canary.exists()  # never unpickled
+        assert again.step_outputs["a"] == {"result": 8}
+        assert "a" not in again.reused  # not trusted: the step ran again
+        figures.add("executions.forged_results_planted")
+        figures.add("executions.forged_results_trusted", int("a" in again.reused))
+    assert executions(counter_dir, "emit_number-8") == 3
+
+
+async def test_values_json_cannot_hold_are_pickled_only_when_allowed(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {"steps": [{"id": "o", "action": "opaque", "inputs": {"log_dir": log}}]}
+    )
+    for serializer, reused in (("json", []), ("pickle", ["o"])):
+        executor = PlanExecutor(catalog, result_serializer=serializer)  # type: ignore[arg-type]
+        first = await executor.execute(plan)
+        assert first.ok, first.errors
+        again = await executor.execute(plan, resume=first.execution_id)
+        assert again.ok
+        assert again.reused == reused
+    with pytest.raises(AetherUsageError, match="result_serializer"):
+        PlanExecutor(catalog, result_serializer="marshal")  # type: ignore[arg-type]
+
+
+async def test_a_900_kb_plan_and_a_5_mb_input_run_with_small_run_parameters(
+    catalog: ActionCatalog,
+) -> None:
+    big_literal = "p" * 900_000
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {
+                    "id": "size",
+                    "action": "measure",
+                    "inputs": {"text": big_literal, "extra": "${user.document}"},
+                }
+            ]
+        }
+    )
+    assert len(json.dumps(plan.to_dict())) > 900_000
+    document = "d" * 5_000_000
+    result = await PlanExecutor(catalog).execute(plan, user_inputs={"document": document})
+    assert result.ok, result.errors
+    assert result.outputs == {"result": 5_900_000}
+    parent = await flow_run(result.flow_run_id)
+    assert set(parent.parameters) == {"plan_id", "execution_id", "summary"}
+    assert len(json.dumps(parent.parameters)) < 1_000
+    # A wrong value of that size is refused without echoing it.
+    with pytest.raises(PlanValidationError) as refused:
+        await PlanExecutor(catalog).execute(plan, user_inputs={"document": ["d" * 5_000_000]})
+    assert len(str(refused.value)) < 2_000
+    assert "d" * 100 not in str(refused.value)

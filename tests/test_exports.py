@@ -20,6 +20,7 @@ EXPECTED = [
     "CatalogSource",
     "ExecutionError",
     "ExecutionEvent",
+    "ExecutionInterrupted",
     "ExecutionResult",
     "HeuristicPlanner",
     "IOSlot",

@@ -245,3 +245,26 @@ async def test_a_daily_run_with_the_same_goal_and_catalog_calls_the_llm_once(
         assert [e.status for _, e in history] == ["Completed"] * 3
     finally:
         await store.close()
+
+
+async def test_a_prefect_retry_of_the_flow_continues_its_execution(tmp_path: Path) -> None:
+    from tests.exec_flows import executions
+
+    log = str(tmp_path)
+    plan = {
+        "steps": [
+            {"id": "a", "action": "emit_number", "inputs": {"value": 61, "log_dir": log}},
+            {"id": "b", "action": "fail_once", "inputs": {"value": "${a.result}", "log_dir": log}},
+        ]
+    }
+    retried = execute_plan.with_options(retries=1, retry_delay_seconds=0)
+    summary = await retried(plan, catalog=CatalogSource(modules=["tests.exec_flows"]))
+    assert summary["ok"] is True
+    assert summary["reused"] == ["a"]
+    # The failed attempt ran a; the retry is the same execution, so a is reused.
+    assert executions(tmp_path, "emit_number-61") == 1
+    assert executions(tmp_path, "fail_once") == 2
+    # Two separate runs of the flow are two executions: a runs again.
+    second = await execute_plan(plan, catalog=CatalogSource(modules=["tests.exec_flows"]))
+    assert second["ok"] is True
+    assert executions(tmp_path, "emit_number-61") == 2

@@ -54,7 +54,11 @@ SIGNATURES: dict[str, tuple[dict[str, str], str]] = {
     "label": ({"n": "int"}, "str"),
     "join": ({"items": "list"}, "str"),
 }
-LITERALS = {"int": st.integers(-1000, 1000), "str": st.text(max_size=8)}
+# A literal string never contains "${" (that would be a binding, or a malformed one).
+LITERALS = {
+    "int": st.integers(-1000, 1000),
+    "str": st.text(max_size=8).filter(lambda text: "${" not in text),
+}
 
 
 @st.composite

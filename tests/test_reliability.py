@@ -188,7 +188,7 @@ async def test_previews_in_artifacts_and_events_are_truncated_and_stripped(
     plan = CandidatePlan.from_dict(
         {"steps": [{"id": "junk", "action": "noisy", "inputs": {"n": 7}}]}
     )
-    result = await PlanExecutor(catalog, resume=False).execute(plan)
+    result = await PlanExecutor(catalog).execute(plan)
     assert result.ok
     resource = f"prefect-aether.plan.{plan.plan_id}"
     async with get_client() as client:
