@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/execute.py
 	$(BIN)/python bench/planning.py
 	$(BIN)/python bench/taskbench.py
+	$(BIN)/python bench/retrieval.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -250,9 +250,10 @@ class StepResults:
             for key in reversed(taken):
                 store.release_lock(key, holder=holder)
 
-    async def read(self, key: str) -> Any:
+    async def read(self, key: str, *, shared: bool = False) -> Any:
         """The value stored under `key`, or `MISSING` (also for an expired record, or
-        one whose serializer is not allowed: it is never decoded)."""
+        one whose serializer is not allowed: it is never decoded; a `shared` key is
+        read as JSON only)."""
         store = await self.store()
         block = store.result_storage
         assert block is not None
@@ -267,7 +268,7 @@ class StepResults:
             blob = record["result"]
         except (ValueError, TypeError, KeyError):
             return MISSING
-        if kind not in ({_JSON, "pickle"} if self.allow_pickle else {_JSON}):
+        if kind not in ({_JSON, "pickle"} if self.allow_pickle and not shared else {_JSON}):
             return MISSING
         expiration = metadata.get("expiration")
         if expiration and dt.datetime.fromisoformat(expiration) <= dt.datetime.now(dt.timezone.utc):
@@ -281,16 +282,23 @@ class StepResults:
             return MISSING
 
     async def write(
-        self, key: str, value: Any, *, holder: str, expires: dt.datetime | None = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        holder: str,
+        expires: dt.datetime | None = None,
+        shared: bool = False,
     ) -> bool:
         """Persist `value` under `key`; False when it is not JSON data and pickle is not
-        allowed (the step then simply is not reused)."""
+        allowed (the step then simply is not reused). A `shared` key (no execution id in
+        it, so predictable) is never given a pickle."""
         store = await self.store()
         serializer: Serializer[Any] = self._json
         try:
             self._json.dumps(value)
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
-            if not self.allow_pickle:
+            if not self.allow_pickle or shared:
                 return False
             serializer = self._pickle
         writer = store.model_copy(update={"serializer": serializer})

@@ -371,7 +371,7 @@ class PlanRun:
         found = await self.results.read(keys[0])
         if found is not MISSING or len(keys) == 1:
             return found
-        shared = await self.results.read(keys[1])
+        shared = await self.results.read(keys[1], shared=True)
         seconds = self.reuse_seconds(step)
         try:
             written = dt.datetime.fromisoformat(shared["written_at"])
@@ -394,7 +394,7 @@ class PlanRun:
         if len(keys) > 1:
             now = dt.datetime.now(dt.timezone.utc).isoformat()
             shared = {"written_at": now, "outputs": outputs}
-            await self.results.write(keys[1], shared, holder=holder)
+            await self.results.write(keys[1], shared, holder=holder, shared=True)
 
     async def reuse(self, step: PlanStep, outputs: Any) -> tuple[State[Any], dict[str, Any]]:
         """A step whose result this execution (or, when allowed, another) already has."""

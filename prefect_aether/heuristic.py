@@ -43,7 +43,7 @@ from prefect_aether._wiring import STRUCTURED, Setting, Wiring, resource_fits
 from prefect_aether._words import STOPWORDS, stem, tokenize
 from prefect_aether.catalog import ActionCatalog, ActionSpec
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import (
+from prefect_aether.planning import (
     EventLog,
     PlanningCallback,
     PlanningContext,

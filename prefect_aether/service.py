@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from prefect_aether._schema import schema_at_path
+from prefect_aether._words import tokenize
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted, LLMError
 from prefect_aether.execute import (
@@ -47,6 +48,7 @@ from prefect_aether.planner import (
     PlanningEvent,
     PlanResult,
 )
+from prefect_aether.planning import PlanExample
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import PlanStore
 from prefect_aether.validate import validate_plan
@@ -296,10 +298,14 @@ class PlannerService:
                 hit = await self._cached(ctx, emit)
                 if hit is not None:
                     return hit
+            settings = AetherSettings()
             if not ctx.memory_snippets:
-                limit = AetherSettings().history_snippets
+                limit = settings.history_snippets
                 snippets = await self.store.memory_snippets(ctx.goal, limit=limit) if limit else []
                 ctx = ctx.model_copy(update={"memory_snippets": snippets})
+            if not ctx.examples and settings.planner_examples:
+                examples = await self._examples(ctx, settings.planner_examples)
+                ctx = ctx.model_copy(update={"examples": examples})
         result = await self._plan_once(ctx, emit)
         if self.store is not None and result.plan is not None:
             await self.store.save_plan(
@@ -312,6 +318,27 @@ class PlannerService:
                 usage=result.usage,
             )
         return result
+
+    async def _examples(self, ctx: PlanningContext, limit: int) -> list[PlanExample]:
+        """Plans that executed successfully for the goals most like this one, that still
+        validate on today's catalog (and within `flow_ids`)."""
+        assert self.store is not None
+        wanted = set(tokenize(ctx.goal))
+        scored = []
+        for record in await self.store.successful_plans():
+            words = set(tokenize(record.goal))
+            overlap = len(wanted & words) / len(wanted | words) if wanted | words else 0.0
+            if overlap > 0:
+                scored.append((-overlap, -record.id, record))
+        found: list[PlanExample] = []
+        for _, _, record in sorted(scored, key=lambda item: item[:2]):
+            checked = validate_plan(record.plan, self.catalog, flow_ids=ctx.flow_ids)
+            if checked.has_structural_errors:
+                continue
+            found.append(PlanExample(goal=record.goal, plan=record.plan.to_dict()))
+            if len(found) >= limit:
+                break
+        return found
 
     async def _cached(self, ctx: PlanningContext, emit: EventLog) -> PlanResult | None:
         """The stored plan for this goal, catalog and input keys, if it may still be used."""

@@ -80,6 +80,11 @@ class AetherSettings(PrefectBaseSettings):
         ge=1,
         description="Catalogs larger than this show the LLM only the actions relevant to the goal.",
     )
+    planner_examples: int = Field(
+        default=2,
+        ge=0,
+        description="Most worked examples (plans that ran well for similar goals) in a prompt.",
+    )
     planner_top_k: int = Field(default=15, ge=1, description="How many actions retrieval keeps.")
 
     catalog_modules: list[str] = Field(

@@ -259,8 +259,20 @@ class PlanStore:
 
     async def _migrate(self) -> None:
         assert self._engine is not None
-        async with self._engine.begin() as conn:
-            await conn.run_sync(apply_migrations)
+        # SQLite answers "database is locked" at once, whatever the busy timeout, when
+        # several new connections switch the same file to WAL together: retry until
+        # the store's timeout.
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while True:
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(apply_migrations)
+                return
+            except DBAPIError as exc:
+                locked = "locked" in str(exc.orig or exc).lower()
+                if not (self._sqlite and locked) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def schema_version(self) -> int:
         """The schema version of the database (after opening, the current one)."""
@@ -548,6 +560,30 @@ class PlanStore:
             await conn.execute(update(executions).where(executions.c.id == row_id).values(**values))
 
         await self._write(f"update execution {row_id}", work)
+
+    async def successful_plans(self, *, limit: int = 200) -> list[PlanRecord]:
+        """The plans of the newest completed executions, one record per plan id."""
+        newest = (
+            select(executions.c.plan_id, func.max(executions.c.id).label("last"))
+            .where(executions.c.status == "Completed")
+            .group_by(executions.c.plan_id)
+            .order_by(func.max(executions.c.id).desc())
+            .limit(limit)
+        )
+
+        async def work(conn: AsyncConnection) -> list[PlanRecord]:
+            ids = [row[0] for row in (await conn.execute(newest)).all()]
+            if not ids:
+                return []
+            rows = await conn.execute(
+                select(plans).where(plans.c.plan_id.in_(ids)).order_by(plans.c.id)
+            )
+            latest: dict[str, PlanRecord] = {}
+            for row in rows.mappings():
+                latest[row["plan_id"]] = _plan_record(dict(row))
+            return [latest[i] for i in ids if i in latest]
+
+        return await self._read("read plans that ran successfully", work)
 
     async def memory_snippets(self, goal: str, *, limit: int = 3) -> list[str]:
         """The last `limit` executions of `goal`, one line each, for the planner.

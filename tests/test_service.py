@@ -258,3 +258,37 @@ async def test_past_executions_become_memory_for_the_planner(
     assert f"plan {executed.plan_id} (hi:greet) completed" in prompt
     assert "hello mia hello mia" in prompt
     await store.close()
+
+
+async def test_plans_that_ran_well_become_worked_examples(
+    llm_server: ScriptedLLMServer, tmp_path: Path, catalog: ActionCatalog
+) -> None:
+    llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
+    store = PlanStore(f"sqlite+aiosqlite:///{tmp_path}/examples.db")
+    service = PlannerService(catalog, llm=llm, store=store)
+    llm_server.script(Reply.chat(json.dumps({"steps": [GREET]})))
+    _, executed = await service.plan_and_execute(
+        "greet the newest customer", user_inputs={"name": "mia"}
+    )
+    assert executed is not None
+    assert executed.ok
+
+    events: list[PlanningEvent] = []
+    llm_server.script(Reply.chat(json.dumps({"steps": [GREET]})))
+    await service.plan(
+        "greet every new customer", user_inputs={"name": "al"}, on_event=events.append
+    )
+    prompt = llm_server.requests[-1].body["messages"][-1]["content"]
+    assert "Worked examples" in prompt
+    assert 'goal: "greet the newest customer"' in prompt
+    assert '"action":"greet"' in prompt
+    start = next(e for e in events if e.phase == "start")
+    assert start.details["examples"] == ["greet the newest customer"]
+
+    # No store, no examples.
+    llm_server.script(Reply.chat(json.dumps({"steps": [GREET]})))
+    await PlannerService(catalog, llm=llm).plan(
+        "greet every new customer", user_inputs={"name": "al"}
+    )
+    assert "Worked examples" not in llm_server.requests[-1].body["messages"][-1]["content"]
+    await store.close()
