@@ -12,8 +12,9 @@ Examples:
     'aether-plan-and-execute'
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: `.serve()` pickles these flows by value
+# into a new process, where string annotations cannot be resolved and pydantic refuses
+# the parameter model ("Plan_And_ExecuteModel is not fully defined").
 import keyword
 import uuid
 from collections.abc import AsyncIterator

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
@@ -230,3 +237,79 @@ async def test_the_scheduled_deployment_in_prefect_yaml_plans_and_runs(
         assert plan_run.state.is_completed()
         assert f"run:{flow_run.id}" in plan_run.tags
         assert "graph:aether-plan-and-execute" in plan_run.tags
+
+
+async def wait_for_flow_run(flow_run_id: UUID, timeout: float) -> Any:
+    """The flow run once it is final (or as it is after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            run = await client.read_flow_run(flow_run_id)
+            if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
+                return run
+            await asyncio.sleep(0.5)
+
+
+def test_the_deployable_flows_survive_a_pickle_round_trip_into_a_new_process(
+    tmp_path: Path,
+) -> None:
+    """What `.serve()` does to them: cloudpickle by value, load in a fresh interpreter,
+    validate parameters (string annotations would not resolve there)."""
+    import cloudpickle
+
+    from prefect_aether.flows import execute_plan, plan_and_execute
+
+    cases = [
+        (plan_and_execute, {"goal": "x", "catalog": {"modules": ["tests.hitl_flows"]}}),
+        (execute_plan, {"plan": {"steps": []}, "resume": "latest"}),
+    ]
+    for flow_, parameters in cases:
+        blob = tmp_path / f"{flow_.name}.pkl"
+        blob.write_bytes(cloudpickle.dumps(flow_))
+        code = (
+            "import cloudpickle, json, sys\n"
+            f"f = cloudpickle.loads(open({str(blob)!r}, 'rb').read())\n"
+            f"print(json.dumps(sorted(f.validate_parameters({parameters!r}))))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert set(parameters) <= set(json.loads(done.stdout))
+
+
+async def test_served_flows_run_when_triggered_with_prefect_deployment_run(
+    real_server: PrefectServer,
+) -> None:
+    real_server.start([sys.executable, "-m", "tests.serve_aether"], "serve-aether")
+
+    def served() -> bool:
+        return all(
+            httpx.get(f"{real_server.api_url}/deployments/name/{name}", timeout=5).status_code
+            == 200
+            for name in ("aether-plan-and-execute/served-goal", "aether-execute-plan/served-plan")
+        )
+
+    real_server.processes[-1].wait_until(served, 120, "serve the deployable flows")
+    plan = {"steps": [{"id": "hi", "action": "greet", "inputs": {"name": "${user.name}"}}]}
+    triggered = {
+        "aether-plan-and-execute/served-goal": {"user_inputs": {"name": "ada"}},
+        "aether-execute-plan/served-plan": {"plan": plan, "user_inputs": {"name": "bo"}},
+    }
+    outputs = {}
+    for name, parameters in triggered.items():
+        out = prefect_cli(
+            real_server, "deployment", "run", name, "--params", json.dumps(parameters)
+        )
+        match = re.search(r"UUID: ([0-9a-f-]{36})", out)
+        assert match is not None, out
+        with use_server(real_server):
+            flow_run = await wait_for_flow_run(UUID(match.group(1)), timeout=180)
+            assert flow_run.state is not None
+            assert flow_run.state.is_completed(), (
+                flow_run.state,
+                real_server.processes[-1].tail(),
+            )
+            outputs[name] = await flow_run.state.aresult()
+    assert outputs["aether-plan-and-execute/served-goal"]["outputs"] == {"result": "hello ada"}
+    assert outputs["aether-execute-plan/served-plan"]["outputs"] == {"result": "hello bo"}
