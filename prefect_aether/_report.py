@@ -45,49 +45,92 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     return sanitize(text, limit)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+# Every ASCII punctuation mark markdown may read (CommonMark lets all of them be
+# escaped); ":", "/" and "@" too, so no autolinker finds a URL or an address.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:/@=$%^'\"])")
+_VALUE_CHARS = 120
+
+
+def inert(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """Untrusted text made inert for markdown and HTML: sanitized (`sanitize`), `&`,
+    `<` and `>` as entities, every markdown punctuation mark backslash-escaped, so it
+    can never open a tag, a link, an image, a code span or a table cell.
+
+    >>> print(inert("<b>**hi**</b> [x](http://e) `y`|"))
+    &lt;b&gt;\\*\\*hi\\*\\*&lt;\\/b&gt; \\[x\\]\\(http\\:\\/\\/e\\) \\`y\\`\\|
+    """
+    clean = sanitize(text, limit).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", clean)
+
+
+def _inputs_cell(inputs: Mapping[str, Any]) -> str:
+    return (
+        "; ".join(
+            f"{inert(name, 60)} = {inert(canonical_json(value), _VALUE_CHARS)}"
+            for name, value in inputs.items()
+        )
+        or "—"
+    )
 
 
 def plan_markdown(
-    plan: CandidatePlan, levels: list[list[str]], deps: Mapping[str, list[str]]
+    plan: CandidatePlan,
+    levels: list[list[str]],
+    deps: Mapping[str, list[str]],
+    *,
+    user_inputs: Mapping[str, Any] | None = None,
 ) -> str:
-    """Markdown of a plan: its steps with inputs and reasons, and a mermaid graph of the DAG.
+    """Markdown of a plan that reads the same in both Prefect UIs: its steps by level,
+    what each waits for (the DAG), its inputs and why it is there; with `user_inputs`,
+    the values the plan will use (secrets masked). Every string that did not come from
+    this code is escaped (`inert`)."""
+    from prefect_aether.validate import looks_like_secret
 
-    Data edges are solid arrows, order-only (`after`) edges dotted ones.
-    """
+    goal = plan.extras.get("goal")
     lines = [
-        f"# Plan `{plan.plan_id}`",
+        f"# Plan {plan.plan_id}",
         "",
         f"{len(plan.steps)} steps in {len(levels)} levels."
-        + (f" Goal: {sanitize(str(plan.extras['goal']), 300)}." if plan.extras.get("goal") else ""),
+        + (f" Goal: {inert(str(goal), 300)}" if goal else ""),
         "",
-        f"Every run of this plan is tagged `plan:{plan.plan_id}`; with the plan store on, "
-        f"`prefect-aether show {plan.plan_id}` shows how it was planned and each execution.",
+        f"Every run of this plan is tagged plan:{plan.plan_id}; with the plan store on, "
+        f"prefect-aether show {plan.plan_id} shows how it was planned and each execution.",
         "",
-        "| step | action | inputs | after | why |",
-        "| --- | --- | --- | --- | --- |",
+        "| level | step | action | waits for | inputs | why |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    order = [sid for level in levels for sid in level]
     by_id = {s.id: s for s in plan.steps}
-    for sid in order:
-        step = by_id[sid]
-        after = ", ".join(f"`{a}`" for a in step.after)
-        reason = _cell(sanitize(str(step.extras.get("reason", "")), 200))
-        lines.append(
-            f"| `{sid}` | `{step.action}` | `{_cell(sanitize(canonical_json(step.inputs), 300))}` "
-            f"| {after} | {reason} |"
-        )
-    lines += ["", "```mermaid", "graph TD"]
-    for sid in order:
-        lines.append(f'    {sid}["{sid}: {step_label(by_id[sid].action)}"]')
-    for sid in order:
-        ordered = set(by_id[sid].after)
-        for dep in dict.fromkeys(deps.get(sid, [])):
-            data = dep in {b.step_id for _, b in iter_bindings(by_id[sid].inputs)}
-            arrow = "-->" if data or dep not in ordered else "-.->"
-            lines.append(f"    {dep} {arrow} {sid}")
-    lines.append("```")
+    for number, level in enumerate(levels, 1):
+        for sid in level:
+            step = by_id[sid]
+            data = {b.step_id for _, b in iter_bindings(step.inputs)}
+            waits = ", ".join(
+                inert(dep, 60) + ("" if dep in data else " (order)")
+                for dep in dict.fromkeys(deps.get(sid, []))
+            )
+            reason = inert(str(step.extras.get("reason", "")), 200) or "—"
+            lines.append(
+                f"| {number} | {inert(sid, 60)} | {inert(step.action, 80)} | {waits or '—'} "
+                f"| {_inputs_cell(step.inputs)} | {reason} |"
+            )
+    if user_inputs:
+        used: dict[str, list[str]] = {}
+        for step in plan.steps:
+            for _, binding in iter_bindings(step.inputs):
+                if binding.kind == "external" and binding.key is not None:
+                    used.setdefault(binding.key, []).append(step.id)
+        lines += ["", "Values the plan will use:", "", "| value | used by | given |"]
+        lines.append("| --- | --- | --- |")
+        for key in sorted(used):
+            shown = (
+                "(secret, not shown)"
+                if looks_like_secret(key)
+                else inert(canonical_json(user_inputs[key]), _VALUE_CHARS)
+                if key in user_inputs
+                else "(missing)"
+            )
+            steps = ", ".join(inert(s, 60) for s in dict.fromkeys(used[key]))
+            lines.append(f"| {inert(key, 60)} | {steps} | {shown} |")
     return "\n".join(lines)
 
 

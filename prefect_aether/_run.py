@@ -196,6 +196,11 @@ class PlanRun:
         finally:
             await plan_artifact
             await self.publish_results()
+            pid = self.plan_id
+            self.log().info(
+                f"plan {pid}: artifacts aether-plan-{pid} (the plan) and aether-results-{pid} "
+                f"(each step's state and output); `prefect-aether show {pid}` shows its history"
+            )
         if self.errors:
             first = next(iter(self.errors.items()))
             await self.emit(
@@ -304,6 +309,7 @@ class PlanRun:
         record.started = time.monotonic()
         record.state = "Running"
         await self.emit("step_start", sid, f"step {sid!r} ({step.action}) started")
+        self.log().info("step %s (action %s) started", sid, step.action)
         try:
             if spec is None:
                 raise ExecutionError(f"action {step.action!r} is not in the catalog", step_id=sid)
@@ -328,6 +334,13 @@ class PlanRun:
             record.state = "Failed"
             error = f"{type(exc).__name__}: {exc}"
             self.errors[sid] = error
+            self.log().error(
+                "step %s (action %s) failed after %.2f s: %s",
+                sid,
+                step.action,
+                record.ended - (record.started or record.ended),
+                _report.sanitize(error, 300),
+            )
             await self.emit("step_failure", sid, f"step {sid!r} failed: {error}", error=error)
             return False
         self.states[sid] = state
@@ -338,6 +351,13 @@ class PlanRun:
         if reused:
             self.reused.append(sid)
         record.state = state.name or "Completed"
+        self.log().info(
+            "step %s (action %s) %s in %.2f s",
+            sid,
+            step.action,
+            f"reused the result of execution {self.execution_id}" if reused else "finished",
+            record.ended - (record.started or record.ended),
+        )
         verb = "reused its persisted result" if reused else "succeeded"
         await self.emit("step_success", sid, f"step {sid!r} {verb}", step_outputs=outputs)
         return True

@@ -32,7 +32,15 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from prefect_aether.exceptions import StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_migrations", "executions", "plans", "versions"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "apply_migrations",
+    "approvals",
+    "executions",
+    "plans",
+    "versions",
+]
 
 
 def _now() -> dt.datetime:
@@ -82,6 +90,17 @@ executions = Table(
     *_execution_columns_v1(),
     *(Column(name, String(size), nullable=True) for name, size in _EXECUTION_COLUMNS_V3),
 )
+approvals = Table(
+    "aether_approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("plan_id", String(32), nullable=False),
+    Column("flow_run_id", String(64), nullable=True),
+    Column("approved", Boolean, nullable=False),
+    Column("approver", String(200), nullable=False, default=""),
+    Column("comment", Text, nullable=False, default=""),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+)
 versions = Table(
     "aether_schema_version",
     metadata,
@@ -130,8 +149,14 @@ def _v3(conn: Connection) -> None:
     conn.execute(CreateIndex(_EXECUTION_ID_INDEX))
 
 
+def _v4(conn: Connection) -> None:
+    """Approval decisions: who approved or rejected which plan, with their comment."""
+    conn.execute(CreateTable(approvals))
+    conn.execute(CreateIndex(Index("ix_aether_approvals_plan", approvals.c.plan_id)))
+
+
 #: Forward migrations, in order; the schema version is their count.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

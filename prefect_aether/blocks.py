@@ -1,4 +1,9 @@
-"""Prefect Blocks of prefect-aether: the LLM configuration, stored on the Prefect server.
+"""Prefect Blocks of prefect-aether, stored on the Prefect server: the LLM
+configuration (`LLMConfig`) and the plan store's connection (`StoreConnection`).
+
+The repository's `blocks/` folder holds the documents a deployment needs as code;
+`prefect-aether blocks apply blocks/` creates or updates them from environment
+variables.
 
 Register the block type with `prefect block register -m prefect_aether.blocks`
 (the collection entry point registers it too), save one from the UI or from
@@ -17,7 +22,13 @@ from pydantic import Field, HttpUrl, SecretStr
 
 from prefect_aether.llm import OpenAICompatibleLLM
 
-__all__ = ["LLMConfig"]
+__all__ = ["LLMConfig", "StoreConnection"]
+
+_LOGO = HttpUrl(
+    "https://raw.githubusercontent.com/PrefectHQ/prefect/"
+    "420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/webhook.png"
+)
+_DOCS = HttpUrl("https://github.com/prefect-aether/prefect-aether/blob/main/docs/blocks.md")
 
 
 class LLMConfig(Block):
@@ -36,13 +47,8 @@ class LLMConfig(Block):
 
     _block_type_name = "Aether LLM"
     _block_type_slug = "aether-llm"
-    _logo_url = HttpUrl(
-        "https://raw.githubusercontent.com/PrefectHQ/prefect/"
-        "420d0d6a78bb6df1fc18bcf188fdad43c1d22ea9/assets/block-logos/webhook.png"
-    )
-    _documentation_url = HttpUrl(
-        "https://github.com/prefect-aether/prefect-aether/blob/main/docs/blocks.md"
-    )
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
     _description = "The OpenAI-compatible LLM endpoint the prefect-aether planner calls."
     _code_example = """
 ```python
@@ -83,3 +89,37 @@ llm = llm_config.get_llm()
             max_retries=self.max_retries,
             temperature=self.temperature,
         )
+
+
+class StoreConnection(Block):
+    """Where the plan store lives: a SQLAlchemy async URL kept as a secret.
+
+    Point the `PREFECT_INTEGRATIONS_AETHER_STORE_BLOCK` setting at a saved block, and
+    every `PlanStore()` (the CLI, the deployable flows) uses it: the password lives
+    on the Prefect server, masked, instead of in each worker's settings.
+
+    Examples:
+        >>> StoreConnection(url="postgresql+asyncpg://aether:pw@db/aether").url
+        SecretStr('**********')
+    """
+
+    _block_type_name = "Aether Store"
+    _block_type_slug = "aether-store"
+    _logo_url = _LOGO
+    _documentation_url = _DOCS
+    _description = "The database of the prefect-aether plan store (plans, executions, audit)."
+    _code_example = """
+```python
+from prefect_aether.blocks import StoreConnection
+from prefect_aether.store import PlanStore
+
+store_connection = StoreConnection.load("BLOCK_NAME")
+store = PlanStore(store_connection.url.get_secret_value())
+```
+"""
+    url: SecretStr = Field(
+        description=(
+            "SQLAlchemy async URL, e.g. postgresql+asyncpg://user:password@host/db or "
+            "sqlite+aiosqlite:///path/aether.db."
+        )
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import difflib
 import json
 import os
 import re
@@ -36,7 +37,7 @@ from prefect_aether.exceptions import (
     PrefectAetherError,
 )
 from prefect_aether.execute import ExecutionEvent, ExecutionResult, PlanExecutor
-from prefect_aether.plan import CandidatePlan
+from prefect_aether.plan import CandidatePlan, iter_bindings
 from prefect_aether.planner import PlanningEvent, PlanResult, decode_plan
 from prefect_aether.service import PlannerKind, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
@@ -77,8 +78,26 @@ InputsOpt = Annotated[
 
 def fail(message: str) -> NoReturn:
     """Print one clear line and exit with status 2."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def warn_unused(plan: CandidatePlan, values: dict[str, Any]) -> None:
+    """Say which `--input` values the plan does not use, with the closest names it does
+    (an unused `csv_pth=...` is a typo that would otherwise pass silently)."""
+    used = {
+        binding.key
+        for step in plan.steps
+        for _, binding in iter_bindings(step.inputs)
+        if binding.kind == "external" and binding.key is not None
+    }
+    for key in sorted(set(values) - used):
+        close = difflib.get_close_matches(key, sorted(used), n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        errors.print(
+            f"[yellow]warning:[/] --input {escape(key)} is not used by the plan{escape(hint)}",
+            highlight=False,
+        )
 
 
 @contextmanager
@@ -86,7 +105,7 @@ def _clean_errors() -> Iterator[None]:
     try:
         yield
     except PlanValidationError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except ExecutionInterrupted:
         raise  # the run's own failure (exit 1), not bad input
@@ -190,8 +209,10 @@ def validate_command(
     """Validate a plan against the catalog; exit 2 when it cannot run."""
     catalog = build_catalog(module, entrypoint)
     candidate = load_plan(plan)
-    result = validate_plan(candidate, catalog, user_inputs=parse_inputs(inputs))
-    console.print(result.summary(), highlight=False)
+    values = parse_inputs(inputs)
+    result = validate_plan(candidate, catalog, user_inputs=values)
+    warn_unused(candidate, values)
+    console.print(escape(result.summary()), highlight=False)
     if result.ok:
         console.print(f"levels: {result.levels}", highlight=False)
     else:
@@ -221,8 +242,13 @@ def plan_goal(
     with _clean_errors():
         result = asyncio.run(plan())
     if result.plan is None:
-        detail = result.validation.summary() if result.validation else "no action matches the goal"
-        fail(f"no plan for {goal!r}: {detail}")
+        validation = result.validation
+        if validation is None or any(i.kind == "empty_plan" for i in validation.issues):
+            fail(
+                f"no plan for {goal!r}: no action matches the goal "
+                "(`prefect-aether catalog` lists the actions)"
+            )
+        fail(f"no plan for {goal!r}: {validation.summary()}")
     return result.plan
 
 
@@ -280,7 +306,10 @@ def plan_command(
     values = parse_inputs(inputs)
     plan = plan_goal(catalog, goal, values, planner, cache=cache)
     show_plan(plan)
-    console.print(validate_plan(plan, catalog, user_inputs=values).summary(), highlight=False)
+    warn_unused(plan, values)
+    console.print(
+        escape(validate_plan(plan, catalog, user_inputs=values).summary()), highlight=False
+    )
     if output is not None:
         text = json.dumps(plan.to_dict(), indent=2)
         output.write_text(
@@ -341,6 +370,7 @@ def run_command(
         run_as=run_as,  # type: ignore[arg-type]
         reuse_within=dt.timedelta(seconds=reuse_within) if reuse_within else None,
     )
+    warn_unused(candidate, values)
     with _clean_errors():
         levels = executor.check(candidate, values)
     source = None if goal is not None else str(plan)
@@ -429,7 +459,7 @@ def _run_with_progress(
         except ExecutionInterrupted as exc:
             live.stop()
             console.print()
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             if _CONSOLE["hard_exit"]:
                 # Prefect's engine may go on retrying the dead API for minutes in tasks
                 # this process no longer needs (and its log and event workers at exit):
@@ -609,6 +639,111 @@ def resume_flag(argv: list[str]) -> list[str]:
         if arg == "--resume" and (following is None or not _RESUME_VALUE.fullmatch(following)):
             out.append("latest")
     return out
+
+
+blocks_app = typer.Typer(help="Block documents as code (the repository's blocks/ folder).")
+app.add_typer(blocks_app, name="blocks")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, where: str) -> Any:
+    """`${VAR}` and `${VAR:-default}` in a block field, from the environment."""
+    if not isinstance(value, str):
+        return value
+
+    def variable(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        fail(f"{where} needs the environment variable {name}")
+
+    return _VARIABLE.sub(variable, value)
+
+
+@blocks_app.command("apply")
+def blocks_apply(
+    folder: Annotated[Path, typer.Argument(help="Folder of block YAML files.")] = Path("blocks"),
+) -> None:
+    """Register prefect-aether's block types, then create or update each block document
+    of FOLDER (`type`, `name`, `fields`) from the environment; secrets are never shown."""
+    from prefect.blocks.core import Block
+
+    from prefect_aether import blocks as block_module
+
+    files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    if not folder.is_dir() or not files:
+        fail(f"no block files (*.yaml) in {str(folder)!r}")
+    documents = []
+    for path in files:
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            fail(f"{path}: not a block file: {str(exc).splitlines()[0]}")
+        if not isinstance(data, dict) or not {"type", "name", "fields"} <= set(data):
+            fail(f"{path}: a block file has type, name and fields")
+        fields = {key: _expand(value, f"{path}: {key}") for key, value in data["fields"].items()}
+        documents.append((path, str(data["type"]), str(data["name"]), fields))
+
+    kinds: dict[str, type[Block]] = {
+        cls.get_block_type_slug(): cls
+        for cls in (block_module.LLMConfig, block_module.StoreConnection)
+    }
+    # Every document is checked before any is saved: a bad one changes nothing.
+    built: list[tuple[str, str, Block]] = []
+    for path, kind, name, fields in documents:
+        cls = kinds.get(kind)
+        if cls is None:
+            fail(f"{path}: unknown block type {kind!r} (known: {', '.join(sorted(kinds))})")
+        try:
+            built.append((kind, name, cls(**{k: v for k, v in fields.items() if v != ""})))
+        except ValueError as exc:
+            fail(f"{path}: {_first_error(exc)}")
+
+    async def apply() -> list[str]:
+        for known in kinds.values():
+            await known.aregister_type_and_schema()
+        lines = []
+        for kind, name, block in built:
+            try:
+                old: Block | None = await type(block).aload(name)
+            except ValueError:
+                old = None
+            if old is not None and _same_block(old, block):
+                lines.append(f"{kind}/{name}: unchanged")
+                continue
+            await block.asave(name, overwrite=True)
+            lines.append(f"{kind}/{name}: {'updated' if old is not None else 'created'}")
+        return lines
+
+    with _clean_errors():
+        for line in asyncio.run(apply()):
+            console.print(line, highlight=False)
+
+
+def _same_block(old: Any, new: Any) -> bool:
+    """Equal field by field, secrets compared by value (never printed)."""
+    from pydantic import SecretStr
+
+    def plain(block: Any) -> dict[str, Any]:
+        return {
+            key: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for key, value in block.model_dump().items()
+            if not key.startswith("_") and key != "block_type_slug"
+        }
+
+    return plain(old) == plain(new)
+
+
+def _first_error(exc: ValueError) -> str:
+    """A validation error's first problem, without the input (it may be a secret)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return type(exc).__name__
 
 
 #: Set by the console entry point: a process of its own may exit at once when an

@@ -26,6 +26,7 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
+from prefect.events import emit_event
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import apause_flow_run
 from prefect.input import RunInput
@@ -69,7 +70,8 @@ class Approval(RunInput):
     """
 
     approve: bool = Field(description="Run this plan?")
-    comment: str = Field(default="", description="Why (shown in the run's logs).")
+    approver: str = Field(default="", description="Your name, for the audit trail.")
+    comment: str = Field(default="", description="Why (logged, and recorded with the decision).")
 
 
 def user_input_model(
@@ -88,7 +90,9 @@ def user_input_model(
     fields: dict[str, Any] = {}
     for i, (key, schema) in enumerate(sorted(schemas.items())):
         where = ", ".join((needed_by or {}).get(key, []))
-        description = schema.get("description") or (f"Needed by {where}." if where else None)
+        # What the value is, and which step needs it: both, when both are known.
+        said = [schema.get("description"), f"Needed by {where}." if where else None]
+        description = " ".join(part for part in said if part) or None
         # The slot's own schema shapes the form, unless it points at definitions.
         extra = (
             {k: v for k, v in schema.items() if k not in ("title", "description")}
@@ -115,8 +119,9 @@ async def _ask_for_values(
     schemas = user_input_schemas(plan, catalog)
     form = user_input_model({k: schemas.get(k, {}) for k in missing}, missing)
     get_run_logger().info(
-        "Waiting for values of %s; fill in the form on this flow run in the Prefect UI",
+        "Waiting for values of %s; fill in the form on this flow run in the Prefect UI: %s",
         ", ".join(sorted(missing)),
+        _run_link(),
     )
     answer = await _pause(form, timeout, key="aether-user-inputs", waiting_for="the plan's inputs")
     values: dict[str, Any] = answer.model_dump(
@@ -140,6 +145,56 @@ async def _pause(form: type[Any], timeout: int, *, key: str, waiting_for: str) -
             f"nobody provided {waiting_for} within {timeout} s (pause_timeout); "
             "the plan did not run"
         ) from None
+
+
+def _run_link() -> str:
+    """This flow run in the Prefect UI (its id when no UI URL is known)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context is not None and context.flow_run else "?"
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
+
+
+async def _record_decision(node: NodePlanner, plan: CandidatePlan, decision: Approval) -> None:
+    """Log the decision, emit `prefect-aether.plan.approved|rejected`, and record it in the
+    plan store: the audit trail of who let which plan run, and why."""
+    context = FlowRunContext.get()
+    run_id = str(context.flow_run.id) if context is not None and context.flow_run else None
+    verdict = "approved" if decision.approve else "rejected"
+    who = sanitize(decision.approver, 200) or "someone (no name given)"
+    comment = sanitize(decision.comment, 2000)
+    get_run_logger().info(
+        "plan %s %s by %s%s", plan.plan_id, verdict, who, f": {comment}" if comment else ""
+    )
+    emit_event(
+        event=f"prefect-aether.plan.{verdict}",
+        resource={
+            "prefect.resource.id": f"prefect-aether.plan.{plan.plan_id}",
+            "prefect.resource.name": f"plan-{plan.plan_id}",
+        },
+        related=(
+            [
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{run_id}",
+                    "prefect.resource.role": "flow-run",
+                }
+            ]
+            if run_id
+            else []
+        ),
+        payload={"approved": decision.approve, "approver": who, "comment": comment},
+    )
+    store = node.service.store
+    if store is not None:
+        await store.record_approval(
+            plan.plan_id,
+            approved=decision.approve,
+            approver=decision.approver,
+            comment=decision.comment,
+            flow_run_id=run_id,
+        )
 
 
 def _summary(result: ExecutionResult, planner: str, cached: bool) -> dict[str, Any]:
@@ -193,9 +248,18 @@ async def _run_plan(
     if approve:
         # Levels depend on the wiring only, not on the values just given.
         await acreate_markdown_artifact(
-            markdown=plan_markdown(plan, validation.levels, step_dependencies(plan)),
+            markdown=plan_markdown(
+                plan, validation.levels, step_dependencies(plan), user_inputs=values
+            ),
             key=f"aether-approval-{plan.plan_id}",
             description=f"prefect-aether plan {plan.plan_id}, waiting for approval",
+        )
+        get_run_logger().info(
+            "Waiting for an approval of plan %s (artifact aether-approval-%s); approve or "
+            "reject it on this flow run in the Prefect UI: %s",
+            plan.plan_id,
+            plan.plan_id,
+            _run_link(),
         )
         decision = await _pause(
             Approval.with_initial_data(
@@ -206,6 +270,7 @@ async def _run_plan(
             key="aether-approval",
             waiting_for="an approval",
         )
+        await _record_decision(node, plan, decision)
         if not decision.approve:
             message = f"plan {plan.plan_id} rejected; nothing was executed"
             if decision.comment:

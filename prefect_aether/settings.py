@@ -109,6 +109,10 @@ class AetherSettings(PrefectBaseSettings):
             "SQLAlchemy async URL of the plan store; unset: sqlite+aiosqlite under PREFECT_HOME."
         ),
     )
+    store_block: str | None = Field(
+        default=None,
+        description="Name of a saved 'Aether Store' block whose URL the plan store uses.",
+    )
     store_enabled: bool = Field(
         default=True,
         description="Whether the CLI and the deployable flows use the plan store (cache, history).",

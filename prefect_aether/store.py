@@ -29,7 +29,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
@@ -48,6 +48,7 @@ from prefect_aether._store_schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     apply_migrations,
+    approvals,
     executions,
     plans,
     versions,
@@ -168,9 +169,24 @@ class PlanStore:
 
     def __init__(self, url: str | None = None, *, timeout: float | None = None) -> None:
         settings = AetherSettings()
-        if url is None:
+        self._block: str | None = None
+        if url is None and not settings.store_url and settings.store_block:
+            # The URL (with its password) is read from the block when first connecting.
+            self._block = settings.store_block
+        elif url is None:
             url = settings.store_url or _default_url()
         self.timeout = timeout if timeout is not None else settings.store_timeout
+        self._engine: AsyncEngine | None = None
+        self._ready: asyncio.Lock | None = None
+        self._migrated = False
+        self._private: Path | None = None
+        self.url = ""
+        self._display = f"block {self._block!r}"
+        self._sqlite = False
+        if url is not None:
+            self._use(url)
+
+    def _use(self, url: str) -> None:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
@@ -178,10 +194,6 @@ class PlanStore:
         self.url = url
         self._display = parsed.render_as_string(hide_password=True)
         self._sqlite = parsed.get_backend_name() == "sqlite"
-        self._engine: AsyncEngine | None = None
-        self._ready: asyncio.Lock | None = None
-        self._migrated = False
-        self._private: Path | None = None
 
     def __repr__(self) -> str:
         return f"PlanStore({self._display!r})"
@@ -246,6 +258,8 @@ class PlanStore:
             self._ready = asyncio.Lock()
         async with self._ready:
             if self._engine is None:
+                if self._block is not None and not self.url:
+                    self._use(await _block_url(self._block))
                 self._engine = self._make_engine()
             if not self._migrated:
                 await self._guard("open the schema", self._migrate)
@@ -585,6 +599,41 @@ class PlanStore:
 
         return await self._read("read plans that ran successfully", work)
 
+    async def record_approval(
+        self,
+        plan_id: str,
+        *,
+        approved: bool,
+        approver: str = "",
+        comment: str = "",
+        flow_run_id: str | None = None,
+    ) -> None:
+        """Record a person's decision on a plan (the audit trail of approvals)."""
+        row = {
+            "plan_id": plan_id,
+            "flow_run_id": flow_run_id,
+            "approved": approved,
+            "approver": sanitize(approver, 200),
+            "comment": sanitize(comment, 2000),
+            "decided_at": _now(),
+        }
+
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(insert(approvals).values(**row))
+
+        await self._write(f"record the approval decision on plan {plan_id}", work)
+
+    async def approvals_of(self, plan_id: str) -> list[dict[str, Any]]:
+        """The decisions on a plan, newest first."""
+        query = (
+            select(approvals).where(approvals.c.plan_id == plan_id).order_by(approvals.c.id.desc())
+        )
+
+        async def work(conn: AsyncConnection) -> list[dict[str, Any]]:
+            return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+        return await self._read(f"read the approvals of plan {plan_id}", work)
+
     async def memory_snippets(self, goal: str, *, limit: int = 3) -> list[str]:
         """The last `limit` executions of `goal`, one line each, for the planner.
 
@@ -603,6 +652,18 @@ class PlanStore:
             shown = f"; outputs: {run.output_preview}" if run.output_preview else ""
             lines.append(f"{when}: plan {plan.plan_id} ({steps}) {outcome}{shown}{tail}")
         return lines
+
+
+async def _block_url(name: str) -> str:
+    from prefect_aether.blocks import StoreConnection
+
+    try:
+        block = cast(StoreConnection, await StoreConnection.aload(name))
+    except (ValueError, OSError) as exc:
+        raise StoreError(
+            f"cannot load the 'Aether Store' block {name!r} (store_block): {exc}"
+        ) from None
+    return block.url.get_secret_value()
 
 
 def _default_url() -> str:

@@ -436,15 +436,9 @@ class _Validator:
 
     def _check_after(self, step: PlanStep, position: int, upstream: str, deps: list[str]) -> None:
         """An order-only edge: `upstream` must be another step of the plan."""
-        where = f"after.{position}"
         if upstream not in self.order:
-            close = difflib.get_close_matches(upstream, list(self.order), n=3, cutoff=0.6)
-            self.issue(
-                "unknown_step",
-                f"after names step {upstream!r}, which is not in the plan.",
-                step,
-                field=where,
-                suggestions=close,
+            self._unknown_step(
+                step, f"after.{position}", upstream, f"after names step {upstream!r}"
             )
         else:
             # A step waiting for itself is the shortest cycle; the graph check reports it.
@@ -539,18 +533,23 @@ class _Validator:
         elif not loc and not binding.path:
             self._check_literal(step, spec, slot, field, self.user_inputs[key], user_key=key)
 
+    def _unknown_step(self, step: PlanStep, where: str, name: str, said: str) -> None:
+        close = difflib.get_close_matches(name, list(self.order), n=3, cutoff=0.6)
+        self.issue(
+            "unknown_step",
+            f"{said}, which is not in the plan.",
+            step,
+            field=where,
+            suggestions=close,
+        )
+
     def _check_step_output(
         self, step: PlanStep, where: str, binding: Binding, target: Any, deps: list[str]
     ) -> None:
         source_id = binding.step_id or ""
         if source_id not in self.order:
-            close = difflib.get_close_matches(source_id, list(self.order), n=3, cutoff=0.6)
-            self.issue(
-                "unknown_step",
-                f"{binding.raw} refers to step {source_id!r}, which is not in the plan.",
-                step,
-                field=where,
-                suggestions=close,
+            self._unknown_step(
+                step, where, source_id, f"{binding.raw} refers to step {source_id!r}"
             )
             return
         deps.append(source_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import ARGS, BrowserUnavailable, chromium
 from tests.llm_server import ScriptedLLMServer
 from tests.processes import PostgresServer, PostgresUnavailable, PrefectServer
 
@@ -142,3 +143,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if FIGURES:
         terminalreporter.section("reliability figures")
         terminalreporter.write_line(json.dumps(summary(), indent=2))
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """`prefect server start` with its UIs (classic at `/`, new under `/v2/`), when a
+    browser can be had to look at them (see `page`)."""
+    try:
+        chromium()
+    except BrowserUnavailable as exc:
+        pytest.skip(f"Chromium unavailable: {exc}")
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-ui"), ui=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    """A page of headless Chromium (Debian's, installed when missing) driven by Playwright."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(chromium()), args=ARGS)
+        try:
+            yield await browser.new_page()
+        finally:
+            await browser.close()

@@ -81,10 +81,11 @@ class Process:
 class PrefectServer:
     """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite file."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, ui: bool = False) -> None:
         self.home = home
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.ui_url = f"http://127.0.0.1:{self.port}"
         self.storage = home / "storage"
         self.storage.mkdir(parents=True, exist_ok=True)
         self.env = {
@@ -93,7 +94,9 @@ class PrefectServer:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true" if ui else "false",
+            # The UI calls the API where it is, not on port 4200.
+            "PREFECT_UI_API_URL": self.api_url,
             "PREFECT_LOCAL_STORAGE_PATH": str(self.storage),
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
             "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -151,17 +154,23 @@ def _postgres_bindir() -> Path | None:
     return found[-1].parent if found else None
 
 
-def _install_postgres() -> None:
-    """Install Debian's postgresql package (as root, with apt-get)."""
+def apt_install(package: str) -> str | None:
+    """Install a Debian package (as root, with apt-get); None, or why it cannot be had."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise PostgresUnavailable("not root or no apt-get: cannot install Debian's postgresql")
+        return f"not root or no apt-get: cannot install Debian's {package}"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql"]):
+    for args in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", package]):
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
-            raise PostgresUnavailable(
-                f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
-            )
+            return f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+    return None
+
+
+def _install_postgres() -> None:
+    """Install Debian's postgresql package."""
+    problem = apt_install("postgresql")
+    if problem is not None:
+        raise PostgresUnavailable(problem)
 
 
 class PostgresServer:

@@ -283,3 +283,23 @@ def test_a_plan_file_that_is_not_utf8_is_one_line_and_exit_2(
     assert "is not UTF-8 text" in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_an_unused_input_is_named_with_a_did_you_mean() -> None:
+    typo = ["-i", "csv_pth=x", "-i", f"csv_path={CSV}", "-i", "output_dir=out"]
+    result = runner.invoke(app, ["validate", PLAN, "-m", PIPELINE, *typo])
+    assert result.exit_code == 0, result.output
+    assert "warning: --input csv_pth is not used by the plan (did you mean csv_path?)" in (
+        result.output
+    )
+
+
+def test_a_goal_nothing_matches_is_one_clear_line() -> None:
+    result = runner.invoke(
+        app, ["plan", "launch the rocket", "-m", PIPELINE, "--planner", "heuristic", "--no-cache"]
+    )
+    assert result.exit_code == 2
+    assert "no action matches the goal (`prefect-aether catalog` lists the actions)" in (
+        result.output
+    )
+    assert "- : " not in result.output

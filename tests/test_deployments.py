@@ -21,6 +21,7 @@ from prefect.deployments import arun_deployment
 
 from prefect_aether import ActionCatalog, CandidatePlan, CatalogError
 from prefect_aether.execute import PlanExecutor
+from prefect_aether.store import PlanStore
 from tests import hitl_flows
 from tests.conftest import use_server
 from tests.processes import BIN, ROOT, PrefectServer
@@ -207,10 +208,29 @@ def prefect_cli(server: PrefectServer, *args: str) -> str:
 async def test_the_scheduled_deployment_in_prefect_yaml_plans_and_runs(
     real_server: PrefectServer, tmp_path: Path
 ) -> None:
+    # The block documents the deployment needs, from blocks/ (as code) and the environment.
+    store_file = tmp_path / "deployed-store.db"
+    applied = subprocess.run(
+        [str(BIN / "prefect-aether"), "blocks", "apply", "blocks/"],
+        env={
+            **real_server.env,
+            "AETHER_LLM_BASE_URL": "http://127.0.0.1:9/v1",
+            "AETHER_LLM_MODEL": "unused",
+            "AETHER_STORE_URL": f"sqlite+aiosqlite:///{store_file}",
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "aether-store/plans: created" in applied.stdout
     prefect_cli(real_server, "work-pool", "create", "aether-process", "--type", "process")
     prefect_cli(real_server, "deploy", "--all", "--prefect-file", "flows/prefect.yaml")
     real_server.start(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "aether-process"], "worker"
+        [str(BIN / "prefect"), "worker", "start", "--pool", "aether-process"],
+        "worker",
+        PREFECT_INTEGRATIONS_AETHER_STORE_BLOCK="plans",
     )
     name = "aether-plan-and-execute/daily-sales-report"
     with use_server(real_server):
@@ -237,6 +257,13 @@ async def test_the_scheduled_deployment_in_prefect_yaml_plans_and_runs(
         assert plan_run.state.is_completed()
         assert f"run:{flow_run.id}" in plan_run.tags
         assert "graph:aether-plan-and-execute" in plan_run.tags
+    # The worker's runs recorded their execution in the store the block names.
+    store = PlanStore(f"sqlite+aiosqlite:///{store_file}")
+    try:
+        [(_, execution)] = await store.history(limit=5)
+    finally:
+        await store.close()
+    assert (execution.status, execution.execution_id) == ("Completed", report["execution_id"])
 
 
 async def wait_for_flow_run(flow_run_id: UUID, timeout: float) -> Any:

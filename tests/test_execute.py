@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -421,13 +422,15 @@ async def test_reuse_across_executions_only_when_asked(
     assert (await PlanExecutor(catalog, reuse_within=hour).execute(plan)).reused == ["a"]
     assert (await PlanExecutor(catalog).execute(plan)).reused == []  # not asked: runs
     assert executions(counter_dir, "emit_number-77") == 2
-    # Per step, in seconds; an expired result is not reused.
-    timed = CandidatePlan.from_dict({"steps": [{**step, "extras": {"reuse_within": 0.5}}]})
+    # Per step, in seconds (other inputs, so nothing above is young enough to reuse);
+    # an expired result is not reused.
+    other = {**step, "inputs": {"value": 78, "log_dir": log}, "extras": {"reuse_within": 4}}
+    timed = CandidatePlan.from_dict({"steps": [other]})
     assert (await PlanExecutor(catalog).execute(timed)).reused == []
     assert (await PlanExecutor(catalog).execute(timed)).reused == ["a"]
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(4.2)
     assert (await PlanExecutor(catalog).execute(timed)).reused == []
-    assert executions(counter_dir, "emit_number-77") == 4
+    assert executions(counter_dir, "emit_number-78") == 2
 
 
 async def test_step_policy_retries_and_timeout(catalog: ActionCatalog, counter_dir: Path) -> None:
@@ -598,10 +601,10 @@ async def test_artifacts_show_plan_and_results(catalog: ActionCatalog, counter_d
         )
     by_type = {a.type: a for a in artifacts if str(a.flow_run_id) == result.flow_run_id}
     markdown = str(by_type["markdown"].data)
-    assert "```mermaid" in markdown
+    assert "mermaid" not in markdown  # neither Prefect UI draws it: a table both read
     assert "4 steps in 3 levels." in markdown
-    assert "n0 --> join" in markdown
-    assert "join --> twice" in markdown
+    assert "| 2 | join | summarize | n0, n1 | values = " in markdown
+    assert "| 3 | twice | double | join | value = " in markdown
     table = by_type["table"].data
     rows = table if isinstance(table, list) else __import__("json").loads(str(table))
     assert [r["step"] for r in rows] == ["n0", "n1", "join", "twice"]
@@ -753,3 +756,33 @@ async def test_a_900_kb_plan_and_a_5_mb_input_run_with_small_run_parameters(
         await PlanExecutor(catalog).execute(plan, user_inputs={"document": ["d" * 5_000_000]})
     assert len(str(refused.value)) < 2_000
     assert "d" * 100 not in str(refused.value)
+
+
+async def test_the_plan_run_log_tells_each_step_and_the_artifacts(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    plan = diamond(counter_dir, width=2)
+    first = await PlanExecutor(catalog).execute(plan)
+    again = await PlanExecutor(catalog).execute(plan, resume=first.execution_id)
+    assert again.ok
+    assert again.flow_run_id is not None
+    deadline = time.monotonic() + 20
+    while True:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(again.flow_run_id)]))
+            )
+        text = "\n".join(log.message for log in logs)
+        if "artifacts aether-plan-" in text or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    for sid, action in (("n0", "emit_number"), ("join", "summarize"), ("twice", "double")):
+        assert f"step {sid} (action {action}) started" in text
+        assert re.search(
+            rf"step {sid} \(action {action}\) reused the result of execution "
+            rf"{first.execution_id} in \d+\.\d\d s",
+            text,
+        ), text
+    assert f"artifacts aether-plan-{plan.plan_id} (the plan) and aether-results-" in text

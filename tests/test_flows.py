@@ -151,19 +151,81 @@ async def test_rejected_plan_ends_the_run_and_nothing_executes() -> None:
         )
     run = await paused_run(tag)
     schema = await form_schema(run)
-    assert sorted(schema["properties"]) == ["approve", "comment"]
+    assert sorted(schema["properties"]) == ["approve", "approver", "comment"]
     async with get_client() as client:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="aether-approval-"))
         )
-    assert any(a.flow_run_id == run.id and "greet" in str(a.data) for a in artifacts)
-    await resume_flow_run(run.id, run_input={"approve": False, "comment": "not \x1b[31mtoday"})
+    [approval] = [a for a in artifacts if a.flow_run_id == run.id]
+    # The values the plan will use are on the approval screen, escaped.
+    assert '| name | greet | \\"ada\\" |' in str(approval.data)
+    await resume_flow_run(
+        run.id,
+        run_input={"approve": False, "approver": "rita", "comment": "not \x1b[31mtoday"},
+    )
     state = await asyncio.wait_for(running, 60)
     assert state.is_cancelled()
     assert state.message is not None
     assert "rejected; nothing was executed: not [31mtoday" not in state.message
     assert "rejected; nothing was executed: not today" in state.message
     assert await plan_runs_under(run.id) == []
+    logs = await run_logs(run.id, "rejected by")
+    assert "Waiting for an approval of plan" in logs
+    assert f"/runs/flow-run/{run.id}" in logs
+    assert "rejected by rita: not today" in logs
+    [decision] = await decisions(run.id)
+    assert (decision["approved"], decision["approver"], decision["comment"]) == (
+        False,
+        "rita",
+        "not today",
+    )
+    [event] = await plan_events("prefect-aether.plan.rejected", run.id)
+    assert event.payload == {"approved": False, "approver": "rita", "comment": "not today"}
+
+
+async def run_logs(flow_run_id: UUID, until: str) -> str:
+    """The flow run's log messages, once one contains `until` (logs arrive in batches)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    for _ in range(100):
+        async with get_client() as client:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        text = "\n".join(log.message for log in logs)
+        if until in text:
+            break
+        await asyncio.sleep(0.2)
+    return text
+
+
+async def decisions(flow_run_id: UUID) -> list[dict[str, Any]]:
+    store = PlanStore()
+    try:
+        found = []
+        for plan_id in {plan.plan_id for plan in await store.list_plans(limit=200)}:
+            found += await store.approvals_of(plan_id)
+        return [d for d in found if d["flow_run_id"] == str(flow_run_id)]
+    finally:
+        await store.close()
+
+
+async def plan_events(name: str, flow_run_id: UUID) -> list[Any]:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    for _ in range(100):
+        async with get_client() as client:
+            page = await client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(name=[name]),
+                    related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+                ),
+                limit=50,
+            )
+        if page.events:
+            return list(page.events)
+        await asyncio.sleep(0.2)
+    return []
 
 
 async def test_approved_plan_runs() -> None:
@@ -182,13 +244,19 @@ async def test_approved_plan_runs() -> None:
     assert sorted((await form_schema(run))["properties"]) == ["name"]
     await resume_flow_run(run.id, run_input={"name": "lin"})
     run = await paused_run(tag)
-    assert sorted((await form_schema(run))["properties"]) == ["approve", "comment"]
-    await resume_flow_run(run.id, run_input={"approve": True})
+    assert sorted((await form_schema(run))["properties"]) == ["approve", "approver", "comment"]
+    await resume_flow_run(run.id, run_input={"approve": True, "comment": "looks fine"})
     state = await asyncio.wait_for(running, 90)
     assert state.is_completed(), state.message
     report = await state.aresult()
     assert report["outputs"] == {"result": "hello lin"}
     assert report["planner"] == "heuristic"
+    logs = await run_logs(run.id, "approved by")
+    assert "approved by someone (no name given): looks fine" in logs
+    [decision] = await decisions(run.id)
+    assert decision["approved"] is True
+    [event] = await plan_events("prefect-aether.plan.approved", run.id)
+    assert event.payload["comment"] == "looks fine"
 
 
 async def test_nobody_answering_ends_the_run_with_a_clear_message() -> None:

@@ -441,9 +441,9 @@ def test_plan_artifact_shows_reasons_and_dotted_order_edges() -> None:
     )
     levels = validate_plan(plan, catalog).levels
     text = plan_markdown(plan, levels, step_dependencies(plan))
-    assert "| step | action | inputs | after | why |" in text
-    assert "asked for by 'play the song' (matched play, song)" in text
-    assert "    book_taxi -.-> play_song" in text
+    assert "| level | step | action | waits for | inputs | why |" in text
+    assert "asked for by \\'play the song\\' \\(matched play, song\\)" in text
+    assert "| 2 | play\\_song | play\\_song | book\\_taxi (order) |" in text
 
 
 def test_cli_plan_prints_why_each_step_is_there() -> None:

@@ -225,7 +225,7 @@ async def test_upgrade_from_version_1_keeps_the_rows(tmp_path: Path) -> None:
 
     new = PlanStore(url)
     try:
-        assert await new.schema_version() == len(MIGRATIONS) == 3
+        assert await new.schema_version() == len(MIGRATIONS) == 4
         history = await new.history(goal="keep me")
         assert [(p.plan_id, e.flow_run_id) for p, e in history] == [(plan.plan_id, "r")]
     finally:
@@ -240,6 +240,7 @@ async def test_upgrade_from_version_1_keeps_the_rows(tmp_path: Path) -> None:
         "ix_aether_plans_cache",
         "ix_aether_plans_goal",
         "ix_aether_executions_execution_id",
+        "ix_aether_approvals_plan",
     } <= names
 
 
