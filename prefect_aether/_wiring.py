@@ -18,13 +18,14 @@ from typing import Any
 
 from prefect_aether._goal import Clause, Goal, Resource
 from prefect_aether._schema import compatible
-from prefect_aether._words import tokenize
+from prefect_aether._words import stem, tokenize
 from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot, feed_tier
 from prefect_aether.plan import PlanStep, iter_bindings
 
 __all__ = ["STRUCTURED", "Setting", "Wiring", "resource_fits"]
 
 STRUCTURED = frozenset({"array", "object"})
+_MEDIA = frozenset(stem(w) for w in ("image", "audio", "video", "text"))
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,12 @@ class Wiring:
         if depth == 0 and slot.type in ("string", None):
             # "book a taxi to 'the airport'": the clause's own value that fits no other input
             # of the action it asked for goes to its free text input.
+            # A file of a known media type only goes where it fits (never a jpg to audio).
             loose = [
                 i
                 for i in clause.resources
                 if resources[i].kind != "number"
+                and resources[i].media is None
                 and not self.state.used_resources[i]
                 and not any(resource_fits(resources[i], other) for other in spec.inputs)
             ]
@@ -296,6 +299,10 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
         return False
     if resource.kind == "text":
         return bool(name & resource.words or about & resource.cue)
+    # An input that says which media it takes ("the audio file") takes no other.
+    wanted = about & _MEDIA
+    if wanted and resource.media is not None and not wanted & resource.words:
+        return False
     return bool(about & resource.words)
 
 

@@ -467,3 +467,18 @@ def test_cli_plan_prints_why_each_step_is_there() -> None:
     assert result.exit_code == 0, result.output
     assert "why" in result.output
     assert "produces 'records' for detect_anomalies.records" in result.output
+
+
+def test_a_file_goes_only_where_its_media_fits() -> None:
+    plan = HeuristicPlanner(small_catalog()).build(
+        PlanningContext(goal="write down the words spoken in 'photo.jpg'")
+    )
+    assert [(s.action, s.inputs) for s in plan.steps] == [
+        ("audio_to_text", {"audio": "${user.audio}"})
+    ]
+    spoken = HeuristicPlanner(small_catalog()).build(
+        PlanningContext(goal="write down the words spoken in 'talk.wav'")
+    )
+    assert [(s.action, s.inputs) for s in spoken.steps] == [
+        ("audio_to_text", {"audio": "talk.wav"})
+    ]
