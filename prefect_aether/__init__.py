@@ -17,6 +17,7 @@ from prefect_aether.catalog import ActionCatalog, ActionSpec, CatalogSource, IOS
 from prefect_aether.context import NodeContext, NodePlanner, get_planner
 from prefect_aether.exceptions import (
     AetherUsageError,
+    ApprovalRequired,
     BindingError,
     CatalogError,
     ExecutionError,
@@ -50,6 +51,7 @@ from prefect_aether.planner import (
     PlanResult,
     decode_plan,
 )
+from prefect_aether.policy import action_tags
 from prefect_aether.service import Identity, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import PlanStore
@@ -61,6 +63,7 @@ __all__ = [
     "ActionSpec",
     "AetherSettings",
     "AetherUsageError",
+    "ApprovalRequired",
     "BackgroundExecutionHandle",
     "Binding",
     "BindingError",
@@ -94,6 +97,7 @@ __all__ = [
     "ValidationIssue",
     "ValidationResult",
     "__version__",
+    "action_tags",
     "decode_plan",
     "get_planner",
     "iter_bindings",

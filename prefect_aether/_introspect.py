@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import inspect
 import typing
 from typing import Any, NamedTuple
@@ -26,8 +28,12 @@ class DocParts(NamedTuple):
     attributes: dict[str, str]
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_docstring(text: str | None) -> DocParts:
-    """Split a docstring with griffe: summary text, Returns and Attributes sections."""
+    """Split a docstring with griffe: summary text, Returns and Attributes sections.
+
+    Cached by text: large catalogs repeat docstrings (and a structured return type
+    without its own docstring inherits `dict`'s or `tuple`'s)."""
     if not text or not text.strip() or text.strip() == "None":
         return DocParts("", None, {}, {})
     sections = griffe.Docstring(inspect.cleandoc(text)).parse(
@@ -100,6 +106,21 @@ def slots_from_parameter_schema(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _schema_of(annotation: Any) -> dict[str, Any]:
+    """The JSON schema of a type (a fresh copy); cached by type, since building a
+    TypeAdapter costs most of an action's registration and catalogs repeat field types."""
+    try:
+        cached = _SCHEMAS.get(annotation)
+    except TypeError:  # unhashable annotation: build it every time
+        return _build_schema(annotation)
+    if cached is None:
+        cached = _SCHEMAS[annotation] = _build_schema(annotation)
+    return copy.deepcopy(cached)
+
+
+_SCHEMAS: dict[Any, dict[str, Any]] = {}
+
+
+def _build_schema(annotation: Any) -> dict[str, Any]:
     try:
         raw = TypeAdapter(annotation, config=_ADAPTER_CONFIG).json_schema()
     except Exception:

@@ -49,18 +49,39 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
 # escaped); ":", "/" and "@" too, so no autolinker finds a URL or an address.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:/@=$%^'\"])")
 _VALUE_CHARS = 120
+# After escaping: where a scheme's "://", a "www." or an e-mail's "@" begins.
+_AUTOLINK = re.compile(r"(\\:\\/\\/|(?<=www)\\\.|\\@)", re.IGNORECASE)
 
 
 def inert(text: str, limit: int = PREVIEW_CHARS) -> str:
     """Untrusted text made inert for markdown and HTML: sanitized (`sanitize`), `&`,
     `<` and `>` as entities, every markdown punctuation mark backslash-escaped, so it
-    can never open a tag, a link, an image, a code span or a table cell.
+    can never open a tag, a link, an image, a code span or a table cell. Renderers that
+    turn URLs, `www.` names and e-mail addresses in plain text into links (GitHub's
+    autolink literals, as Prefect's new UI does after escapes are read) find none: a
+    zero-width space splits each of them.
 
     >>> print(inert("<b>**hi**</b> [x](http://e) `y`|"))
-    &lt;b&gt;\\*\\*hi\\*\\*&lt;\\/b&gt; \\[x\\]\\(http\\:\\/\\/e\\) \\`y\\`\\|
+    &lt;b&gt;\\*\\*hi\\*\\*&lt;\\/b&gt; \\[x\\]\\(http\u200b\\:\\/\\/e\\) \\`y\\`\\|
     """
     clean = sanitize(text, limit).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", clean)
+    return _AUTOLINK.sub("\u200b\\1", _MARKDOWN_SPECIAL.sub(r"\\\1", clean))
+
+
+# Where a table cell's text could start a tag, an autolink, a link or an image: `<`,
+# "](", and the autolink literals (a scheme's "://", "www.", an e-mail's "@").
+_CELL_BREAKS = re.compile(r"(?<=<)|(?<=\])(?=\()|(?=://)|(?<=www)(?=\.)|(?=@)", re.IGNORECASE)
+
+
+def cell(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """Untrusted text for a table artifact cell: sanitized, and inert where Prefect's
+    classic UI reads the cell as markdown, yet plain to read where the new UI shows it
+    as text: a zero-width space breaks every tag, link, image and autolink.
+
+    >>> cell("[x](http://e) <img src=y>") == "[x]\u200b(http\u200b://e) <\u200bimg src=y>"
+    True
+    """
+    return _CELL_BREAKS.sub("\u200b", sanitize(text, limit))
 
 
 def _inputs_cell(inputs: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from prefect.logging import get_run_logger
 from prefect.states import Completed, aget_state_exception
 from pydantic import BaseModel
 
-from prefect_aether import _report, _steps
+from prefect_aether import _report, _secrets, _steps
 from prefect_aether._callbacks import notify
 from prefect_aether._results import MISSING, code_hash, inputs_hash
 from prefect_aether.catalog import ActionSpec
@@ -82,6 +82,8 @@ class PlanRun:
         self.records = {sid: _StepRecord() for sid in self.order}
         self.flow_run_id: str | None = None
         self.tags: list[str] = []
+        # Values read from Secret blocks (`${secret.*}`), masked in errors and previews.
+        self.secret_values: dict[str, str] = {}
 
     # -- parent flow --------------------------------------------------------------------
 
@@ -224,10 +226,12 @@ class PlanRun:
             rows.append(
                 {
                     "step": sid,
-                    "action": self.steps[sid].action,
+                    "action": _report.cell(self.steps[sid].action),
                     "state": record.state,
                     "duration_s": duration,
-                    "output": record.preview,
+                    # Prefect's classic UI reads table cells as markdown: outputs are
+                    # untrusted text, so no cell may hold a tag, a link or an image.
+                    "output": _report.cell(record.preview),
                 }
             )
         await acreate_table_artifact(
@@ -332,7 +336,7 @@ class PlanRun:
         except Exception as exc:
             record.ended = time.monotonic()
             record.state = "Failed"
-            error = f"{type(exc).__name__}: {exc}"
+            error = _secrets.scrub(f"{type(exc).__name__}: {exc}", self.secret_values.values())
             self.errors[sid] = error
             self.log().error(
                 "step %s (action %s) failed after %.2f s: %s",
@@ -346,7 +350,7 @@ class PlanRun:
         self.states[sid] = state
         self.outputs[sid] = outputs
         record.ended = time.monotonic()
-        record.preview = _report.preview(outputs)
+        record.preview = _secrets.scrub(_report.preview(outputs), self.secret_values.values())
         reused = state.name == "Cached"
         if reused:
             self.reused.append(sid)
@@ -421,7 +425,7 @@ class PlanRun:
         if not isinstance(outputs, dict):
             raise ExecutionError(f"step {step.id!r}: its stored result is not a mapping")
         run_as = step.extras.get("run_as", self.executor.run_as)
-        if self.steps[step.id].action and run_as == "task":
+        if run_as == "task":
             # A task run that ends Cached at once keeps the step and its edges in the graph.
             step_tags = [*self.tags, f"plan_step:{step.id}"] if self.executor.tag_steps else None
             runner = _steps.reused_task(step, step_tags, self.execution_id)
@@ -441,6 +445,9 @@ class PlanRun:
         """Run the step as a task, a child flow run or a deployment run; raise if it failed."""
         sid = step.id
         run_as = step.extras.get("run_as", self.executor.run_as)
+        if run_as == "subflow" and _steps.takes_secret(step):
+            # A child flow run's parameters are stored on the server: a secret stays in a task.
+            run_as = "task"
         step_tags = [*self.tags, f"plan_step:{sid}"]
         upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
         if spec.kind == "deployment":
@@ -455,7 +462,10 @@ class PlanRun:
         else:
             assert flow is not None
             runner = _steps.step_task(
-                flow, step, step_tags=step_tags if self.executor.tag_steps else None
+                flow,
+                step,
+                step_tags=step_tags if self.executor.tag_steps else None,
+                secrets=self.secret_values if _steps.takes_secret(step) else None,
             )
             call: Any = runner(inputs, wait_for=_steps.wait_for(upstream), return_state=True)
             state = cast(State[Any], await call)
@@ -495,7 +505,9 @@ class PlanRun:
         if sid is not None and phase.startswith("step_"):
             payload: dict[str, Any] = {"message": _report.sanitize(message)}
             if step_outputs is not None:
-                payload["output_preview"] = _report.preview(step_outputs)
+                payload["output_preview"] = _secrets.scrub(
+                    _report.preview(step_outputs), self.secret_values.values()
+                )
             if error is not None:
                 payload["error"] = _report.sanitize(error)
             _report.emit_step_event(_EVENT_NAMES[phase], self.plan_id, sid, action or "", payload)

@@ -15,9 +15,10 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed
 from pydantic import BaseModel
 
+from prefect_aether._secrets import SecretRef, reveal, scrub
 from prefect_aether.catalog import ActionSpec
 from prefect_aether.exceptions import ExecutionError
-from prefect_aether.plan import Binding, PlanStep, map_bindings
+from prefect_aether.plan import Binding, PlanStep, iter_bindings, map_bindings
 
 RESULT = "result"
 
@@ -67,6 +68,9 @@ def resolve_inputs(
 
     def resolve(binding: Binding) -> Any:
         where = f"step {step.id!r}: {binding.raw}"
+        if binding.kind == "secret":
+            # Read only when the step starts (`_secrets.reveal`): its name until then.
+            return SecretRef.of(binding.key or "")
         if binding.kind == "external":
             if binding.key not in user_inputs:
                 raise ExecutionError(f"{where}: no user value {binding.key!r}", step_id=step.id)
@@ -80,6 +84,11 @@ def resolve_inputs(
         return follow_path(outputs[binding.output], binding.path, where)
 
     return dict(map_bindings(step.inputs, resolve))
+
+
+def takes_secret(step: PlanStep) -> bool:
+    """Whether any input of the step is a `${secret.*}` binding."""
+    return any(b.kind == "secret" for _, b in iter_bindings(step.inputs))
 
 
 def _policy(step: PlanStep, flow: Flow[..., Any]) -> dict[str, Any]:
@@ -136,17 +145,28 @@ def step_task(
     step: PlanStep,
     *,
     step_tags: list[str] | None,
+    secrets: dict[str, str] | None = None,
 ) -> Task[..., Any]:
     """A Prefect task, named after the step, that runs the action's function.
 
     It carries the step's retries and timeout (else the flow's). Prefect neither
     caches nor persists it: the executor keeps step results itself (`_results`),
-    keyed by execution.
+    keyed by execution. With `secrets`, the inputs' `SecretRef`s are read inside the
+    task (each value read is added to `secrets`) and its errors are masked.
     """
     policy = _policy(step, flow)
 
     async def run_step(inputs: dict[str, Any]) -> Any:
-        return await _call_fn(flow, inputs)
+        if secrets is None:
+            return await _call_fn(flow, inputs)
+        # Secret values exist only in here: what Prefect records of this task run (its
+        # failed state, its log lines) sees the error with every value masked.
+        revealed = await reveal(inputs, secrets)
+        try:
+            return await _call_fn(flow, revealed)
+        except Exception as exc:
+            message = scrub(f"{type(exc).__name__}: {exc}", secrets.values())
+            raise ExecutionError(message, step_id=step.id) from None
 
     return Task(
         fn=run_step,

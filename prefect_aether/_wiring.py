@@ -201,7 +201,9 @@ class Wiring:
         it fits the goal, then by name."""
         on_chain = {self.state.specs[sid].name for sid in chain if sid in self.state.specs}
         setting = self.setting
-        found = setting.catalog.producers(slot, flow_ids=setting.flow_ids, exclude=on_chain)
+        found = setting.catalog.producers(
+            slot, flow_ids=setting.flow_ids, exclude=on_chain, plannable=True
+        )
         if not found:
             return None
         ins = setting.needs

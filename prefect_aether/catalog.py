@@ -35,11 +35,12 @@ from prefect import Flow
 from prefect.flows import load_flow_from_entrypoint
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from prefect_aether import _introspect, _search
+from prefect_aether import _introspect, _search, policy
 from prefect_aether._schema import compatible, json_kind, main_variant
 from prefect_aether._search import SearchIndex
 from prefect_aether.exceptions import CatalogError
 from prefect_aether.plan import canonical_json
+from prefect_aether.settings import AetherSettings
 
 __all__ = ["ActionCatalog", "ActionSpec", "CatalogSource", "IOSlot"]
 
@@ -123,6 +124,24 @@ class CatalogSource(BaseModel):
     deployment_tags: list[str] = Field(
         default_factory=list, description="Every deployment carrying one of these tags."
     )
+    action_tags: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            'Extra tags per action name, e.g. `{"charge_card": ["aether:approval"]}`: '
+            "policy for flows that cannot be decorated."
+        ),
+    )
+
+    @classmethod
+    def from_settings(cls) -> CatalogSource:
+        """Everything the `catalog_*` settings list (the deployable flows' default)."""
+        settings = AetherSettings()
+        return cls(
+            modules=settings.catalog_modules,
+            entrypoints=settings.catalog_entrypoints,
+            deployments=settings.catalog_deployments,
+            deployment_tags=settings.catalog_deployment_tags,
+        )
 
     def build_local(self) -> ActionCatalog:
         """The catalog of the modules and entrypoints (no API call).
@@ -130,7 +149,7 @@ class CatalogSource(BaseModel):
         Raises:
             CatalogError: A module or entrypoint cannot be loaded.
         """
-        catalog = ActionCatalog()
+        catalog = ActionCatalog(action_tags=self.action_tags)
         for module in self.modules:
             catalog.register_module(module)
         for entrypoint in self.entrypoints:
@@ -172,7 +191,9 @@ class ActionCatalog:
         (0, True)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, action_tags: dict[str, list[str]] | None = None) -> None:
+        # Tags by action name added to whatever registers under that name (policy).
+        self._extra_tags = {k: list(v) for k, v in (action_tags or {}).items()}
         self._entries: dict[str, _Entry] = {}
         self._by_ref: dict[str, str] = {}
         self._index: SearchIndex | None = None
@@ -198,7 +219,8 @@ class ActionCatalog:
             flow: A `prefect.Flow` (a function decorated with `@flow`).
             name: Action name; defaults to the flow name.
             flow_id: Group id for `list_actions(flow_ids=...)`; None is global.
-            tags: Extra tags for search.
+            tags: Extra tags, for search and policy (`aether:approval`, `aether:manual`);
+                added to those `policy.action_tags` attached to the flow.
             entrypoint: Where the flow comes from, recorded on the spec.
 
         Returns:
@@ -222,7 +244,9 @@ class ActionCatalog:
             kind="flow",
             version=version,
             description=doc.summary,
-            tags=sorted(set(tags or ())),
+            tags=sorted(
+                {*(tags or ()), *policy.flow_tags(flow), *self._extra_tags.get(action_name, ())}
+            ),
             flow_id=flow_id,
             inputs=[IOSlot(**slot) for slot in _introspect.input_slots(flow)],
             outputs=[IOSlot(**slot) for slot in _introspect.output_slots(flow, hints, doc)],
@@ -352,7 +376,7 @@ class ActionCatalog:
                 kind="deployment",
                 version=deployment.version,
                 description=doc.summary,
-                tags=sorted(set(deployment.tags)),
+                tags=sorted({*deployment.tags, *self._extra_tags.get(full_name, ())}),
                 flow_id=flow_id,
                 inputs=_deployment_inputs(
                     deployment.parameter_openapi_schema, deployment.parameters
@@ -412,15 +436,23 @@ class ActionCatalog:
         return self._entries.get(name) if name else None
 
     def list_actions(
-        self, *, flow_ids: Iterable[str] | None = None, include_global: bool = True
+        self,
+        *,
+        flow_ids: Iterable[str] | None = None,
+        include_global: bool = True,
+        plannable: bool = False,
     ) -> list[ActionSpec]:
         """Actions in registration order, optionally limited to some groups.
 
         Args:
             flow_ids: Keep actions whose `flow_id` is one of these (None keeps all).
             include_global: With `flow_ids`, also keep actions with no `flow_id`.
+            plannable: Leave out the actions tagged `aether:manual` (those a planner
+                must never choose).
         """
         specs = [e.spec for e in self._entries.values()]
+        if plannable:
+            specs = [s for s in specs if not policy.is_manual(s)]
         if flow_ids is None:
             return specs
         wanted = set(flow_ids)
@@ -489,6 +521,7 @@ class ActionCatalog:
         *,
         flow_ids: Iterable[str] | None = None,
         exclude: Iterable[str] = (),
+        plannable: bool = False,
     ) -> list[tuple[ActionSpec, IOSlot]]:
         """Actions with an output that can feed `slot`, best first.
 
@@ -502,7 +535,7 @@ class ActionCatalog:
         """
         skip = set(exclude)
         tiers: tuple[list[tuple[ActionSpec, IOSlot]], ...] = ([], [])
-        for spec in self.list_actions(flow_ids=flow_ids):
+        for spec in self.list_actions(flow_ids=flow_ids, plannable=plannable):
             if spec.name in skip:
                 continue
             for out in spec.outputs:

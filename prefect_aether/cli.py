@@ -345,6 +345,14 @@ def run_command(
     ] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Extra tag for the runs.")] = None,
     cache: CacheOpt = True,
+    approve: Annotated[
+        bool,
+        typer.Option(
+            "--approve",
+            help="You reviewed the plan and approve its aether:approval actions (asked "
+            "interactively otherwise; refused without a terminal).",
+        ),
+    ] = False,
 ) -> None:
     """Validate and execute a plan (from a file, or planned from --goal) with live progress."""
     catalog = build_catalog(module, entrypoint)
@@ -373,8 +381,12 @@ def run_command(
     warn_unused(candidate, values)
     with _clean_errors():
         levels = executor.check(candidate, values)
+        approve = approve or _ask_approval(executor, candidate)
+        executor.check_approved(candidate, approved=approve)
     source = None if goal is not None else str(plan)
-    result = _run_with_progress(executor, candidate, values, levels, tag or [], source, resume)
+    result = _run_with_progress(
+        executor, candidate, values, levels, tag or [], source, resume, approve
+    )
     _print_result(result)
     if not result.ok:
         raise typer.Exit(1)
@@ -388,6 +400,7 @@ def _run_with_progress(
     tags: list[str],
     plan_file: str | None,
     resume: str | None,
+    approved: bool,
 ) -> ExecutionResult:
     order = [sid for level in levels for sid in level]
     actions = {s.id: s.action for s in plan.steps}
@@ -450,6 +463,7 @@ def _run_with_progress(
                     on_event=on_event,
                     run=RunInfo(extra_tags=tags),
                     resume=await _execution_id(store, resume),
+                    approved=approved,
                 )
 
         loop = asyncio.new_event_loop()
@@ -471,6 +485,20 @@ def _run_with_progress(
         _close(loop)
         return result
     raise AssertionError("unreachable")
+
+
+def _ask_approval(executor: PlanExecutor, plan: CandidatePlan) -> bool:
+    """Ask on the terminal whether a plan with `aether:approval` actions may run."""
+    actions = executor.approval_actions(plan)
+    if not actions or not sys.stdin.isatty():
+        return False
+    steps = [s.id for s in plan.steps if s.action in actions]
+    console.print(
+        f"plan {plan.plan_id} runs {escape(', '.join(actions))} (steps "
+        f"{escape(', '.join(steps))}), which need a person's approval.",
+        highlight=False,
+    )
+    return typer.confirm("Run it?", default=False)
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:

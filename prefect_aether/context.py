@@ -197,10 +197,13 @@ class NodePlanner:
         on_event: EventCallback | None = None,
         resume: str | None = None,
         execution_id: str | None = None,
+        flow_ids: Iterable[str] | None = None,
+        approved: bool = False,
         **run: Any,
     ) -> ExecutionResult:
         """Execute `plan` for this node; `run` overrides fields of `run_info`
-        (`resume` and `execution_id` as in `PlanExecutor.execute`)."""
+        (`resume`, `execution_id`, `flow_ids` and `approved` as in
+        `PlanExecutor.execute`)."""
         return await self.service.execute_plan(
             plan,
             user_inputs=user_inputs,
@@ -208,6 +211,8 @@ class NodePlanner:
             run=self.run_info(**run),
             resume=resume,
             execution_id=execution_id,
+            flow_ids=flow_ids,
+            approved=approved,
         )
 
     def execute_background(

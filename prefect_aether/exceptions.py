@@ -8,6 +8,7 @@ argument) is kept apart from failures of a plan or of a service:
 PrefectAetherError
 ├── AetherUsageError          the library was called or configured wrongly
 │   └── CatalogError          a flow cannot be registered, loaded or found
+├── ApprovalRequired          a plan with aether:approval actions was not approved
 ├── BindingError              a "${...}" binding is malformed
 ├── PlanDecodingError         text is not a plan (carries the raw text)
 ├── PlanValidationError       a plan failed validation (carries the issues)
@@ -27,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "AetherUsageError",
+    "ApprovalRequired",
     "BindingError",
     "CatalogError",
     "ExecutionError",
@@ -73,6 +75,25 @@ class CatalogError(AetherUsageError):
         ...     print("not a Prefect flow" in str(exc))
         True
     """
+
+
+class ApprovalRequired(PrefectAetherError):
+    """A plan holds actions tagged `aether:approval` and nobody approved it; nothing ran.
+
+    Attributes:
+        actions: The actions that need the approval.
+
+    Examples:
+        >>> ApprovalRequired("not approved", actions=["charge_card"]).actions
+        ['charge_card']
+    """
+
+    def __init__(self, message: str, *, actions: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.actions = list(actions)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (str(self),), {"actions": self.actions}))
 
 
 class BindingError(PrefectAetherError, ValueError):

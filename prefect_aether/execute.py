@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import logging
 import re
 import threading
@@ -41,8 +42,9 @@ from pydantic import BaseModel, Field
 from prefect_aether._callbacks import notify
 from prefect_aether._results import StepResults
 from prefect_aether.catalog import ActionCatalog
-from prefect_aether.exceptions import AetherUsageError, PlanValidationError
+from prefect_aether.exceptions import AetherUsageError, ApprovalRequired, PlanValidationError
 from prefect_aether.plan import CandidatePlan
+from prefect_aether.policy import APPROVAL, needs_approval
 from prefect_aether.settings import AetherSettings
 from prefect_aether.validate import RUN_MODES, validate_plan
 
@@ -59,6 +61,8 @@ ExecutionPhase = Literal[
     "start", "step_start", "step_success", "step_failure", "step_skipped", "success", "failure"
 ]
 EventCallback = Callable[["ExecutionEvent"], Awaitable[None] | None]
+# Asked with the plan and the actions that need an approval; True lets the plan run.
+ApprovalCallback = Callable[[CandidatePlan, list[str]], Awaitable[bool] | bool]
 RunMode = Literal["task", "subflow"]
 PLAN_FLOW_NAME = "aether-plan"
 _EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
@@ -196,14 +200,19 @@ class PlanExecutor:
         self.results = StepResults(result_storage, allow_pickle=result_serializer == "pickle")
 
     def check(
-        self, plan: CandidatePlan, user_inputs: Mapping[str, Any] | None = None
+        self,
+        plan: CandidatePlan,
+        user_inputs: Mapping[str, Any] | None = None,
+        *,
+        flow_ids: Iterable[str] | None = None,
     ) -> list[list[str]]:
-        """Validate `plan` for execution; return its levels.
+        """Validate `plan` for execution (within `flow_ids` when given); return its levels.
 
         Raises:
-            PlanValidationError: Structural issues or missing user values.
+            PlanValidationError: Structural issues, actions outside `flow_ids`, or
+                missing user values.
         """
-        result = validate_plan(plan, self.catalog, user_inputs=user_inputs)
+        result = validate_plan(plan, self.catalog, user_inputs=user_inputs, flow_ids=flow_ids)
         if not result.ok:
             raise PlanValidationError(
                 f"plan {plan.plan_id} cannot run:\n{result.summary()}", issues=result.issues
@@ -220,6 +229,9 @@ class PlanExecutor:
         flow_run_name: str | None = None,
         resume: str | None = None,
         execution_id: str | None = None,
+        flow_ids: Iterable[str] | None = None,
+        approved: bool = False,
+        approval: ApprovalCallback | None = None,
     ) -> ExecutionResult:
         """Validate `plan`, then run it as one parent flow run; never raises for a failing step.
 
@@ -235,10 +247,18 @@ class PlanExecutor:
             execution_id: Run as this execution (32 hex digits) instead of a new one:
                 for callers that derive it, such as a flow whose Prefect retries
                 must continue where the failed attempt stopped.
+            flow_ids: The caller may only run actions of these groups (and global
+                ones); checked here again, whatever planned or cached the plan.
+            approved: A person approved this plan (needed when it holds actions
+                tagged `aether:approval`).
+            approval: Asked (sync or async) with the plan and the actions that need
+                an approval when `approved` is False; True lets the plan run.
 
         Raises:
             PlanValidationError: The plan is invalid or misses user values; no
                 flow run is created.
+            ApprovalRequired: The plan holds `aether:approval` actions and was not
+                approved; nothing ran.
             AetherUsageError: `resume` names no execution of this plan.
             ExecutionInterrupted: The Prefect API stopped answering for longer
                 than `api_outage_timeout`; resume the execution once it is back.
@@ -246,13 +266,54 @@ class PlanExecutor:
         # _run imports this module's models, so it is imported here, not at the top.
         from prefect_aether._run import PlanRun
 
-        levels = self.check(plan, user_inputs)
+        levels = self.check(plan, user_inputs, flow_ids=flow_ids)
+        await self.require_approval(plan, approved=approved, approval=approval)
         identity = await self.execution_for(plan, resume=resume, execution_id=execution_id)
         run = PlanRun(
             self, plan.resolve_actions(self.catalog), dict(user_inputs or {}), levels, identity
         )
         run.on_event = on_event
         return await run.start(list(tags or ()), flow_run_name or f"plan-{plan.plan_id}")
+
+    def approval_actions(self, plan: CandidatePlan) -> list[str]:
+        """The plan's actions tagged `aether:approval`, sorted."""
+        return sorted(
+            {
+                spec.name
+                for step in plan.steps
+                if (spec := self.catalog.get(step.action or step.action_ref or "")) is not None
+                and needs_approval(spec)
+            }
+        )
+
+    def check_approved(self, plan: CandidatePlan, *, approved: bool) -> None:
+        """Raise `ApprovalRequired` when the plan needs an approval and `approved` is False."""
+        actions = self.approval_actions(plan)
+        if actions and not approved:
+            raise _unapproved(plan, actions)
+
+    async def require_approval(
+        self,
+        plan: CandidatePlan,
+        *,
+        approved: bool = False,
+        approval: ApprovalCallback | None = None,
+    ) -> None:
+        """Raise `ApprovalRequired` unless the plan needs no approval or has one."""
+        actions = self.approval_actions(plan)
+        if not actions or approved:
+            return
+        if approval is None:
+            raise _unapproved(plan, actions)
+        named = ", ".join(actions)
+        answer = approval(plan, actions)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer is not True:
+            raise ApprovalRequired(
+                f"plan {plan.plan_id} (uses {named}) was not approved; nothing ran",
+                actions=actions,
+            )
 
     async def execution_for(
         self,
@@ -297,17 +358,21 @@ class PlanExecutor:
         tags: Iterable[str] | None = None,
         flow_run_name: str | None = None,
         resume: str | None = None,
+        flow_ids: Iterable[str] | None = None,
+        approved: bool = False,
     ) -> BackgroundExecutionHandle:
         """Start `execute` in a background thread with its own event loop.
 
         The plan is validated first, in the caller's thread, so a bad plan
-        raises `PlanValidationError` here. A crash inside becomes
+        raises `PlanValidationError` here (and one that needs an approval it was not
+        given, `ApprovalRequired`). A crash inside becomes
         `ExecutionResult(ok=False)`, never an unhandled exception.
 
         Examples:
             >>> handle = PlanExecutor(ActionCatalog()).execute_background  # doctest: +SKIP
         """
-        self.check(plan, user_inputs)
+        self.check(plan, user_inputs, flow_ids=flow_ids)
+        self.check_approved(plan, approved=approved)
         handle = BackgroundExecutionHandle(plan.plan_id)
 
         async def main() -> ExecutionResult:
@@ -318,10 +383,21 @@ class PlanExecutor:
                 tags=tags,
                 flow_run_name=flow_run_name,
                 resume=resume,
+                flow_ids=flow_ids,
+                approved=approved,
             )
 
         handle._start(main, on_complete)
         return handle
+
+
+def _unapproved(plan: CandidatePlan, actions: list[str]) -> ApprovalRequired:
+    return ApprovalRequired(
+        f"plan {plan.plan_id} uses {', '.join(actions)}, tagged {APPROVAL}: a person must "
+        "approve it first (approved=True after they did, or an approval= callback); "
+        "nothing ran",
+        actions=actions,
+    )
 
 
 async def _executions_of(plan_id: str, execution_id: str | None) -> list[str]:

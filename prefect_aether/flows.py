@@ -41,6 +41,7 @@ from prefect_aether.context import NodePlanner, get_planner
 from prefect_aether.exceptions import ExecutionError, PlanValidationError
 from prefect_aether.execute import ExecutionResult, PlanExecutor
 from prefect_aether.plan import CandidatePlan, step_dependencies
+from prefect_aether.policy import check_source
 from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import PlanStore
@@ -245,6 +246,8 @@ async def _run_plan(
         values.update(
             await _ask_for_values(plan, catalog, validation.missing_user_bindings, pause_timeout)
         )
+    # An `aether:approval` action makes the approval a must, whatever `approve` says.
+    approve = approve or bool(node.service.executor.approval_actions(plan))
     if approve:
         # Levels depend on the wiring only, not on the values just given.
         await acreate_markdown_artifact(
@@ -283,6 +286,7 @@ async def _run_plan(
         user_inputs=values,
         resume=execution.get("resume"),
         execution_id=execution.get("execution_id"),
+        approved=approve,
     )
     if not result.ok:
         first = next(iter(result.errors.items()), ("plan", "failed"))
@@ -312,11 +316,13 @@ async def plan_and_execute(
     Args:
         goal: What to do, in plain words.
         user_inputs: Values for `${user.*}` bindings known up front.
-        catalog: Modules, entrypoints and deployments the plan may use; the
-            `catalog_modules` and `catalog_deployment_tags` settings by default.
+        catalog: Modules, entrypoints and deployments the plan may use: by
+            default all that the `catalog_*` settings list; a parameter may only
+            name what they list (anything else fails the run before any import).
         planner: `auto` (the LLM when one is configured, else heuristic),
             `heuristic` or `llm`.
-        approve: Publish the plan as an artifact and wait for an approval.
+        approve: Publish the plan as an artifact and wait for an approval (always
+            done for a plan with an `aether:approval` action).
         allow_partial: Accept a plan that needs values nobody gave, and ask for
             them with a form; otherwise such a plan fails the run.
         max_concurrency: Most steps running at once.
@@ -355,9 +361,11 @@ async def _node(
 ) -> AsyncIterator[NodePlanner]:
     """A planner for this flow run: its catalog built, its LLM loaded, its store open."""
     settings = AetherSettings()
-    source = catalog or CatalogSource(
-        modules=settings.catalog_modules, deployment_tags=settings.catalog_deployment_tags
-    )
+    if catalog is not None:
+        # A run parameter is untrusted and importing runs code: it may only narrow what
+        # the settings allow, and is refused before anything is imported.
+        check_source(catalog, settings)
+    source = catalog or CatalogSource.from_settings()
     actions = await source.build()
     llm = None
     if llm_block:
@@ -436,7 +444,8 @@ async def execute_plan(
         plan: The plan: `{"steps": [...]}`.
         user_inputs: Values for `${user.*}` bindings.
         catalog: Where the plan's actions come from (see `plan_and_execute`).
-        approve: Wait for an approval before running.
+        approve: Wait for an approval before running (always done for a plan
+            with an `aether:approval` action).
         max_concurrency: Most steps running at once.
         resume: Continue an earlier execution (its id, or `"latest"`); a fresh
             execution by default (a Prefect retry of this run continues its own).

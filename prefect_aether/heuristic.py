@@ -161,11 +161,8 @@ class HeuristicPlanner:
     def _choices(self, ctx: PlanningContext, goal: Goal) -> list[_Choice]:
         derived = self._catalog()
         index = self.catalog.search_index()
-        allowed = (
-            None
-            if ctx.flow_ids is None
-            else {s.name for s in self.catalog.list_actions(flow_ids=ctx.flow_ids)}
-        )
+        # Planners never choose `aether:manual` actions.
+        allowed = {s.name for s in self.catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)}
         overall = index.scores(index.weights(goal.tokens))
         available = self._available(ctx, goal, derived)
         chosen: list[_Choice] = []
@@ -334,7 +331,11 @@ class HeuristicPlanner:
         await emit(PlanningEvent(phase="start", iteration=0, message=f"planning: {ctx.goal}"))
         plan = self.build(ctx)
         validation = validate_plan(
-            plan, self.catalog, user_inputs=ctx.user_inputs, flow_ids=ctx.flow_ids
+            plan,
+            self.catalog,
+            user_inputs=ctx.user_inputs,
+            flow_ids=ctx.flow_ids,
+            allow_manual=False,
         )
         await emit(
             PlanningEvent(

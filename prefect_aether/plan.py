@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 USER_NAMESPACE = "user"
+SECRET_NAMESPACE = "secret"
 _BINDING = re.compile(r"\$\{([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)*)\}")
 
 PathItem = str | int
@@ -58,10 +59,12 @@ class Binding(NamedTuple):
     binding on its hot path.
 
     Attributes:
-        kind: `"literal"`, `"external"` (`${user.key}`) or `"step_output"`.
+        kind: `"literal"`, `"external"` (`${user.key}`), `"secret"` (`${secret.block}`,
+            a Prefect `Secret` block read at execution time) or `"step_output"`.
         raw: The original value.
         value: The literal value (only for `kind="literal"`).
-        key: The user input key (only for `kind="external"`).
+        key: The user input key (`kind="external"`) or the Secret block's name
+            (`kind="secret"`).
         step_id: The producing step (only for `kind="step_output"`).
         output: The producing step's output slot (only for `kind="step_output"`).
         path: Items of the dotted path into the value (digits become list indices).
@@ -72,7 +75,7 @@ class Binding(NamedTuple):
         ('step_output', 'load', 'result', ('rows',))
     """
 
-    kind: Literal["literal", "external", "step_output"]
+    kind: Literal["literal", "external", "secret", "step_output"]
     raw: Any
     value: Any = None
     key: str | None = None
@@ -82,10 +85,9 @@ class Binding(NamedTuple):
 
     @property
     def reference(self) -> str:
-        """The binding written back as `step.output.path` or `user.key.path`."""
-        head = (
-            [USER_NAMESPACE, self.key] if self.kind == "external" else [self.step_id, self.output]
-        )
+        """The binding written back as `step.output.path`, `user.key.path` or `secret.name`."""
+        namespace = {"external": USER_NAMESPACE, "secret": SECRET_NAMESPACE}.get(self.kind)
+        head = [namespace, self.key] if namespace else [self.step_id, self.output]
         return ".".join(str(p) for p in [*head, *self.path])
 
 
@@ -129,14 +131,20 @@ def parse_binding(raw: Any) -> Binding:
                 "embedding bindings in text is not supported (write '$${' for a literal '${')"
             )
         raise BindingError(
-            f"malformed binding {raw!r}: expected '${{user.<key>}}' or "
-            "'${<step_id>.<output>}' with an optional dotted path of names and indices"
+            f"malformed binding {raw!r}: expected '${{user.<key>}}', '${{secret.<block-name>}}' "
+            "or '${<step_id>.<output>}' with an optional dotted path of names and indices"
         )
     head, name, rest = match.groups()
     path = tuple(int(p) if p.isdigit() else p for p in rest[1:].split(".")) if rest else ()
     # tuple.__new__ skips NamedTuple's Python-level __new__: this is the validator's hot path.
     if head == USER_NAMESPACE:
         return _new_binding(Binding, ("external", raw, None, name, None, None, path))
+    if head == SECRET_NAMESPACE:
+        if path:
+            raise BindingError(
+                f"malformed binding {raw!r}: '${{secret.<block-name>}}' takes no path"
+            )
+        return _new_binding(Binding, ("secret", raw, None, name, None, None, ()))
     return _new_binding(Binding, ("step_output", raw, None, None, head, name, path))
 
 

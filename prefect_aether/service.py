@@ -18,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import getpass
+import hashlib
 import logging
 import os
 import socket
@@ -31,6 +32,7 @@ from prefect_aether._words import tokenize
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted, LLMError
 from prefect_aether.execute import (
+    ApprovalCallback,
     BackgroundExecutionHandle,
     EventCallback,
     ExecutionResult,
@@ -311,7 +313,7 @@ class PlannerService:
             await self.store.save_plan(
                 result.plan,
                 goal=ctx.goal,
-                catalog_fingerprint=self.catalog.fingerprint,
+                catalog_fingerprint=self._cache_scope(ctx),
                 input_keys=ctx.user_inputs,
                 validation=result.validation,
                 planner=result.planner,
@@ -340,13 +342,30 @@ class PlannerService:
                 break
         return found
 
+    def _cache_scope(self, ctx: PlanningContext) -> str:
+        """What a cached plan is keyed by besides goal and input keys: the catalog and the
+        actions the caller may use (`flow_ids`), so a plan made for a wider caller is
+        never served to a narrower one."""
+        fingerprint = self.catalog.fingerprint
+        if ctx.flow_ids is None:
+            return fingerprint
+        scope = "\0".join([fingerprint, *sorted(set(ctx.flow_ids))])
+        return hashlib.sha256(scope.encode()).hexdigest()[: len(fingerprint)]
+
     async def _cached(self, ctx: PlanningContext, emit: EventLog) -> PlanResult | None:
-        """The stored plan for this goal, catalog and input keys, if it may still be used."""
+        """The stored plan for this goal, catalog, allowed actions and input keys, if it may
+        still be used (validated again, within `flow_ids` and without manual actions)."""
         assert self.store is not None
-        hit = await self.store.find_cached(ctx.goal, self.catalog.fingerprint, ctx.user_inputs)
+        hit = await self.store.find_cached(ctx.goal, self._cache_scope(ctx), ctx.user_inputs)
         if hit is None:
             return None
-        validation = validate_plan(hit.plan, self.catalog, user_inputs=ctx.user_inputs)
+        validation = validate_plan(
+            hit.plan,
+            self.catalog,
+            user_inputs=ctx.user_inputs,
+            flow_ids=ctx.flow_ids,
+            allow_manual=False,
+        )
         if validation.has_structural_errors or not (
             validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())
         ):
@@ -414,20 +433,26 @@ class PlannerService:
         flow_run_name: str | None = None,
         resume: str | None = None,
         execution_id: str | None = None,
+        flow_ids: Iterable[str] | None = None,
+        approved: bool = False,
+        approval: ApprovalCallback | None = None,
     ) -> ExecutionResult:
         """Execute a valid plan as one flow run tagged with `run`'s tags.
 
         With a store, the execution is recorded (start, end, flow run, outputs).
         `resume` continues an earlier execution (its id or `"latest"`);
-        `execution_id` names this one (see `PlanExecutor.execute`).
+        `execution_id` names this one; `flow_ids`, `approved` and `approval` are
+        checked as `PlanExecutor.execute` does.
 
         Raises:
-            PlanValidationError: The plan is invalid or misses user values;
-                nothing runs.
+            PlanValidationError: The plan is invalid, uses actions outside
+                `flow_ids` or misses user values; nothing runs.
+            ApprovalRequired: The plan needs a person's approval it did not get.
             ExecutionInterrupted: The Prefect API went away mid-plan; the store
                 records the execution as `Interrupted`.
         """
-        self.executor.check(plan, user_inputs)
+        self.executor.check(plan, user_inputs, flow_ids=flow_ids)
+        await self.executor.require_approval(plan, approved=approved, approval=approval)
         return await self._execute_recorded(
             self.store,
             plan,
@@ -437,6 +462,8 @@ class PlannerService:
             on_event=on_event,
             tags=(run or RunInfo()).tags(),
             flow_run_name=flow_run_name,
+            flow_ids=flow_ids,
+            approved=True,
         )
 
     async def _execute_recorded(
@@ -487,13 +514,17 @@ class PlannerService:
         on_complete: Callable[[ExecutionResult], Any] | None = None,
         run: RunInfo | None = None,
         resume: str | None = None,
+        flow_ids: Iterable[str] | None = None,
+        approved: bool = False,
     ) -> BackgroundExecutionHandle:
-        """Start `execute_plan` in the background; a bad plan raises here, before anything runs.
+        """Start `execute_plan` in the background; a bad plan (or one that needs an approval
+        it was not given) raises here, before anything runs.
 
         With a store, the background thread records the execution through its
         own connection (database connections belong to one event loop).
         """
-        self.executor.check(plan, user_inputs)
+        self.executor.check(plan, user_inputs, flow_ids=flow_ids)
+        self.executor.check_approved(plan, approved=approved)
         handle = BackgroundExecutionHandle(plan.plan_id)
         url, timeout = (self.store.url, self.store.timeout) if self.store else (None, None)
 
@@ -507,6 +538,8 @@ class PlannerService:
                     user_inputs=user_inputs,
                     on_event=on_event,
                     tags=(run or RunInfo()).tags(),
+                    flow_ids=flow_ids,
+                    approved=True,
                 )
             finally:
                 if store is not None:
@@ -552,6 +585,8 @@ class PlannerService:
         planning_events_cb: PlanningCallback | None = None,
         execution_events_cb: EventCallback | None = None,
         run: RunInfo | None = None,
+        approved: bool = False,
+        approval: ApprovalCallback | None = None,
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, ExecutionResult | None]:
         """Plan `goal`, then execute the plan if it may run.
@@ -560,7 +595,9 @@ class PlannerService:
         values nobody gave) runs only with `allow_partial=True` and an
         `ask_missing` handler that supplies the values; otherwise the result
         comes back with no execution (`None`) and the plan result says what is
-        missing. `plan_kwargs` go to `plan` (`instruction`, `flow_ids`, ...).
+        missing. `plan_kwargs` go to `plan` (`instruction`, `flow_ids`, ...); the
+        executor checks `flow_ids` again. A plan with `aether:approval` actions runs
+        only `approved` or when `approval` says so (else `ApprovalRequired`).
         """
         result, values = await self._plan_for_execution(
             goal, user_inputs, allow_partial, ask_missing, planning_events_cb, plan_kwargs
@@ -568,7 +605,13 @@ class PlannerService:
         if result.plan is None or values is None:
             return result, None
         executed = await self.execute_plan(
-            result.plan, user_inputs=values, on_event=execution_events_cb, run=run
+            result.plan,
+            user_inputs=values,
+            on_event=execution_events_cb,
+            run=run,
+            flow_ids=plan_kwargs.get("flow_ids"),
+            approved=approved,
+            approval=approval,
         )
         return result, executed
 
@@ -583,6 +626,7 @@ class PlannerService:
         execution_events_cb: EventCallback | None = None,
         on_complete: Callable[[ExecutionResult], Any] | None = None,
         run: RunInfo | None = None,
+        approved: bool = False,
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, BackgroundExecutionHandle | None]:
         """Like `plan_and_execute`, but the execution runs in the background."""
@@ -597,6 +641,8 @@ class PlannerService:
             on_event=execution_events_cb,
             on_complete=on_complete,
             run=run,
+            flow_ids=plan_kwargs.get("flow_ids"),
+            approved=approved,
         )
         return result, handle
 

@@ -89,11 +89,39 @@ class AetherSettings(PrefectBaseSettings):
 
     catalog_modules: list[str] = Field(
         default_factory=list,
-        description="Modules (dotted names or .py paths) of the default catalog (get_planner).",
+        description=(
+            "Modules (dotted names or .py paths) of the default catalog; the only modules the "
+            "deployable flows' catalog parameter may name."
+        ),
+    )
+    catalog_entrypoints: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Flows (`path.py:fn`, `pkg.mod:fn`) of the default catalog; the only entrypoints "
+            "outside catalog_modules the deployable flows' catalog parameter may name."
+        ),
+    )
+    catalog_deployments: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Deployments (`flow/deployment`) of the default catalog; the only ones the "
+            "deployable flows' catalog parameter may name."
+        ),
     )
     catalog_deployment_tags: list[str] = Field(
         default_factory=list,
-        description="Deployments with any of these tags join the default catalog.",
+        description=(
+            "Deployments with any of these tags join the default catalog; the only tags the "
+            "deployable flows' catalog parameter may name."
+        ),
+    )
+    max_step_retries: int = Field(
+        default=5, ge=0, description="Most retries a plan step may ask for (extras.retries)."
+    )
+    max_step_timeout_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Longest timeout a plan step may ask for (extras.timeout_seconds).",
     )
     deployment_poll_interval: float = Field(
         default=2.0, gt=0, description="Seconds between polls of a running deployment step."

@@ -635,7 +635,9 @@ class PlanStore:
         return await self._read(f"read the approvals of plan {plan_id}", work)
 
     async def memory_snippets(self, goal: str, *, limit: int = 3) -> list[str]:
-        """The last `limit` executions of `goal`, one line each, for the planner.
+        """The last `limit` executions of `goal`, one line each, for the planner: the plan's
+        steps and how it ended, never its outputs or error texts (step outputs are
+        untrusted: they must not reach a prompt).
 
         Examples:
             >>> import tempfile
@@ -648,10 +650,16 @@ class PlanStore:
             steps = " -> ".join(f"{s.id}:{s.action}" for s in plan.plan.steps[:12])
             when = run.started_at.strftime("%Y-%m-%d %H:%M UTC")
             outcome = run.status.lower()
-            tail = f"; error: {run.error}" if run.error else ""
-            shown = f"; outputs: {run.output_preview}" if run.output_preview else ""
-            lines.append(f"{when}: plan {plan.plan_id} ({steps}) {outcome}{shown}{tail}")
+            failed = _failed_step(run.error) if run.error else None
+            tail = f" at step {failed}" if failed else ""
+            lines.append(f"{when}: plan {plan.plan_id} ({steps}) {outcome}{tail}")
         return lines
+
+
+def _failed_step(error: str) -> str | None:
+    """The step id an execution's error starts with (`"<step>: <message>"`), if any."""
+    head = error.partition(":")[0]
+    return head if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", head) else None
 
 
 async def _block_url(name: str) -> str:

@@ -38,6 +38,7 @@ from prefect_aether._schema import MISSING, coarse_type, compatible, schema_at_p
 from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot
 from prefect_aether.exceptions import BindingError
 from prefect_aether.plan import (
+    SECRET_NAMESPACE,
     USER_NAMESPACE,
     Binding,
     CandidatePlan,
@@ -46,6 +47,7 @@ from prefect_aether.plan import (
     nesting_depth,
     parse_binding,
 )
+from prefect_aether.policy import MANUAL
 from prefect_aether.settings import AetherSettings
 
 __all__ = ["IssueKind", "ValidationIssue", "ValidationResult", "validate_plan"]
@@ -66,21 +68,52 @@ IssueKind = Literal[
     "invalid_binding",
     "invalid_policy",
     "secret_binding",
+    "manual_action",
 ]
 
 RUN_MODES = ("task", "subflow")
 _UNCHECKED: Any = object()
-_STEP_ID = re.compile(r"[A-Za-z0-9_-]+")
+# Step ids become flow run names, tags and graph labels: identifiers only.
+_STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESERVED_IDS = {USER_NAMESPACE, SECRET_NAMESPACE}
+# Prefect's rule for block document names.
+_BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _MAX_CANDIDATES = 5
 # `${user.<key>}` names that ask a person (or an LLM) for a secret: the value would be
 # stored with the plan's parameters, shown in forms and logged. Whole words only, so
 # `token_limit` or `password_policy_url` are not flagged.
-_SECRET_LAST_WORDS = {"secret", "password", "passwd", "pwd", "token", "apikey", "credentials"}
-_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")}
+_SECRET_LAST_WORDS = {
+    "secret",
+    "secrets",
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "pin",
+    "token",
+    "jwt",
+    "apikey",
+    "credential",
+    "credentials",
+    "cred",
+    "creds",
+    "privatekey",
+    "cookie",
+    "otp",
+}
+_SECRET_PAIRS = {
+    ("api", "key"),
+    ("access", "key"),
+    ("private", "key"),
+    ("secret", "key"),
+    ("signing", "key"),
+    ("client", "secret"),
+}
 
 
 def looks_like_secret(key: str) -> bool:
-    """Whether a user input key names a secret (`api_key`, `DB_PASSWORD`, `authToken`).
+    """Whether a user input key or slot name names a secret (`api_key`, `DB_PASSWORD`,
+    `authToken`, `ssh_passphrase`, `card_pin`).
 
     Examples:
         >>> [looks_like_secret(k) for k in ("OPENAI_API_KEY", "token_limit", "authToken")]
@@ -164,6 +197,7 @@ def validate_plan(
     user_inputs: Mapping[str, Any] | None = None,
     flow_ids: Iterable[str] | None = None,
     max_steps: int | None = None,
+    allow_manual: bool = True,
 ) -> ValidationResult:
     """Check a plan against a catalog before anything runs.
 
@@ -174,6 +208,8 @@ def validate_plan(
             against the inputs they feed.
         flow_ids: Restrict actions to these groups (and global actions).
         max_steps: Largest plan accepted; defaults to the `max_steps` setting.
+        allow_manual: Whether the plan may use `aether:manual` actions; planners
+            validate with False (only a hand-written plan may use them).
 
     Returns:
         The result; it never raises for a bad plan.
@@ -196,7 +232,7 @@ def validate_plan(
         )
         return _result([issue], {}, [])
     with _gc_paused():
-        return _Validator(plan, catalog, user_inputs or {}, flow_ids).run()
+        return _Validator(plan, catalog, user_inputs or {}, flow_ids, allow_manual).run()
 
 
 @contextmanager
@@ -255,14 +291,19 @@ class _Validator:
         catalog: ActionCatalog,
         user_inputs: Mapping[str, Any],
         flow_ids: Iterable[str] | None,
+        allow_manual: bool = True,
     ) -> None:
         self.plan = plan
+        self.allow_manual = allow_manual
         self.catalog = catalog
         self.user_inputs = user_inputs
         self.allowed = (
             None if flow_ids is None else {s.name for s in catalog.list_actions(flow_ids=flow_ids)}
         )
-        self.max_depth = AetherSettings().max_input_depth
+        settings = AetherSettings()
+        self.max_depth = settings.max_input_depth
+        self.max_retries = settings.max_step_retries
+        self.max_timeout = settings.max_step_timeout_seconds
         self.issues: list[ValidationIssue] = []
         self.missing: dict[str, list[str]] = {}
         self.order: dict[str, int] = {}
@@ -309,11 +350,12 @@ class _Validator:
                 continue
             order[sid] = position
             unique.append(step)
-            if sid == USER_NAMESPACE or _STEP_ID.fullmatch(sid) is None:
+            if sid in _RESERVED_IDS or _STEP_ID.fullmatch(sid) is None:
                 self.issue(
                     "invalid_step_id",
-                    f"Step id {sid!r} must be ASCII letters, digits, '_' or '-' (and not "
-                    "'user') so that bindings can name it.",
+                    f"Step id {sid!r} must be an identifier: ASCII letters, digits and '_', "
+                    "not starting with a digit (and not 'user' or 'secret'), so that bindings, "
+                    "run names and graphs can name it.",
                     step,
                     field="id",
                 )
@@ -336,6 +378,15 @@ class _Validator:
             action = self.resolved[name] = _Action(spec) if spec is not None and allowed else None
         if action is None:
             self._resolve(step)
+        elif not self.allow_manual and MANUAL in action.spec.tags:
+            self.issue(
+                "manual_action",
+                f"Action {action.spec.name!r} is tagged {MANUAL}: a planner may not choose it; "
+                "only a hand-written plan may run it.",
+                step,
+                field="action",
+                action=action.spec.name,
+            )
         return action
 
     def _resolve(self, step: PlanStep) -> None:
@@ -361,8 +412,14 @@ class _Validator:
         checks: list[tuple[str, bool, str]] = []
         if "retries" in extras:
             value = extras["retries"]
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            checks.append(("retries", ok, "a non-negative integer"))
+            ok = (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and 0 <= value <= self.max_retries
+            )
+            checks.append(
+                ("retries", ok, f"an integer from 0 to {self.max_retries} (max_step_retries)")
+            )
         if "retry_delay_seconds" in extras:
             value = extras["retry_delay_seconds"]
             items = value if isinstance(value, list) else [value]
@@ -370,7 +427,14 @@ class _Validator:
             checks.append(("retry_delay_seconds", ok, "a non-negative number or a list of them"))
         if "timeout_seconds" in extras:
             value = extras["timeout_seconds"]
-            checks.append(("timeout_seconds", _is_number(value) and value > 0, "a positive number"))
+            ok = _is_number(value) and 0 < value <= self.max_timeout
+            checks.append(
+                (
+                    "timeout_seconds",
+                    ok,
+                    f"a positive number up to {self.max_timeout:g} (max_step_timeout_seconds)",
+                )
+            )
         if "reuse_within" in extras:
             value = extras["reuse_within"]
             ok = _is_number(value) and value > 0
@@ -421,6 +485,8 @@ class _Validator:
                     self._check_step_output(step, field, binding, target, deps)
                 elif binding.kind == "external":
                     self._check_external(step, spec, slot, field, field, binding, ())
+                elif binding.kind == "secret":
+                    self._check_secret(step, spec, field, binding)
                 elif slot is not None:
                     self._check_literal(step, spec, slot, field, binding.value)
             elif isinstance(value, (dict, list)):
@@ -501,6 +567,8 @@ class _Validator:
             has_binding = True
             if binding.kind == "external":
                 self._check_external(step, spec, slot, field, where, binding, loc)
+            elif binding.kind == "secret":
+                self._check_secret(step, spec, where, binding)
             else:
                 target = schema_at_path(slot.json_schema, loc) if slot is not None else None
                 self._check_step_output(step, where, binding, target, deps)
@@ -518,12 +586,13 @@ class _Validator:
         loc: tuple[str | int, ...],
     ) -> None:
         key = binding.key or ""
-        if looks_like_secret(key):
+        if looks_like_secret(key) or (slot is not None and _secret_slot(slot)):
+            named = key if looks_like_secret(key) else f"{spec.name if spec else ''}.{field}"
             self.issue(
                 "secret_binding",
-                f"{binding.raw} asks for {key!r}, which names a secret; plan inputs are stored, "
-                "shown in forms and logged, so secrets must not be among them: let the flow "
-                "load a Prefect Secret block instead.",
+                f"{binding.raw} asks for a secret ({named!r}); plan inputs are stored, shown in "
+                "forms and logged, so secrets must not be among them: save it in a Prefect "
+                "Secret block and bind '${secret.<block-name>}' instead.",
                 step,
                 field=where,
             )
@@ -532,6 +601,30 @@ class _Validator:
             self.missing.setdefault(key, []).append(f"{step.id}.{where}")
         elif not loc and not binding.path:
             self._check_literal(step, spec, slot, field, self.user_inputs[key], user_key=key)
+
+    def _check_secret(
+        self, step: PlanStep, spec: ActionSpec | None, where: str, binding: Binding
+    ) -> None:
+        """`${secret.<block>}`: a Prefect Secret block read when the step runs, only where
+        its value stays in this process (a task-mode step)."""
+        name = binding.key or ""
+        problem = None
+        if _BLOCK_NAME.fullmatch(name) is None:
+            problem = "block names are lowercase letters, digits and '-'"
+        elif spec is not None and spec.kind == "deployment":
+            problem = (
+                "a deployment run's parameters are stored on the Prefect server; let the "
+                "deployment's flow load the Secret block itself"
+            )
+        elif step.extras.get("run_as") == "subflow":
+            problem = (
+                "a child flow run's parameters are stored on the Prefect server; a step "
+                "given a secret runs as a task"
+            )
+        if problem is not None:
+            self.issue(
+                "secret_binding", f"{binding.raw} cannot be used here: {problem}.", step, where
+            )
 
     def _unknown_step(self, step: PlanStep, where: str, name: str, said: str) -> None:
         close = difflib.get_close_matches(name, list(self.order), n=3, cutoff=0.6)
@@ -699,6 +792,15 @@ class _Validator:
             cycle=cycle,
         )
         return []
+
+
+def _secret_slot(slot: IOSlot) -> bool:
+    """A slot that takes a secret: by its name, or a `SecretStr` annotation (whose JSON
+    schema says `format: password`, `writeOnly`)."""
+    schema = slot.json_schema
+    return looks_like_secret(slot.name) or (
+        schema.get("format") == "password" or schema.get("writeOnly") is True
+    )
 
 
 def _is_number(value: Any) -> bool:

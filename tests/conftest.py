@@ -15,7 +15,10 @@ import pytest
 
 from tests.browser import ARGS, BrowserUnavailable, chromium
 from tests.llm_server import ScriptedLLMServer
-from tests.processes import PostgresServer, PostgresUnavailable, PrefectServer
+from tests.processes import ALLOWED_MODULES, PostgresServer, PostgresUnavailable, PrefectServer
+
+# What the deployable flows may import when the tests call them in this process.
+os.environ["PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES"] = ALLOWED_MODULES
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,21 @@ GROUPS = {
         "forged_results_planted",
         "forged_results_trusted",
     ),
+    # Attacks tried and blocked, by kind (tests/test_guardrails.py and friends).
+    "guardrails": tuple(
+        f"{kind}_{outcome}"
+        for kind in (
+            "parameter_code_injection",
+            "ui_injection",
+            "cache_bypass",
+            "excess_retries",
+            "secret_leaks",
+            "prompt_injection",
+            "unplanned_manual_actions",
+            "unapproved_runs",
+        )
+        for outcome in ("tried", "blocked")
+    ),
 }
 
 

@@ -7,6 +7,7 @@ fixture ends; its output goes to a log file that the error messages point at.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -23,6 +24,19 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# The modules the deployable flows may import in the tests (a run parameter may only
+# narrow them): PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES of every test process.
+ALLOWED_MODULES = json.dumps(
+    [
+        "tests.hitl_flows",
+        "tests.exec_flows",
+        "tests.deploy_flows",
+        "tests.crash_flows",
+        "tests.sample_flows",
+        "tests.guarded_flows",
+        "flows/pipeline.py",
+    ]
+)
 
 
 def free_port() -> int:
@@ -102,6 +116,7 @@ class PrefectServer:
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "1",
             "PYTHONPATH": str(ROOT),
+            "PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES": ALLOWED_MODULES,
         }
         self.processes: list[Process] = []
         self.runs: Path = home

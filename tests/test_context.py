@@ -137,7 +137,7 @@ def test_get_planner_builds_the_catalog_from_settings(monkeypatch: pytest.Monkey
         return [spec.name for spec in get_planner().catalog]
 
     assert uses_default() == ["greet", "shout"]
-    monkeypatch.delenv("PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES")
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES", "[]")
 
     @flow
     def no_catalog() -> None:

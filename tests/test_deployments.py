@@ -22,7 +22,7 @@ from prefect.deployments import arun_deployment
 from prefect_aether import ActionCatalog, CandidatePlan, CatalogError
 from prefect_aether.execute import PlanExecutor
 from prefect_aether.store import PlanStore
-from tests import hitl_flows
+from tests import figures, hitl_flows
 from tests.conftest import use_server
 from tests.processes import BIN, ROOT, PrefectServer
 
@@ -306,7 +306,7 @@ def test_the_deployable_flows_survive_a_pickle_round_trip_into_a_new_process(
 
 
 async def test_served_flows_run_when_triggered_with_prefect_deployment_run(
-    real_server: PrefectServer,
+    real_server: PrefectServer, tmp_path: Path
 ) -> None:
     real_server.start([sys.executable, "-m", "tests.serve_aether"], "serve-aether")
 
@@ -340,3 +340,28 @@ async def test_served_flows_run_when_triggered_with_prefect_deployment_run(
             outputs[name] = await flow_run.state.aresult()
     assert outputs["aether-plan-and-execute/served-goal"]["outputs"] == {"result": "hello ada"}
     assert outputs["aether-execute-plan/served-plan"]["outputs"] == {"result": "hello bo"}
+
+    # An attacker who may start runs names a file of their own (and a module) as the
+    # catalog: refused before any import, so the file's top-level code never runs.
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    for modules in ([str(evil)], ["tests.hitl_flows", str(evil)], ["os"]):
+        figures.add("guardrails.parameter_code_injection_tried")
+        out = prefect_cli(
+            real_server,
+            "deployment",
+            "run",
+            "aether-execute-plan/served-plan",
+            "--params",
+            json.dumps({"plan": plan, "catalog": {"modules": modules}}),
+        )
+        match = re.search(r"UUID: ([0-9a-f-]{36})", out)
+        assert match is not None, out
+        with use_server(real_server):
+            flow_run = await wait_for_flow_run(UUID(match.group(1)), timeout=180)
+        assert flow_run.state is not None
+        assert flow_run.state.is_failed(), flow_run.state
+        assert "PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES" in str(flow_run.state.message)
+        assert not marker.exists()
+        figures.add("guardrails.parameter_code_injection_blocked")

@@ -98,7 +98,24 @@ async def test_planning_stops_at_the_token_budget(
     assert result.usage["total_tokens"] == 160
     failure = result.events[-1]
     assert failure.phase == "failure"
-    assert "160 tokens spent, at most 150 per plan (max_planning_tokens)" in failure.message
+    assert "the server reported 160" in failure.message
+    assert "at most 150 per plan (max_planning_tokens)" in failure.message
+
+
+async def test_the_token_budget_holds_when_the_server_reports_no_usage(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Usage numbers come from the server: one that reports none (or too few) cannot lift
+    the budget, since the planner counts the prompt and answer bytes itself."""
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_MAX_PLANNING_TOKENS", "200")
+    llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
+    llm_server.script(*[Reply.chat("not a plan " * 100, prompt_tokens=0, completion_tokens=0)] * 3)
+    result = await ActionPlanner(catalog, llm, max_iter=3).plan(PlanningContext(goal="load"))
+    assert result.plan is None
+    assert len(llm_server.requests) == 1
+    failure = result.events[-1]
+    assert failure.phase == "failure"
+    assert "the server reported 0" in failure.message, failure.message
 
 
 @pytest.mark.parametrize("value", [0, 65])

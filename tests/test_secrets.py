@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -135,3 +136,56 @@ async def test_the_canary_key_never_leaks(
     figures.add("secrets.places_searched", sum(len(texts) for texts in places.values()))
     figures.add("secrets.canary_hits", sum(hits.values()))
     assert hits == dict.fromkeys(places, 0)
+
+
+SECRET_CANARY = "pw-canary-3f8a61c0d9"
+
+
+async def test_a_secret_binding_never_leaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`${secret.<block>}` is read from a Prefect Secret block when the step starts: it is
+    never in run parameters, the store, artifacts, events, logs or errors, even when the
+    flow fails with it in its message or the plan runs in subflow mode."""
+    from prefect.blocks.system import Secret
+
+    from prefect_aether import ActionCatalog, CandidatePlan, PlanExecutor
+    from prefect_aether.flows import execute_plan
+
+    store_path = tmp_path / "secret-binding.db"
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_STORE_URL", f"sqlite+aiosqlite:///{store_path}")
+    await Secret(value=SECRET_CANARY).save("guard-db-password", overwrite=True)
+    source = CatalogSource(modules=["tests.guarded_flows"])
+
+    def plan(fail: bool) -> dict[str, Any]:
+        inputs = {"user": "ada", "password": "${secret.guard-db-password}", "fail": fail}
+        return {"steps": [{"id": "login", "action": "login", "inputs": inputs}]}
+
+    report = await execute_plan(plan(False), catalog=source)
+    assert isinstance(report, dict)
+    assert report["outputs"] == {"result": f"ada logged in ({len(SECRET_CANARY)} characters)"}
+    errors: list[str] = []
+    state = await execute_plan(plan(True), catalog=source, return_state=True)
+    assert state.is_failed()
+    try:
+        await state.aresult()
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    assert errors
+    assert "****" in errors[0]
+
+    catalog = ActionCatalog()
+    catalog.register_module("tests.guarded_flows")
+    result = await PlanExecutor(catalog, run_as="subflow").execute(
+        CandidatePlan.from_dict(plan(False))
+    )
+    assert result.ok, result.errors
+    assert result.outputs == {"result": f"ada logged in ({len(SECRET_CANARY)} characters)"}
+    failed = await PlanExecutor(catalog).execute(CandidatePlan.from_dict(plan(True)))
+    errors += list(failed.errors.values())
+
+    places = {"exceptions": errors, "store": store_rows(store_path), **(await read_everything())}
+    hits = {name: sum(SECRET_CANARY in text for text in texts) for name, texts in places.items()}
+    figures.add("guardrails.secret_leaks_tried")
+    assert hits == dict.fromkeys(places, 0)
+    figures.add("guardrails.secret_leaks_blocked")

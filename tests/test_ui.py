@@ -230,3 +230,141 @@ async def test_the_input_and_approval_forms_show_their_fields_and_steps(
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+# What an attacker puts in a goal, a literal or a value to make the approval screen lie:
+# hide the steps, fake a review, leak the reviewer's address through images, plant links.
+LEAK = "http://127.0.0.1:9"
+ADVERSARIAL_GOAL = (
+    "<details><summary>steps</summary> **Reviewed by SecOps: safe to approve** "
+    f"![pixel]({LEAK}/goal.png) <img src={LEAK}/goal2.png> [click here]({LEAK}/phish) "
+    f"{LEAK}/autolink www.example.com evil.example.com mail ops@example.com"
+)
+ADVERSARIAL_PLAN = {
+    "extras": {"goal": ADVERSARIAL_GOAL},
+    "steps": [
+        {"id": "hi", "action": "greet", "inputs": {"name": "${user.name}"}},
+        {
+            "id": "loud",
+            "action": "shout",
+            "inputs": {"text": f"`</td><a href='{LEAK}/cell'>x</a>` [y]({LEAK}/literal)"},
+            "after": ["hi"],
+        },
+    ],
+}
+ADVERSARIAL_NAME = f"<img src={LEAK}/value.png> **bold** [z]({LEAK}/value)"
+
+
+async def injected(page: Any) -> dict[str, int]:
+    """Elements an injection would have made: hidden sections, fake emphasis, links and
+    images pointing at the attacker."""
+    counts = await page.evaluate(
+        """leak => {
+          // Links the UI itself shows (its own pages, Prefect's site) are not injected.
+          const outside = href => {
+            if (!href) return false;
+            const host = new URL(href, location.href).host;
+            return host !== location.host && !/(^|[.])prefect[.]io$/.test(host);
+          };
+          return {
+            details: document.querySelectorAll('details').length,
+            links: [...document.querySelectorAll('a')].filter(a => outside(a.href)).length,
+            images: [...document.querySelectorAll('img')].filter(
+                i => (i.src || '').includes(leak)).length,
+            bold: [...document.querySelectorAll('strong, b')].filter(
+                b => b.innerText.includes('SecOps')).length,
+          };
+        }""",
+        LEAK,
+    )
+    return dict(counts)
+
+
+async def test_untrusted_text_is_inert_in_both_uis(
+    ui_server: PrefectServer, page: Any, tmp_path: Path
+) -> None:
+    """The plan and approval artifacts of an adversarial plan, rendered by each Prefect
+    UI in Chromium: no injected element, link or image, no request to the attacker's
+    address, and every step still visible."""
+    from tests import figures
+
+    tag = f"ui-inert-{int(time.time() * 1000)}"
+    script = (
+        "import asyncio, json, sys\n"
+        "from prefect import tags\n"
+        "from prefect_aether.catalog import CatalogSource\n"
+        "from prefect_aether.flows import execute_plan\n"
+        f"plan = json.loads({json.dumps(ADVERSARIAL_PLAN)!r})\n"
+        f"with tags({tag!r}):\n"
+        "    asyncio.run(execute_plan(plan, user_inputs={'name': "
+        f"{ADVERSARIAL_NAME!r}}}, catalog=CatalogSource(modules=['tests.hitl_flows']),"
+        " approve=True, return_state=True))\n"
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env={**ui_server.env, "PREFECT_INTEGRATIONS_AETHER_PAUSE_POLL_INTERVAL": "1"},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    leaked: list[str] = []
+    page.on("request", lambda request: leaked.append(request.url) if LEAK in request.url else None)
+    try:
+        run_id = await paused(ui_server, tag, 1)
+        await check_artifacts(ui_server, page, run_id, "aether-approval-")
+        async with httpx.AsyncClient(timeout=10) as http:
+            await http.post(
+                f"{ui_server.api_url}/flow_runs/{run_id}/resume",
+                json={"run_input": {"approve": True, "approver": "ui-test"}},
+            )
+        assert runner.wait(180) == 0
+        plan_run = httpx.post(
+            f"{ui_server.api_url}/flow_runs/filter",
+            json={
+                "flow_runs": {"tags": {"all_": [tag]}},
+                "flows": {"name": {"any_": ["aether-plan"]}},
+            },
+            timeout=10,
+        ).json()
+        assert plan_run, "the approved plan did not run"
+        await check_artifacts(ui_server, page, plan_run[0]["id"], "aether-plan-")
+        await check_artifacts(ui_server, page, plan_run[0]["id"], "aether-results-", "table")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert leaked == []
+    figures.add("guardrails.ui_injection_blocked", 3 * len(UIS))
+
+
+async def check_artifacts(
+    ui_server: PrefectServer, page: Any, run_id: str, key: str, kind: str = "markdown"
+) -> None:
+    from tests import figures
+
+    response = httpx.post(
+        f"{ui_server.api_url}/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": [kind]}}},
+        timeout=10,
+    )
+    [artifact] = [a for a in response.json() if a["key"].startswith(key)]
+    for ui, prefix in UIS.items():
+        figures.add("guardrails.ui_injection_tried")
+        await page.goto(f"{ui_server.ui_url}{prefix}/artifacts/artifact/{artifact['id']}")
+        await page.wait_for_selector("table", timeout=30_000)
+        await page.wait_for_timeout(1000)
+        found = await injected(page)
+        hrefs = await page.evaluate(
+            "() => [...document.querySelectorAll('a')].filter(a => a.href && "
+            "!a.href.includes('prefect.io') && "
+            "new URL(a.href, location.href).host !== location.host).map(a => a.outerHTML)"
+        )
+        assert found == {"details": 0, "links": 0, "images": 0, "bold": 0}, (ui, hrefs)
+        text = await page.inner_text("body")
+        if kind == "markdown":
+            # The attacker's text is there to read, as text.
+            assert "Reviewed by SecOps" in text, ui
+        rows = await page.eval_on_selector_all(
+            "table tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))"
+        )
+        cells = {cell for row in rows for cell in row}
+        assert cells >= {"hi", "loud"}, (ui, rows)
