@@ -9,23 +9,24 @@ import logging
 import re
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
-import httpx
 from prefect import Flow, tags
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext, TagsContext
 from prefect.logging import get_run_logger
 from prefect.states import Completed, aget_state_exception
+from prefect.task_runners import TaskRunner
 from pydantic import BaseModel
 
 from prefect_aether import _report, _secrets, _steps
 from prefect_aether._callbacks import notify
-from prefect_aether._results import MISSING, code_hash, inputs_hash
-from prefect_aether.catalog import ActionSpec
+from prefect_aether._results import MISSING, StepResults, code_hash, inputs_hash
+from prefect_aether._watch import ApiOutage, watch_api
+from prefect_aether.catalog import ActionCatalog, ActionSpec
 from prefect_aether.exceptions import ExecutionError, ExecutionInterrupted
-from prefect_aether.execute import (
+from prefect_aether.execution import (
     PLAN_FLOW_NAME,
     EventCallback,
     ExecutionEvent,
@@ -34,9 +35,6 @@ from prefect_aether.execute import (
 )
 from prefect_aether.plan import CandidatePlan, PlanStep, step_dependencies
 from prefect_aether.settings import AetherSettings
-
-if TYPE_CHECKING:
-    from prefect_aether.execute import PlanExecutor
 
 logger = logging.getLogger("prefect_aether.execute")
 _SUMMARY_CHARS = 500
@@ -50,12 +48,33 @@ class _StepRecord(BaseModel):
     preview: str = ""
 
 
+class Options(Protocol):
+    """What an execution reads of its executor (`PlanExecutor` is one)."""
+
+    @property
+    def catalog(self) -> ActionCatalog: ...
+    @property
+    def results(self) -> StepResults: ...
+    @property
+    def max_concurrency(self) -> int: ...
+    @property
+    def fail_fast(self) -> bool: ...
+    @property
+    def run_as(self) -> str: ...
+    @property
+    def tag_steps(self) -> bool: ...
+    @property
+    def reuse_within(self) -> dt.timedelta | None: ...
+    @property
+    def task_runner(self) -> TaskRunner[Any] | None: ...
+
+
 class PlanRun:
     """The state of one execution, shared by the parent flow function and the scheduler."""
 
     def __init__(
         self,
-        executor: PlanExecutor,
+        executor: Options,
         plan: CandidatePlan,
         user_inputs: dict[str, Any],
         levels: list[list[str]],
@@ -102,6 +121,7 @@ class PlanRun:
             description="A prefect-aether plan: one child run per step.",
             validate_parameters=False,
             persist_result=False,
+            task_runner=self.executor.task_runner,
         )
         # The run's parameters stay small whatever the plan and inputs weigh (Prefect caps
         # them at 512 KiB): the plan and the values live in this process and the store.
@@ -127,44 +147,19 @@ class PlanRun:
         return self.result(ok=False)
 
     async def watch_api(self, run: asyncio.Future[Any]) -> Any:
-        """Await the parent flow run while checking that the Prefect API answers; past
-        `api_outage_timeout` without an answer, stop it and raise `ExecutionInterrupted`.
-
-        Prefect's client would otherwise retry every call for minutes per call. The
-        embedded server lives in this process, so it is not watched.
-        """
-        from prefect.settings import PREFECT_API_URL
-
-        url = PREFECT_API_URL.value()
-        if not url:
-            return await run
-        limit = AetherSettings().api_outage_timeout
-        every = min(5.0, max(0.2, limit / 5))
-        last_answer = time.monotonic()
-        async with httpx.AsyncClient(timeout=min(5.0, every)) as http:
-            while True:
-                done, _ = await asyncio.wait({run}, timeout=every)
-                if done:
-                    return run.result()
-                try:
-                    answer = await http.get(f"{url.rstrip('/')}/health")
-                    if answer.status_code < 500:
-                        last_answer = time.monotonic()
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() - last_answer > limit:
-                    break
-        run.cancel()
-        # Prefect's engine may still be retrying calls to the API: give it a moment only.
-        await asyncio.wait({run}, timeout=2)
-        raise ExecutionInterrupted(
-            f"the Prefect API at {url} did not answer for {limit:g} s (api_outage_timeout); "
-            f"execution {self.execution_id} of plan {self.plan_id} stopped. Its finished "
-            f"steps are kept: once the API is back, resume it (`prefect-aether run PLAN "
-            f"--resume {self.execution_id}`, or `execute(plan, resume=...)`).",
-            execution_id=self.execution_id,
-            flow_run_id=self.flow_run_id,
-        )
+        """Await the parent flow run while the Prefect API answers (see `_watch`)."""
+        try:
+            return await watch_api(run)
+        except ApiOutage as outage:
+            raise ExecutionInterrupted(
+                f"the Prefect API at {outage.url} did not answer for {outage.limit:g} s "
+                f"(api_outage_timeout); execution {self.execution_id} of plan {self.plan_id} "
+                "stopped. Its finished steps are kept: once the API is back, resume it "
+                f"(`prefect-aether run PLAN --resume {self.execution_id}`, or "
+                "`execute(plan, resume=...)`).",
+                execution_id=self.execution_id,
+                flow_run_id=self.flow_run_id,
+            ) from None
 
     def result(self, *, ok: bool) -> ExecutionResult:
         last = self.order[-1]
@@ -467,9 +462,13 @@ class PlanRun:
                 step_tags=step_tags if self.executor.tag_steps else None,
                 secrets=self.secret_values if _steps.takes_secret(step) else None,
             )
-            call: Any = runner(inputs, wait_for=_steps.wait_for(upstream), return_state=True)
-            state = cast(State[Any], await call)
-            value = await state.aresult(raise_on_failure=False)
+            if self.executor.task_runner is None:
+                call: Any = runner(inputs, wait_for=_steps.wait_for(upstream), return_state=True)
+                state = cast(State[Any], await call)
+                value = await state.aresult(raise_on_failure=False)
+            else:
+                # The plan's task runner (Dask, Ray, ...) runs the step where it chooses.
+                state, value = await _steps.submit(runner, inputs, upstream)
         if not state.is_completed():
             raise (
                 value

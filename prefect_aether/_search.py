@@ -10,6 +10,7 @@ groups); a query word also meets a document word it is a derivation of
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 from prefect_aether._words import prefix_match, tokenize
 
 if TYPE_CHECKING:
-    from prefect_aether.catalog import ActionSpec
+    from prefect_aether.specs import ActionSpec
 
 __all__ = ["SearchIndex", "tokenize"]
 
@@ -70,10 +71,29 @@ class SearchIndex:
         for term in self._vocabulary:
             self._by_prefix.setdefault(term[:4], []).append(term)
         self._expansions: dict[str, list[tuple[str, float]]] = {}
-        self._postings: dict[str, list[int]] = {}
+        # Each spec's place in name order: ties in `rank` go by name.
+        by_name = sorted(range(len(self._specs)), key=lambda p: self._specs[p].name)
+        self._name_order = [0] * len(self._specs)
+        for place, position in enumerate(by_name):
+            self._name_order[position] = place
+        self._norms = [
+            _K1 * (1 - _B + _B * length / self._avg_length) if self._avg_length else _K1
+            for length in self._lengths
+        ]
+        # Term -> (position, BM25 weight of the term in that spec) of each spec that holds
+        # it: a query touches only the specs of its terms, a term at a time.
+        self._postings: dict[str, list[tuple[int, float]]] = {}
+        # Term -> positions of the specs whose name holds it (the name coverage bonus).
+        self._in_names: dict[str, list[int]] = {}
         for position, doc in enumerate(self._docs):
-            for term in doc:
-                self._postings.setdefault(term, []).append(position)
+            for term, tf in doc.items():
+                weight = self._term_weight(term, tf, self._norms[position])
+                self._postings.setdefault(term, []).append((position, weight))
+            for term in self._names[position]:
+                self._in_names.setdefault(term, []).append(position)
+
+    def _term_weight(self, term: str, tf: float, norm: float) -> float:
+        return self._idf[term] * tf * (_K1 + 1) / (tf + norm)
 
     @property
     def specs(self) -> list[ActionSpec]:
@@ -104,25 +124,36 @@ class SearchIndex:
 
     def score(self, position: int, terms: dict[str, float]) -> float:
         """BM25 of the spec at `position` for weighted `terms` (from `weights`)."""
-        doc, length = self._docs[position], self._lengths[position]
+        doc = self._docs[position]
         name = self._names[position]
         score = (
             _NAME_COVERAGE_BONUS * sum(w for t, w in terms.items() if t in name) / len(name)
             if name
             else 0.0
         )
-        norm = _K1 * (1 - _B + _B * length / self._avg_length) if self._avg_length else _K1
+        norm = self._norms[position]
         for term, weight in terms.items():
             tf = doc.get(term)
             if tf:
-                score += weight * self._idf[term] * tf * (_K1 + 1) / (tf + norm)
+                score += weight * self._term_weight(term, tf, norm)
         return score
 
     def scores(self, terms: dict[str, float]) -> dict[int, float]:
-        """Positive scores by spec position, touching only specs that hold a term."""
-        candidates = sorted({p for term in terms for p in self._postings.get(term, ())})
-        found = {p: round(self.score(p, terms), 9) for p in candidates}
-        return {p: s for p, s in found.items() if s > 0}
+        """Positive scores by spec position (ascending), the same as `score` gives, summed
+        a term at a time over the specs that hold it (in `score`'s order of operations)."""
+        covered: dict[int, float] = {}
+        for term, weight in terms.items():
+            for position in self._in_names.get(term, ()):
+                covered[position] = covered.get(position, 0.0) + weight
+        names = self._names
+        found = {
+            position: _NAME_COVERAGE_BONUS * total / len(names[position])
+            for position, total in covered.items()
+        }
+        for term, weight in terms.items():
+            for position, value in self._postings.get(term, ()):
+                found[position] = found.get(position, 0.0) + weight * value
+        return {p: s for p in sorted(found) if (s := round(found[p], 9)) > 0}
 
     def rank(
         self, query: str | Iterable[str], k: int, allowed: Iterable[str] | None = None
@@ -130,10 +161,12 @@ class SearchIndex:
         """The best `k` specs with a positive score, best first; ties by name."""
         terms = self.weights(query)
         allowed_names = set(allowed) if allowed is not None else None
-        scored = []
-        for position, score in self.scores(terms).items():
-            spec = self._specs[position]
-            if allowed_names is None or spec.name in allowed_names:
-                scored.append((spec, score))
-        scored.sort(key=lambda pair: (-pair[1], pair[0].name))
-        return scored[:k]
+        specs, order = self._specs, self._name_order
+        scored = [
+            (-score, order[position], position)
+            for position, score in self.scores(terms).items()
+            if allowed_names is None or specs[position].name in allowed_names
+        ]
+        return [
+            (specs[position], -negative) for negative, _, position in heapq.nsmallest(k, scored)
+        ]

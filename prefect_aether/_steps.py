@@ -179,6 +179,17 @@ def step_task(
     )
 
 
+async def submit(
+    runner: Task[..., Any], inputs: dict[str, Any], upstream: list[State[Any]]
+) -> tuple[State[Any], Any]:
+    """Run a step's task on the plan flow's task runner; its final state and value.
+
+    The future is waited for in a thread: a remote runner's wait blocks."""
+    future = runner.submit(inputs, wait_for=wait_for(upstream))
+    value = await asyncio.to_thread(future.result, raise_on_failure=False)
+    return future.state, value
+
+
 def reused_task(step: PlanStep, step_tags: list[str] | None, execution_id: str) -> Task[..., Any]:
     """A task run that stands for a step reused from an earlier run of its execution:
     it ends `Cached` at once, so the run graph keeps every step and its edges."""

@@ -19,8 +19,9 @@ from typing import Any
 from prefect_aether._goal import Clause, Goal, Resource
 from prefect_aether._schema import compatible
 from prefect_aether._words import stem, tokenize
-from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot, feed_tier
+from prefect_aether.catalog import ActionCatalog, ActionSpec, IOSlot
 from prefect_aether.plan import PlanStep, iter_bindings
+from prefect_aether.specs import feed_tier
 
 __all__ = ["STRUCTURED", "Setting", "Wiring", "resource_fits"]
 

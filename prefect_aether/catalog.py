@@ -23,84 +23,27 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-import reprlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
-from jsonschema import Draft202012Validator
 from prefect import Flow
 from prefect.flows import load_flow_from_entrypoint
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_aether import _introspect, _search, policy
-from prefect_aether._schema import compatible, json_kind, main_variant
+from prefect_aether import _introspect, policy
+from prefect_aether._checkers import make_checker
+from prefect_aether._json import canonical_json
 from prefect_aether._search import SearchIndex
 from prefect_aether.exceptions import CatalogError
-from prefect_aether.plan import canonical_json
 from prefect_aether.settings import AetherSettings
+from prefect_aether.specs import ActionSpec, IOSlot, feed_tier, render_spec
 
 __all__ = ["ActionCatalog", "ActionSpec", "CatalogSource", "IOSlot"]
 
 _ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
-
-
-class IOSlot(BaseModel):
-    """One input (a flow parameter) or output (a field of the return value) of an action.
-
-    Examples:
-        >>> IOSlot(name="path", type="string", json_schema={"type": "string"}).required
-        True
-    """
-
-    name: str = Field(description="Parameter or output field name.")
-    type: str | None = Field(
-        default=None,
-        description=(
-            "Coarse JSON type: string, integer, number, boolean, array, object; None means any."
-        ),
-    )
-    json_schema: dict[str, Any] = Field(
-        default_factory=dict, description="Self-contained JSON schema of the value."
-    )
-    description: str | None = Field(default=None, description="Human/LLM-facing description.")
-    required: bool = Field(default=True, description="Whether a value must be given.")
-    default: Any = Field(default=None, description="Default value (JSON) when not required.")
-
-
-class ActionSpec(BaseModel):
-    """A catalog action: what a planner may call, with typed inputs and outputs.
-
-    Examples:
-        >>> spec = ActionSpec(name="noop", ref="flow:noop@1", version="1")
-        >>> spec.kind
-        'flow'
-    """
-
-    name: str = Field(description="Unique action name (the flow name).")
-    ref: str = Field(
-        description="Canonical ref: `flow:<name>@<version>` or `deployment:<flow>/<name>`."
-    )
-    kind: Literal["flow", "deployment"] = Field(default="flow", description="How it runs.")
-    version: str | None = Field(default=None, description="Flow version.")
-    description: str = Field(default="", description="Docstring summary text.")
-    tags: list[str] = Field(default_factory=list, description="Tags, used by search.")
-    flow_id: str | None = Field(default=None, description="Group id; None means global.")
-    inputs: list[IOSlot] = Field(default_factory=list, description="Inputs, in parameter order.")
-    outputs: list[IOSlot] = Field(default_factory=list, description="Outputs of the return value.")
-    entrypoint: str | None = Field(
-        default=None, description="Where the flow was loaded from (`path.py:fn` or `pkg.mod:fn`)."
-    )
-
-    def input(self, name: str) -> IOSlot | None:
-        """The input slot called `name`, if any."""
-        return next((s for s in self.inputs if s.name == name), None)
-
-    def output(self, name: str) -> IOSlot | None:
-        """The output slot called `name`, if any."""
-        return next((s for s in self.outputs if s.name == name), None)
 
 
 class CatalogSource(BaseModel):
@@ -332,70 +275,13 @@ class ActionCatalog:
             >>> import asyncio
             >>> asyncio.run(ActionCatalog().register_deployments(tags=["etl"]))  # doctest: +SKIP
         """
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
-        from prefect.exceptions import ObjectNotFound
+        from prefect_aether._deployments import deployment_specs
 
-        wanted = list(names or [])
-        tag_list = list(tags or [])
-        async with get_client() as client:
-            deployments = []
-            for name in wanted:
-                try:
-                    deployments.append(await client.read_deployment_by_name(name))
-                except ObjectNotFound:
-                    raise CatalogError(
-                        f"deployment {name!r} does not exist on the Prefect API "
-                        "(names are 'flow name/deployment name')"
-                    ) from None
-            if tag_list or not wanted:
-                deployments.extend(
-                    await client.read_deployments(
-                        deployment_filter=DeploymentFilter(
-                            tags=DeploymentFilterTags(any_=tag_list) if tag_list else None
-                        )
-                    )
-                )
-            flow_names = {
-                flow_uuid: (await client.read_flow(flow_uuid)).name
-                for flow_uuid in {d.flow_id for d in deployments}
-            }
-        if not deployments:
-            raise CatalogError(
-                f"no deployment on the Prefect API matches names={wanted} tags={tag_list}"
-            )
-        specs: dict[str, ActionSpec] = {}
-        for deployment in deployments:
-            full_name = f"{flow_names[deployment.flow_id]}/{deployment.name}"
-            if full_name in specs:
-                continue
-            doc = _introspect.parse_docstring(deployment.description)
-            spec = ActionSpec(
-                name=full_name,
-                ref=f"deployment:{full_name}",
-                kind="deployment",
-                version=deployment.version,
-                description=doc.summary,
-                tags=sorted({*deployment.tags, *self._extra_tags.get(full_name, ())}),
-                flow_id=flow_id,
-                inputs=_deployment_inputs(
-                    deployment.parameter_openapi_schema, deployment.parameters
-                ),
-                outputs=[
-                    IOSlot(
-                        name="result",
-                        type=None,
-                        json_schema={},
-                        description=doc.returns or "The deployment's return value.",
-                        required=True,
-                    )
-                ],
-                entrypoint=deployment.entrypoint,
-            )
-            specs[full_name] = self._add(
-                _Entry(spec, None, {}), describe=f"deployment {full_name!r}"
-            )
-        return list(specs.values())
+        specs = await deployment_specs(names, tags, flow_id, self._extra_tags)
+        return [
+            self._add(_Entry(spec, None, {}), describe=f"deployment {spec.name!r}")
+            for spec in specs
+        ]
 
     def _add(self, entry: _Entry, *, describe: str) -> ActionSpec:
         spec = entry.spec
@@ -502,7 +388,7 @@ class ActionCatalog:
             >>> ActionCatalog().render()
             ''
         """
-        return "\n".join(_render_spec(s) for s in (self if actions is None else actions))
+        return "\n".join(render_spec(s) for s in (self if actions is None else actions))
 
     @property
     def fingerprint(self) -> str:
@@ -563,68 +449,8 @@ class ActionCatalog:
             return None
         checker = entry.checkers.get(slot)
         if checker is None:
-            checker = entry.checkers[slot] = _make_checker(entry, spec_slot)
+            checker = entry.checkers[slot] = make_checker(entry.flow, entry.hints, spec_slot)
         return checker(value)  # type: ignore[no-any-return]
-
-
-def feed_tier(out: IOSlot, slot: IOSlot) -> int | None:
-    """How well output `out` fits input `slot`: 0 same name, 1 a shared word, None not at all.
-
-    Both types must be known and compatible: wiring by name is a guess otherwise.
-    """
-    if out.type is None or slot.type is None or not compatible(out.json_schema, slot.json_schema):
-        return None
-    if out.name == slot.name:
-        return 0
-    words = set(_search.tokenize(slot.name.replace("_", " ")))
-    return 1 if words & set(_search.tokenize(out.name.replace("_", " "))) else None
-
-
-def _make_checker(entry: _Entry, slot: IOSlot) -> Any:
-    annotation = entry.hints.get(slot.name)
-    if entry.flow is not None and annotation is not None:
-        adapter = TypeAdapter(annotation, config=_ADAPTER_CONFIG)
-
-        def check_python(value: Any) -> str | None:
-            try:
-                adapter.validate_python(value)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                return f"{err['msg']}{f' at {where}' if where else ''} (got {_preview(value)})"
-            return None
-
-        return check_python
-    validator = Draft202012Validator(slot.json_schema)
-
-    def check_schema(value: Any) -> str | None:
-        error = next(iter(validator.iter_errors(value)), None)
-        return None if error is None else f"{error.message} (got {json_kind(value) or 'null'})"
-
-    return check_schema
-
-
-def _deployment_inputs(
-    schema: dict[str, Any] | None, defaults: dict[str, Any] | None
-) -> list[IOSlot]:
-    """Input slots of a deployment: its parameter schema, with its own parameter values
-    as defaults (Prefect merges them into every run)."""
-    slots = []
-    for slot in _introspect.slots_from_parameter_schema(schema or {}):
-        if defaults and slot["name"] in defaults:
-            slot.update(required=False, default=defaults[slot["name"]])
-        slots.append(IOSlot(**slot))
-    return slots
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
-
-
-def _preview(value: Any, limit: int = 60) -> str:
-    # reprlib bounds depth and length: a value nested 100,000 deep has no full repr.
-    text = _REPR.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe_flow(flow: Flow[..., Any]) -> str:
@@ -654,27 +480,3 @@ def _default_entrypoint(flow: Flow[..., Any]) -> str | None:
         path = inspect.getsourcefile(flow.fn)
         return f"{Path(path).resolve()}:{qualname}" if path else None
     return f"{module}:{qualname}"
-
-
-def _render_type(slot: IOSlot) -> str:
-    enum = slot.json_schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return "|".join(canonical_json(v) for v in enum)
-    kind = slot.type or "any"
-    items = main_variant(slot.json_schema).get("items")
-    if kind == "array" and isinstance(items, dict) and items.get("type"):
-        return f"array[{items['type']}]"
-    return kind
-
-
-def _render_spec(spec: ActionSpec) -> str:
-    summary = spec.description.splitlines()[0] if spec.description else ""
-    inputs = []
-    for slot in spec.inputs:
-        marker = "(required)" if slot.required else f"= {canonical_json(slot.default)}"
-        inputs.append(f"{slot.name}: {_render_type(slot)} {marker}")
-    outputs = [f"{slot.name}: {_render_type(slot)}" for slot in spec.outputs]
-    lines = [f"- {spec.name}: {summary}" if summary else f"- {spec.name}"]
-    lines.append(f"  inputs: {', '.join(inputs) if inputs else '(none)'}")
-    lines.append(f"  outputs: {', '.join(outputs) if outputs else '(none)'}")
-    return "\n".join(lines)

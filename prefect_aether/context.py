@@ -25,19 +25,13 @@ from pydantic import BaseModel, Field
 
 from prefect_aether.catalog import ActionCatalog, CatalogSource
 from prefect_aether.exceptions import AetherUsageError
-from prefect_aether.execute import BackgroundExecutionHandle, EventCallback, ExecutionResult
+from prefect_aether.execute import BackgroundExecutionHandle
+from prefect_aether.execution import EventCallback, ExecutionResult
 from prefect_aether.inputs import ParsedInputs
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planner import PlanningCallback, PlanningContext, PlanResult
-from prefect_aether.service import (
-    Identity,
-    Importance,
-    MissingInputsHandler,
-    Origin,
-    PlannerService,
-    RunInfo,
-    Visibility,
-)
+from prefect_aether.runinfo import Identity, Importance, Origin, RunInfo, Visibility
+from prefect_aether.service import MissingInputsHandler, PlannerService
 from prefect_aether.settings import AetherSettings
 
 __all__ = ["NodeContext", "NodePlanner", "get_planner"]

@@ -37,12 +37,20 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from prefect.task_runners import TaskRunner
 
 from prefect_aether._callbacks import notify
 from prefect_aether._results import StepResults
+from prefect_aether._run import PlanRun
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ApprovalRequired, PlanValidationError
+from prefect_aether.execution import (
+    PLAN_FLOW_NAME,
+    ApprovalCallback,
+    EventCallback,
+    ExecutionEvent,
+    ExecutionResult,
+)
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.policy import APPROVAL, needs_approval
 from prefect_aether.settings import AetherSettings
@@ -57,64 +65,8 @@ __all__ = [
 
 logger = logging.getLogger("prefect_aether.execute")
 
-ExecutionPhase = Literal[
-    "start", "step_start", "step_success", "step_failure", "step_skipped", "success", "failure"
-]
-EventCallback = Callable[["ExecutionEvent"], Awaitable[None] | None]
-# Asked with the plan and the actions that need an approval; True lets the plan run.
-ApprovalCallback = Callable[[CandidatePlan, list[str]], Awaitable[bool] | bool]
 RunMode = Literal["task", "subflow"]
-PLAN_FLOW_NAME = "aether-plan"
 _EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
-
-
-class ExecutionEvent(BaseModel):
-    """Something that happened while a plan ran.
-
-    Examples:
-        >>> ExecutionEvent(phase="step_start", plan_id="abc", step_id="load").phase
-        'step_start'
-    """
-
-    phase: ExecutionPhase = Field(description="What happened.")
-    plan_id: str = Field(description="The plan being executed.")
-    step_id: str | None = Field(default=None, description="The step concerned, if any.")
-    action: str | None = Field(default=None, description="The step's action, if any.")
-    message: str = Field(default="", description="Human-readable summary.")
-    step_outputs: dict[str, Any] | None = Field(
-        default=None, description="The step's outputs (step_success only)."
-    )
-    error: str | None = Field(default=None, description="'ExceptionType: message' on failure.")
-    flow_run_id: str | None = Field(default=None, description="The plan's parent flow run.")
-
-
-class ExecutionResult(BaseModel):
-    """The outcome of executing a plan.
-
-    Examples:
-        >>> ExecutionResult(ok=True, plan_id="abc").errors
-        {}
-    """
-
-    ok: bool = Field(description="Every step succeeded.")
-    plan_id: str = Field(description="The executed plan.")
-    outputs: dict[str, Any] = Field(
-        default_factory=dict, description="Outputs of the plan's last step."
-    )
-    step_outputs: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Outputs of every step that succeeded."
-    )
-    errors: dict[str, str] = Field(
-        default_factory=dict, description="Step id (or 'plan') to 'ExceptionType: message'."
-    )
-    skipped: list[str] = Field(default_factory=list, description="Steps that never started.")
-    reused: list[str] = Field(
-        default_factory=list, description="Steps whose persisted result was reused (resume)."
-    )
-    flow_run_id: str | None = Field(default=None, description="The parent flow run.")
-    execution_id: str | None = Field(
-        default=None, description="This execution's id: `resume=` it to continue it."
-    )
 
 
 class PlanExecutor:
@@ -144,6 +96,10 @@ class PlanExecutor:
         result_serializer: `"json"` (default): results are plain JSON, and a value JSON
             cannot hold is not persisted (its step runs again on resume). `"pickle"`:
             such values are pickled; only use it with storage nobody else can write.
+        task_runner: A Prefect task runner for task-mode steps (the plan's flow run uses
+            it): `DaskTaskRunner()` from prefect-dask (`pip install prefect-aether[dask]`)
+            runs them on a Dask cluster's workers, other processes or machines; by
+            default they run in this process, concurrently on its event loop.
 
     Examples:
         >>> import asyncio
@@ -174,6 +130,7 @@ class PlanExecutor:
         reuse_within: dt.timedelta | None = None,
         result_storage: Any = None,
         result_serializer: Literal["json", "pickle"] = "json",
+        task_runner: TaskRunner[Any] | None = None,
     ) -> None:
         ceiling = AetherSettings().max_concurrent_steps
         if max_concurrency is not None and not 1 <= max_concurrency <= ceiling:
@@ -197,6 +154,12 @@ class PlanExecutor:
         self.reuse_within = reuse_within
         self.result_storage = result_storage
         self.result_serializer = result_serializer
+        if task_runner is not None and not isinstance(task_runner, TaskRunner):
+            raise AetherUsageError(
+                f"task_runner must be a Prefect task runner (such as prefect_dask's "
+                f"DaskTaskRunner()), got {type(task_runner).__name__}"
+            )
+        self.task_runner = task_runner
         self.results = StepResults(result_storage, allow_pickle=result_serializer == "pickle")
 
     def check(
@@ -263,9 +226,6 @@ class PlanExecutor:
             ExecutionInterrupted: The Prefect API stopped answering for longer
                 than `api_outage_timeout`; resume the execution once it is back.
         """
-        # _run imports this module's models, so it is imported here, not at the top.
-        from prefect_aether._run import PlanRun
-
         levels = self.check(plan, user_inputs, flow_ids=flow_ids)
         await self.require_approval(plan, approved=approved, approval=approval)
         identity = await self.execution_for(plan, resume=resume, execution_id=execution_id)

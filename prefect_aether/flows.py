@@ -39,7 +39,8 @@ from prefect_aether._schema import coarse_type
 from prefect_aether.catalog import ActionCatalog, CatalogSource
 from prefect_aether.context import NodePlanner, get_planner
 from prefect_aether.exceptions import ExecutionError, PlanValidationError
-from prefect_aether.execute import ExecutionResult, PlanExecutor
+from prefect_aether.execute import PlanExecutor
+from prefect_aether.execution import ExecutionResult
 from prefect_aether.plan import CandidatePlan, step_dependencies
 from prefect_aether.policy import check_source
 from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas

@@ -23,10 +23,13 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 
+from prefect_aether._schema import schema_at_path
+from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import LLMError
+from prefect_aether.plan import CandidatePlan, iter_bindings
 from prefect_aether.planner import ChatModel
 
-__all__ = ["ParsedInputs", "parse_inputs"]
+__all__ = ["ParsedInputs", "parse_inputs", "user_input_schemas"]
 
 _SEPARATORS = r"(?:=|:|\bis\b|\bto\b)"
 
@@ -164,3 +167,31 @@ async def _extract_with_llm(
     if not isinstance(data, dict):
         raise ValueError("the LLM did not answer with an object")
     return {k: v for k, v in data.items() if k in keys}
+
+
+def user_input_schemas(plan: CandidatePlan, catalog: ActionCatalog) -> dict[str, dict[str, Any]]:
+    """JSON schema of every `${user.<key>}` value `plan` reads, from the slots it feeds.
+
+    A key that feeds several slots gets the first one's schema; a key whose
+    slot is unknown accepts any value (`{}`).
+
+    Examples:
+        >>> plan = CandidatePlan.from_dict({"steps": [{"id": "a", "action": "x",
+        ...                                          "inputs": {"n": "${user.n}"}}]})
+        >>> user_input_schemas(plan, ActionCatalog())
+        {'n': {}}
+    """
+    schemas: dict[str, dict[str, Any]] = {}
+    for step in plan.steps:
+        spec = catalog.get(step.action)
+        for location, binding in iter_bindings(step.inputs):
+            if binding.kind != "external" or binding.key is None or binding.key in schemas:
+                continue
+            slot = spec.input(str(location[0])) if spec is not None else None
+            found = (
+                schema_at_path(slot.json_schema, location[1:])
+                if slot is not None and not binding.path
+                else {}
+            )
+            schemas[binding.key] = found if isinstance(found, dict) else {}
+    return schemas

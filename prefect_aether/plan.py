@@ -10,17 +10,14 @@ anywhere inside lists and dicts. A binding must be the whole string; write
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from prefect_aether._json import canonical_json
 from prefect_aether.exceptions import BindingError, PlanDecodingError
-
-if TYPE_CHECKING:
-    from prefect_aether.catalog import ActionCatalog
 
 __all__ = [
     "Binding",
@@ -42,14 +39,10 @@ _BINDING = re.compile(r"\$\{([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-
 PathItem = str | int
 
 
-def canonical_json(value: Any) -> str:
-    """Serialize `value` to canonical JSON: sorted keys, no spaces, UTF-8 kept.
+class _Resolver(Protocol):
+    """What `CandidatePlan.resolve_actions` needs of a catalog: a lookup by name or ref."""
 
-    Examples:
-        >>> canonical_json({"b": 1, "a": [1, 2]})
-        '{"a":[1,2],"b":1}'
-    """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    def get(self, name_or_ref: str) -> Any: ...
 
 
 class Binding(NamedTuple):
@@ -355,7 +348,7 @@ class CandidatePlan(BaseModel):
         )
         return hashlib.sha256("\n".join(content).encode()).hexdigest()[:16]
 
-    def resolve_actions(self, catalog: ActionCatalog) -> CandidatePlan:
+    def resolve_actions(self, catalog: _Resolver) -> CandidatePlan:
         """Return a copy whose steps have both `action` and `action_ref` filled.
 
         Steps whose action the catalog does not know are left as they are, for

@@ -24,7 +24,7 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ __all__ = [
     "flow_tags",
     "is_manual",
     "needs_approval",
+    "policy_problems",
 ]
 
 APPROVAL = "aether:approval"
@@ -94,6 +95,54 @@ def needs_approval(spec: _Tagged) -> bool:
 def is_manual(spec: _Tagged) -> bool:
     """Whether planners must never choose this action."""
     return MANUAL in spec.tags
+
+
+RUN_MODES = ("task", "subflow")
+
+
+def policy_problems(
+    extras: Mapping[str, Any], settings: AetherSettings | None = None
+) -> list[tuple[str, str]]:
+    """The step policies in `extras` that are malformed or over the settings' bounds:
+    `(key, what it must be)` each.
+
+    Examples:
+        >>> policy_problems({"retries": 25, "run_as": "task"}, AetherSettings())
+        [('retries', 'an integer from 0 to 5 (max_step_retries)')]
+    """
+    settings = settings or AetherSettings()
+    most_retries, longest = settings.max_step_retries, settings.max_step_timeout_seconds
+    checks: list[tuple[str, bool, str]] = []
+    if "retries" in extras:
+        value = extras["retries"]
+        ok = _is_int(value) and 0 <= value <= most_retries
+        checks.append(("retries", ok, f"an integer from 0 to {most_retries} (max_step_retries)"))
+    if "retry_delay_seconds" in extras:
+        value = extras["retry_delay_seconds"]
+        items = value if isinstance(value, list) else [value]
+        ok = bool(items) and all(_is_number(v) and v >= 0 for v in items)
+        checks.append(("retry_delay_seconds", ok, "a non-negative number or a list of them"))
+    if "timeout_seconds" in extras:
+        value = extras["timeout_seconds"]
+        ok = _is_number(value) and 0 < value <= longest
+        bound = f"a positive number up to {longest:g} (max_step_timeout_seconds)"
+        checks.append(("timeout_seconds", ok, bound))
+    if "reuse_within" in extras:
+        value = extras["reuse_within"]
+        checks.append(
+            ("reuse_within", _is_number(value) and value > 0, "a positive number of seconds")
+        )
+    if "run_as" in extras:
+        checks.append(("run_as", extras["run_as"] in RUN_MODES, f"one of {', '.join(RUN_MODES)}"))
+    return [(key, expected) for key, ok, expected in checks if not ok]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _module_key(name: str) -> str:

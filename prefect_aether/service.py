@@ -17,30 +17,18 @@ Examples:
 
 from __future__ import annotations
 
-import getpass
-import hashlib
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
-
-from prefect_aether._schema import schema_at_path
-from prefect_aether._words import tokenize
+from prefect_aether._memory import cache_scope, cached_plan, worked_examples
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted, LLMError
-from prefect_aether.execute import (
-    ApprovalCallback,
-    BackgroundExecutionHandle,
-    EventCallback,
-    ExecutionResult,
-    PlanExecutor,
-)
+from prefect_aether.execute import BackgroundExecutionHandle, PlanExecutor
+from prefect_aether.execution import ApprovalCallback, EventCallback, ExecutionResult
 from prefect_aether.heuristic import HeuristicPlanner
-from prefect_aether.inputs import ParsedInputs, parse_inputs
-from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.inputs import ParsedInputs, parse_inputs, user_input_schemas
+from prefect_aether.plan import CandidatePlan
 from prefect_aether.planner import (
     ActionPlanner,
     ChatModel,
@@ -50,10 +38,9 @@ from prefect_aether.planner import (
     PlanningEvent,
     PlanResult,
 )
-from prefect_aether.planning import PlanExample
+from prefect_aether.runinfo import Identity, RunInfo, holder
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import PlanStore
-from prefect_aether.validate import validate_plan
 
 __all__ = [
     "Identity",
@@ -66,9 +53,6 @@ __all__ = [
 
 logger = logging.getLogger("prefect_aether.service")
 
-Origin = Literal["user", "agent", "app", "chat", "api", "schedule", "system"]
-Visibility = Literal["normal", "inline", "hidden"]
-Importance = Literal["normal", "ephemeral"]
 PlannerKind = Literal["auto", "heuristic", "llm"]
 MissingInputsHandler = Callable[[dict[str, dict[str, Any]]], Awaitable[Mapping[str, Any]]]
 """Asked for the `${user.*}` values a plan still needs (key → JSON schema); returns them."""
@@ -80,97 +64,6 @@ class Planner(Protocol):
     async def plan(
         self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
     ) -> PlanResult: ...
-
-
-class Identity(BaseModel):
-    """Who a plan runs for; read from `user:` / `org:` run tags, else the local user.
-
-    Examples:
-        >>> Identity(user_id="ada", org_id="acme").tags()
-        ['user:ada', 'org:acme']
-    """
-
-    user_id: str = Field(description="The user id.")
-    org_id: str | None = Field(default=None, description="The organisation id, if any.")
-    mode: Literal["tags", "local"] = Field(
-        default="tags", description="`tags` when read from run tags, `local` for the OS user."
-    )
-
-    @classmethod
-    def local(cls) -> Identity:
-        """The identity of the OS user running this process."""
-        try:
-            user = getpass.getuser()
-        except Exception:
-            user = "local"
-        return cls(user_id=user, mode="local")
-
-    def tags(self) -> list[str]:
-        """The run tags that carry this identity."""
-        return [f"user:{self.user_id}", *([f"org:{self.org_id}"] if self.org_id else [])]
-
-
-class RunInfo(BaseModel):
-    """Who, in which session and why: turned into run tags on every run of a plan.
-
-    Examples:
-        >>> RunInfo(session_id="s1", agent_id="bot").tags()
-        ['session:s1', 'agent:bot', 'origin:agent']
-    """
-
-    identity: Identity | None = Field(default=None, description="Who the plan runs for.")
-    session_id: str | None = Field(default=None, description="Conversation or session id.")
-    agent_id: str | None = Field(default=None, description="The agent that asked, if any.")
-    app_id: str | None = Field(default=None, description="The application that asked, if any.")
-    origin: Origin | None = Field(
-        default=None, description="What started it; `agent` with an agent id, else `user`."
-    )
-    visibility: Visibility | None = Field(default=None, description="How listings show it.")
-    importance: Importance | None = Field(default=None, description="How long to keep it.")
-    extra_tags: list[str] = Field(default_factory=list, description="More tags, verbatim.")
-
-    def tags(self) -> list[str]:
-        """Tags in a stable order, without duplicates."""
-        origin = self.origin or ("agent" if self.agent_id else None)
-        found = [
-            *(self.identity.tags() if self.identity else []),
-            *([f"session:{self.session_id}"] if self.session_id else []),
-            *([f"agent:{self.agent_id}"] if self.agent_id else []),
-            *([f"app:{self.app_id}"] if self.app_id else []),
-            *([f"origin:{origin}"] if origin else []),
-            *([f"visibility:{self.visibility}"] if self.visibility else []),
-            *([f"importance:{self.importance}"] if self.importance else []),
-            *self.extra_tags,
-        ]
-        return list(dict.fromkeys(found))
-
-
-def user_input_schemas(plan: CandidatePlan, catalog: ActionCatalog) -> dict[str, dict[str, Any]]:
-    """JSON schema of every `${user.<key>}` value `plan` reads, from the slots it feeds.
-
-    A key that feeds several slots gets the first one's schema; a key whose
-    slot is unknown accepts any value (`{}`).
-
-    Examples:
-        >>> plan = CandidatePlan.from_dict({"steps": [{"id": "a", "action": "x",
-        ...                                          "inputs": {"n": "${user.n}"}}]})
-        >>> user_input_schemas(plan, ActionCatalog())
-        {'n': {}}
-    """
-    schemas: dict[str, dict[str, Any]] = {}
-    for step in plan.steps:
-        spec = catalog.get(step.action)
-        for location, binding in iter_bindings(step.inputs):
-            if binding.kind != "external" or binding.key is None or binding.key in schemas:
-                continue
-            slot = spec.input(str(location[0])) if spec is not None else None
-            found = (
-                schema_at_path(slot.json_schema, location[1:])
-                if slot is not None and not binding.path
-                else {}
-            )
-            schemas[binding.key] = found if isinstance(found, dict) else {}
-    return schemas
 
 
 class PlannerService:
@@ -297,7 +190,7 @@ class PlannerService:
         emit = EventLog(on_event)
         if self.store is not None:
             if cache:
-                hit = await self._cached(ctx, emit)
+                hit = await cached_plan(self.store, self.catalog, ctx, emit)
                 if hit is not None:
                     return hit
             settings = AetherSettings()
@@ -306,90 +199,22 @@ class PlannerService:
                 snippets = await self.store.memory_snippets(ctx.goal, limit=limit) if limit else []
                 ctx = ctx.model_copy(update={"memory_snippets": snippets})
             if not ctx.examples and settings.planner_examples:
-                examples = await self._examples(ctx, settings.planner_examples)
+                examples = await worked_examples(
+                    self.store, self.catalog, ctx, settings.planner_examples
+                )
                 ctx = ctx.model_copy(update={"examples": examples})
         result = await self._plan_once(ctx, emit)
         if self.store is not None and result.plan is not None:
             await self.store.save_plan(
                 result.plan,
                 goal=ctx.goal,
-                catalog_fingerprint=self._cache_scope(ctx),
+                catalog_fingerprint=cache_scope(self.catalog, ctx),
                 input_keys=ctx.user_inputs,
                 validation=result.validation,
                 planner=result.planner,
                 usage=result.usage,
             )
         return result
-
-    async def _examples(self, ctx: PlanningContext, limit: int) -> list[PlanExample]:
-        """Plans that executed successfully for the goals most like this one, that still
-        validate on today's catalog (and within `flow_ids`)."""
-        assert self.store is not None
-        wanted = set(tokenize(ctx.goal))
-        scored = []
-        for record in await self.store.successful_plans():
-            words = set(tokenize(record.goal))
-            overlap = len(wanted & words) / len(wanted | words) if wanted | words else 0.0
-            if overlap > 0:
-                scored.append((-overlap, -record.id, record))
-        found: list[PlanExample] = []
-        for _, _, record in sorted(scored, key=lambda item: item[:2]):
-            checked = validate_plan(record.plan, self.catalog, flow_ids=ctx.flow_ids)
-            if checked.has_structural_errors:
-                continue
-            found.append(PlanExample(goal=record.goal, plan=record.plan.to_dict()))
-            if len(found) >= limit:
-                break
-        return found
-
-    def _cache_scope(self, ctx: PlanningContext) -> str:
-        """What a cached plan is keyed by besides goal and input keys: the catalog and the
-        actions the caller may use (`flow_ids`), so a plan made for a wider caller is
-        never served to a narrower one."""
-        fingerprint = self.catalog.fingerprint
-        if ctx.flow_ids is None:
-            return fingerprint
-        scope = "\0".join([fingerprint, *sorted(set(ctx.flow_ids))])
-        return hashlib.sha256(scope.encode()).hexdigest()[: len(fingerprint)]
-
-    async def _cached(self, ctx: PlanningContext, emit: EventLog) -> PlanResult | None:
-        """The stored plan for this goal, catalog, allowed actions and input keys, if it may
-        still be used (validated again, within `flow_ids` and without manual actions)."""
-        assert self.store is not None
-        hit = await self.store.find_cached(ctx.goal, self._cache_scope(ctx), ctx.user_inputs)
-        if hit is None:
-            return None
-        validation = validate_plan(
-            hit.plan,
-            self.catalog,
-            user_inputs=ctx.user_inputs,
-            flow_ids=ctx.flow_ids,
-            allow_manual=False,
-        )
-        if validation.has_structural_errors or not (
-            validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())
-        ):
-            return None
-        await emit(
-            PlanningEvent(
-                phase="success",
-                iteration=0,
-                message=(
-                    f"reused plan {hit.plan_id} stored {hit.created_at:%Y-%m-%d %H:%M} UTC for "
-                    "the same goal, catalog and input keys (plan cache; cache=False or --no-cache "
-                    "plans again)"
-                ),
-                plan_dict=hit.plan.to_dict(),
-                validation=validation,
-            )
-        )
-        return PlanResult(
-            plan=hit.plan,
-            validation=validation,
-            events=emit.events,
-            planner=hit.planner,
-            cached=True,
-        )
 
     async def _plan_once(self, ctx: PlanningContext, emit: EventLog) -> PlanResult:
         planner = self.planner
@@ -645,11 +470,6 @@ class PlannerService:
             approved=approved,
         )
         return result, handle
-
-
-def holder() -> str:
-    """`host:pid` of this process: who runs an execution recorded in the store."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def llm_from_settings(settings: AetherSettings | None = None) -> ChatModel | None:

@@ -198,7 +198,7 @@ async def test_upgrade_from_version_1_keeps_the_rows(tmp_path: Path) -> None:
     # version 1 migration itself and plain SQL, not by today's PlanStore.
     from sqlalchemy import create_engine
 
-    from prefect_aether._store_schema import versions
+    from prefect_aether.store.schema import versions
 
     plan = plan_of("kept")
     engine = create_engine(f"sqlite:///{tmp_path}/old.db")

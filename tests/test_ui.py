@@ -181,28 +181,44 @@ async def form_text(page: Any, url: str) -> str:
     return str(await dialog.first.inner_text())
 
 
-async def test_the_input_and_approval_forms_show_their_fields_and_steps(
-    ui_server: PrefectServer, page: Any, tmp_path: Path
-) -> None:
-    tag = f"ui-forms-{int(time.time() * 1000)}"
+def start_approval_run(
+    server: PrefectServer, tag: str, plan: dict[str, Any], values: dict[str, Any]
+) -> subprocess.Popen[bytes]:
+    """`execute_plan(plan, approve=True)` over tests/hitl_flows.py in a process of its own,
+    its runs tagged `tag`: it pauses for missing values, then for the approval."""
     script = (
-        "import asyncio\n"
+        "import asyncio, json\n"
         "from prefect import tags\n"
         "from prefect_aether.catalog import CatalogSource\n"
         "from prefect_aether.flows import execute_plan\n"
-        "plan = {'steps': [{'id': 'hi', 'action': 'greet', 'inputs': "
-        "{'name': '${user.name}', 'tone': '${user.tone}'}}]}\n"
+        f"plan, values = json.loads({json.dumps([plan, values])!r})\n"
         f"with tags({tag!r}):\n"
-        "    asyncio.run(execute_plan(plan, catalog=CatalogSource(modules=['tests.hitl_flows']),"
-        " approve=True, return_state=True))\n"
+        "    asyncio.run(execute_plan(plan, user_inputs=values, approve=True, return_state=True,"
+        " catalog=CatalogSource(modules=['tests.hitl_flows'])))\n"
     )
-    runner = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", script],
-        env={**ui_server.env, "PREFECT_INTEGRATIONS_AETHER_PAUSE_POLL_INTERVAL": "1"},
+        env={**server.env, "PREFECT_INTEGRATIONS_AETHER_PAUSE_POLL_INTERVAL": "1"},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+async def test_the_input_and_approval_forms_show_their_fields_and_steps(
+    ui_server: PrefectServer, page: Any, tmp_path: Path
+) -> None:
+    tag = f"ui-forms-{int(time.time() * 1000)}"
+    plan = {
+        "steps": [
+            {
+                "id": "hi",
+                "action": "greet",
+                "inputs": {"name": "${user.name}", "tone": "${user.tone}"},
+            }
+        ]
+    }
+    runner = start_approval_run(ui_server, tag, plan, {})
     try:
         run_id = await paused(ui_server, tag, 1)
         for ui, prefix in UIS.items():
@@ -289,24 +305,7 @@ async def test_untrusted_text_is_inert_in_both_uis(
     from tests import figures
 
     tag = f"ui-inert-{int(time.time() * 1000)}"
-    script = (
-        "import asyncio, json, sys\n"
-        "from prefect import tags\n"
-        "from prefect_aether.catalog import CatalogSource\n"
-        "from prefect_aether.flows import execute_plan\n"
-        f"plan = json.loads({json.dumps(ADVERSARIAL_PLAN)!r})\n"
-        f"with tags({tag!r}):\n"
-        "    asyncio.run(execute_plan(plan, user_inputs={'name': "
-        f"{ADVERSARIAL_NAME!r}}}, catalog=CatalogSource(modules=['tests.hitl_flows']),"
-        " approve=True, return_state=True))\n"
-    )
-    runner = subprocess.Popen(
-        [sys.executable, "-c", script],
-        env={**ui_server.env, "PREFECT_INTEGRATIONS_AETHER_PAUSE_POLL_INTERVAL": "1"},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    runner = start_approval_run(ui_server, tag, ADVERSARIAL_PLAN, {"name": ADVERSARIAL_NAME})
     leaked: list[str] = []
     page.on("request", lambda request: leaked.append(request.url) if LEAK in request.url else None)
     try:

@@ -1,0 +1,82 @@
+"""What the `prefect-aether` commands share: consoles, clean errors, the plan store
+and the plan table (private to the CLI)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from prefect_aether.exceptions import ExecutionInterrupted, PlanValidationError, PrefectAetherError
+from prefect_aether.plan import CandidatePlan
+from prefect_aether.settings import AetherSettings
+from prefect_aether.store import PlanStore
+
+console = Console()
+errors = Console(stderr=True)
+
+#: Set by the console entry point: a process of its own may exit at once when an
+#: execution is interrupted (an in-process caller, such as a test runner, may not).
+CONSOLE = {"hard_exit": False}
+
+
+def fail(message: str) -> NoReturn:
+    """Print one clear line and exit with status 2."""
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@contextmanager
+def clean_errors() -> Iterator[None]:
+    try:
+        yield
+    except PlanValidationError as exc:
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except ExecutionInterrupted:
+        raise  # the run's own failure (exit 1), not bad input
+    except PrefectAetherError as exc:
+        fail(str(exc))
+
+
+@asynccontextmanager
+async def open_store() -> AsyncIterator[PlanStore | None]:
+    """The plan store of the settings (None when `store_enabled` is off), closed after."""
+    if not AetherSettings().store_enabled:
+        yield None
+        return
+    store = PlanStore()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def required_store() -> AsyncIterator[PlanStore]:
+    """`open_store()` for commands that only read the store: off is an error."""
+    async with open_store() as store:
+        if store is None:
+            fail("the plan store is off (PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED=false)")
+        yield store
+
+
+def show_plan(plan: CandidatePlan) -> None:
+    table = Table(title=f"plan {plan.plan_id} ({plan.extras.get('planner', 'file')})")
+    for column in ("step", "action", "inputs", "after", "why"):
+        table.add_column(column, overflow="fold")
+    for step in plan.steps:
+        table.add_row(
+            escape(step.id),
+            escape(step.action),
+            escape(json.dumps(step.inputs)),
+            escape(", ".join(step.after)),
+            escape(str(step.extras.get("reason", ""))),
+        )
+    console.print(table)
