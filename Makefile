@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest docs demo demo-plan bench clean
+.PHONY: install test lint typecheck pytest docs demo demo-plan bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/planning.py
 	$(BIN)/python bench/taskbench.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/catalog.py
+
+# PostgreSQL and two `prefect server start` processes (PostgreSQL, SQLite): minutes.
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

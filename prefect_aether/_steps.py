@@ -6,14 +6,18 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from prefect import Flow, Task, tags
+from prefect._internal.pydantic.validated_func import ValidatedFunction
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from prefect.exceptions import ParameterTypeError
 from prefect.states import Completed
-from pydantic import BaseModel
+from prefect.utilities.callables import parameters_to_args_kwargs
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from prefect_aether._secrets import SecretRef, reveal, scrub
 from prefect_aether.catalog import ActionSpec
@@ -100,9 +104,32 @@ def _policy(step: PlanStep, flow: Flow[..., Any]) -> dict[str, Any]:
     }
 
 
+def validate_inputs(flow: Flow[..., Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Prefect's own validation and coercion of a flow's parameters ("3" -> 3, dict ->
+    model), as `Flow.validate_parameters` does, with the flow's validator built once
+    rather than on every call (it cost ~2.6 ms a step), and without logging the values
+    when they are refused (a step's inputs may hold a secret).
+
+    Raises:
+        ParameterTypeError: A value does not fit its parameter.
+    """
+    validator = _VALIDATORS.get(flow.fn)
+    if validator is None:
+        validator = _VALIDATORS[flow.fn] = ValidatedFunction(
+            flow.fn, config=ConfigDict(arbitrary_types_allowed=True)
+        )
+    args, kwargs = parameters_to_args_kwargs(flow.fn, inputs)
+    try:
+        return validator.validate_call_args(args, kwargs)
+    except ValidationError as exc:
+        raise ParameterTypeError.from_validation_error(exc) from None
+
+
+_VALIDATORS: weakref.WeakKeyDictionary[Any, ValidatedFunction] = weakref.WeakKeyDictionary()
+
+
 async def _call_fn(flow: Flow[..., Any], inputs: dict[str, Any]) -> Any:
-    # Prefect's own validation and coercion ("3" -> 3, dict -> model), as a flow run would do.
-    params = flow.validate_parameters(inputs) if flow.should_validate_parameters else inputs
+    params = validate_inputs(flow, inputs) if flow.should_validate_parameters else inputs
     if inspect.iscoroutinefunction(flow.fn):
         return await flow.fn(**params)
     # Sync code runs in a worker thread (contextvars copied, so Prefect's run context and

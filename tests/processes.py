@@ -95,7 +95,7 @@ class Process:
 class PrefectServer:
     """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite file."""
 
-    def __init__(self, home: Path, *, ui: bool = False) -> None:
+    def __init__(self, home: Path, *, ui: bool = False, database_url: str | None = None) -> None:
         self.home = home
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
@@ -106,7 +106,9 @@ class PrefectServer:
             **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
             "PREFECT_HOME": str(home),
             "PREFECT_API_URL": self.api_url,
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+            "PREFECT_API_DATABASE_CONNECTION_URL": (
+                database_url or f"sqlite+aiosqlite:///{home}/prefect.db"
+            ),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true" if ui else "false",
             # The UI calls the API where it is, not on port 4200.

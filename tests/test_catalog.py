@@ -363,6 +363,18 @@ def test_check_input_accepts_exactly_what_prefect_accepts(
         prefect_accepts = False
     problem = catalog.check_input(action, field, value)
     assert (problem is None) == prefect_accepts, problem
+    # The executor's cached validator gives what Prefect's own gives, value for value.
+    from prefect_aether._steps import validate_inputs
+
+    try:
+        ours: Any = validate_inputs(flow_obj, {**base, field: value})
+    except ParameterTypeError:
+        ours = ParameterTypeError
+    assert ours == (
+        flow_obj.validate_parameters({**base, field: value})
+        if prefect_accepts
+        else ParameterTypeError
+    )
 
 
 def _valid_value(name: str) -> Any:

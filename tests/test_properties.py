@@ -22,6 +22,12 @@ from prefect_aether.exceptions import PlanDecodingError
 from prefect_aether.execute import PlanExecutor
 from tests import figures
 
+# Hypothesis warns when the global `random` state moves while it draws a strategy. Ours
+# draw none, but Prefect's background threads of the session (event and log workers,
+# client retries with jitter) may, at any moment: that warning would be a false alarm,
+# and as an error it makes hypothesis replay the example and call the draw flaky.
+pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+
 
 @flow(name="inc", version="1")
 def inc(x: int) -> int:

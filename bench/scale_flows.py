@@ -1,0 +1,97 @@
+"""The flows `bench/scale.py` runs, ours and by hand (imported by its child processes and
+served as a deployment)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import Task, flow, tags
+from prefect.deployments import arun_deployment
+
+
+@flow(name="bump", version="1", persist_result=True)
+async def bump(x: int, nonce: str) -> int:
+    """Add one."""
+    return x + 1
+
+
+@flow(name="nap", version="1")
+async def nap(seconds: float, nonce: str) -> float:
+    """Sleep, then return how long."""
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@flow(name="gather", version="1")
+async def gather(values: list[float], nonce: str) -> float:
+    """Add numbers."""
+    return sum(values)
+
+
+@flow(name="burn", version="1")
+def burn(seconds: float, nonce: str) -> int:
+    """Keep a core busy (pure Python) for `seconds`."""
+    import time
+
+    total, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        total += sum(range(1000))
+    return total
+
+
+async def _bump(x: int, nonce: str) -> int:
+    return x + 1
+
+
+async def _nap(seconds: float, nonce: str) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+async def _gather(values: list[float], nonce: str) -> float:
+    return sum(values)
+
+
+# Hand-written equivalents: what a Prefect user writes for the same calls. Results are
+# persisted, as ours are (resume needs them).
+BUMP = Task(fn=_bump, name="bump", persist_result=True)
+NAP = Task(fn=_nap, name="nap", persist_result=True)
+GATHER = Task(fn=_gather, name="gather", persist_result=True)
+
+
+@flow(name="hand-chain")
+async def hand_chain(n: int, nonce: str, mode: str) -> int:
+    """n chained steps in `mode`: task, tagged (tasks with tags), subflow or deployment."""
+    x = 0
+    for i in range(n):
+        if mode == "task":
+            x = await BUMP(x, nonce)
+        elif mode == "tagged":
+            with tags(f"plan_step:s{i}", "plan:hand"):
+                x = await BUMP(x, nonce)
+        elif mode == "subflow":
+            x = await bump(x, nonce)
+        else:
+            run: Any = await arun_deployment(
+                "bump/scale-bump", parameters={"x": x, "nonce": nonce}, as_subflow=True
+            )
+            x = await run.state.aresult()
+    return x
+
+
+@flow(name="hand-fanout")
+async def hand_fanout(width: int, seconds: float, nonce: str) -> float:
+    """`width` naps at once, then their sum."""
+    naps = [NAP.submit(seconds, nonce) for _ in range(width)]
+    return await GATHER(list(naps), nonce)  # type: ignore[arg-type]
+
+
+@flow(name="hand-dag")
+async def hand_dag(seconds: float, nonce: str) -> float:
+    """The 5-step DAG of the concurrency figures: 4 naps, then their sum."""
+    return await hand_fanout.fn(4, seconds, nonce)
+
+
+if __name__ == "__main__":
+    bump.serve(name="scale-bump")
