@@ -10,7 +10,8 @@ one run, each measured in a process of its own:
   and subflow modes on PostgreSQL.
 - `fanout`: a width-8 fan-out of 0.5 s steps and a join: wall time, its ratio to the
   critical path (0.5 s). Goal <= 1.3.
-- `cpu_fanout_task_runner`: a CPU-bound width-4 fan-out (1 s of pure Python a step) on
+- `cpu_fanout_task_runner`: a CPU-bound width-4 fan-out (a second of pure Python work
+  a step, calibrated on one core) on
   the default task runner and on prefect-dask's `DaskTaskRunner` over a 2-process
   `LocalCluster`: the speedup (~2 on 2 cores).
 - `plans`: N = 1, 4, 16, 32 concurrent plans (5-step DAGs of 0.2 s steps, task mode),
@@ -44,12 +45,12 @@ DAG_NAP_S = 0.2
 
 
 def _catalog() -> Any:
-    from scale_flows import bump, gather, nap
+    from scale_flows import bump, burn, gather, nap
 
     from prefect_aether import ActionCatalog
 
     catalog = ActionCatalog()
-    for f in (bump, nap, gather):
+    for f in (bump, nap, gather, burn):
         catalog.register(f)
     return catalog
 
@@ -67,11 +68,15 @@ def _chain_plan(n: int, nonce: str, action: str) -> Any:
     return CandidatePlan.from_dict({"steps": steps})
 
 
-def _fanout_plan(width: int, seconds: float, nonce: str, action: str = "nap") -> Any:
+def _fanout_plan(width: int, amount: float, nonce: str, action: str = "nap") -> Any:
+    """`width` steps of `action` (`nap` for `amount` seconds, or `burn` `amount` units)
+    and a join."""
     from prefect_aether import CandidatePlan
 
+    key = "units" if action == "burn" else "seconds"
+    value = int(amount) if action == "burn" else amount
     steps: list[dict[str, Any]] = [
-        {"id": f"n{i}", "action": action, "inputs": {"seconds": seconds, "nonce": nonce}}
+        {"id": f"n{i}", "action": action, "inputs": {key: value, "nonce": nonce}}
         for i in range(width)
     ]
     values = [f"${{n{i}.result}}" for i in range(width)]
@@ -79,13 +84,20 @@ def _fanout_plan(width: int, seconds: float, nonce: str, action: str = "nap") ->
     return CandidatePlan.from_dict({"steps": steps})
 
 
-async def _timed(coro: Any) -> tuple[float, bool]:
+async def _timed(coro: Any, *, must: bool = False) -> tuple[float, bool]:
+    """Wall time of a plan (or flow) run and whether it succeeded; `must`: a failure
+    stops the benchmark (a figure of a failed run would mean nothing)."""
     started = time.perf_counter()
     try:
         result = await coro
         ok = bool(getattr(result, "ok", True))
-    except Exception:
+    except Exception as exc:
+        if must:
+            raise
+        print(f"a run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         ok = False
+    if must and not ok:
+        raise SystemExit(f"a benchmark run failed: {getattr(result, 'errors', '')}")
     return time.perf_counter() - started, ok
 
 
@@ -137,8 +149,9 @@ async def _fanout(spec: dict[str, Any]) -> dict[str, Any]:
     await _timed(hand_fanout(2, 0.01, uuid.uuid4().hex))
     ours, hand = [], []
     for _ in range(repeat):
-        ours.append((await _timed(executor.execute(_fanout_plan(width, CRITICAL_PATH_S, "f"))))[0])
-        hand.append((await _timed(hand_fanout(width, CRITICAL_PATH_S, uuid.uuid4().hex)))[0])
+        plan = _fanout_plan(width, CRITICAL_PATH_S, uuid.uuid4().hex)
+        ours.append((await _timed(executor.execute(plan), must=True))[0])
+        hand.append((await _timed(hand_fanout(width, CRITICAL_PATH_S, "f"), must=True))[0])
     return {
         "width": width,
         "ours_wall_s": round(min(ours), 3),
@@ -154,22 +167,24 @@ async def _dask(spec: dict[str, Any]) -> dict[str, Any]:
     2 worker processes (the cluster is started before the clock starts)."""
     from distributed import LocalCluster
     from prefect_dask.task_runners import DaskTaskRunner
+    from scale_flows import units_per_second
 
     from prefect_aether import PlanExecutor
 
     catalog = _catalog()
     seconds = spec["seconds"]
+    units = units_per_second() * seconds
     default = PlanExecutor(catalog)
-    await _timed(default.execute(_fanout_plan(2, 0.01, uuid.uuid4().hex, "burn")))
+    await _timed(default.execute(_fanout_plan(2, 10, uuid.uuid4().hex, "burn")))
     walls: dict[str, list[float]] = {"default": [], "dask": []}
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True)  # type: ignore[no-untyped-call]
     with cluster:
         dask = PlanExecutor(catalog, task_runner=DaskTaskRunner(address=cluster.scheduler_address))
-        await _timed(dask.execute(_fanout_plan(2, 0.01, uuid.uuid4().hex, "burn")))
+        await _timed(dask.execute(_fanout_plan(2, 10, uuid.uuid4().hex, "burn")))
         for _ in range(spec["repeat"]):
             for name, executor in (("default", default), ("dask", dask)):
-                plan = _fanout_plan(4, seconds, uuid.uuid4().hex, "burn")
-                walls[name].append((await _timed(executor.execute(plan)))[0])
+                plan = _fanout_plan(4, units, uuid.uuid4().hex, "burn")
+                walls[name].append((await _timed(executor.execute(plan), must=True))[0])
     return {
         "width": 4,
         "cpu_seconds_per_step": seconds,

@@ -30,14 +30,19 @@ async def gather(values: list[float], nonce: str) -> float:
 
 
 @flow(name="burn", version="1")
-def burn(seconds: float, nonce: str) -> int:
-    """Keep a core busy (pure Python) for `seconds`."""
+def burn(units: int, nonce: str) -> int:
+    """A fixed amount of pure-Python work (`units` sums of 1,000 numbers): it holds the
+    GIL, so threads of one process share one core for it."""
+    return sum(sum(range(1000)) for _ in range(units))
+
+
+def units_per_second() -> int:
+    """How many `burn` units one core does in a second here."""
     import time
 
-    total, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        total += sum(range(1000))
-    return total
+    started = time.perf_counter()
+    burn.fn(20_000, "calibrate")
+    return int(20_000 / (time.perf_counter() - started))
 
 
 async def _bump(x: int, nonce: str) -> int:
