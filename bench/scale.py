@@ -295,7 +295,10 @@ def _concurrency(server: Any, counts: list[int]) -> dict[str, Any]:
     return figures
 
 
-def main(quick: bool) -> dict[str, Any]:
+SECTIONS = ("chain", "fanout", "dask", "plans")
+
+
+def main(quick: bool, only: tuple[str, ...] = SECTIONS) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from tests.processes import PostgresServer, PrefectServer
 
@@ -326,22 +329,27 @@ def main(quick: bool) -> dict[str, Any]:
             120,
             "serve the bump deployment",
         )
-        chain: dict[str, Any] = {}
-        for mode, steps in (("task", 30), ("tagged", 30), ("subflow", 30), ("deployment", 5)):
-            spec = {"kind": "chain", "mode": mode, "steps": steps, "repeat": repeat}
-            chain[mode] = _run_children(pg, [spec], timeout=1800)[0]
-        chain["sqlite_task"] = _run_children(
-            lite, [{"kind": "chain", "mode": "task", "steps": 30, "repeat": repeat}], 900
-        )[0]
-        figures["chain_postgresql"] = chain
-        figures["fanout_postgresql"] = _run_children(
-            pg, [{"kind": "fanout", "width": 8, "repeat": repeat}], 900
-        )[0]
-        figures["cpu_fanout_task_runner"] = _run_children(
-            pg, [{"kind": "dask", "seconds": 1.0, "repeat": repeat}], 900
-        )[0]
-        figures["plans_postgresql"] = _concurrency(pg, counts)
-        figures["plans_sqlite"] = _concurrency(lite, counts[:2])
+        if "chain" in only:
+            chain: dict[str, Any] = {}
+            modes = (("task", 30), ("tagged", 30), ("subflow", 30), ("deployment", 5))
+            for mode, steps in modes:
+                spec = {"kind": "chain", "mode": mode, "steps": steps, "repeat": repeat}
+                chain[mode] = _run_children(pg, [spec], timeout=1800)[0]
+            chain["sqlite_task"] = _run_children(
+                lite, [{"kind": "chain", "mode": "task", "steps": 30, "repeat": repeat}], 900
+            )[0]
+            figures["chain_postgresql"] = chain
+        if "fanout" in only:
+            figures["fanout_postgresql"] = _run_children(
+                pg, [{"kind": "fanout", "width": 8, "repeat": repeat}], 900
+            )[0]
+        if "dask" in only:
+            figures["cpu_fanout_task_runner"] = _run_children(
+                pg, [{"kind": "dask", "seconds": 1.0, "repeat": repeat}], 900
+            )[0]
+        if "plans" in only:
+            figures["plans_postgresql"] = _concurrency(pg, counts)
+            figures["plans_sqlite"] = _concurrency(lite, counts[:2])
         figures["goals"] = {
             "chain_ratio_task_and_subflow": 1.15,
             "fanout_ratio_to_critical_path": 1.3,
@@ -357,9 +365,16 @@ def main(quick: bool) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer repeats and plan counts.")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"Sections to run, of {','.join(SECTIONS)}."
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
     else:
-        print(json.dumps(main(args.quick), indent=2))
+        sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            parser.error(f"unknown section(s) {', '.join(sorted(unknown))}")
+        print(json.dumps(main(args.quick, sections), indent=2))
