@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import difflib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -365,6 +366,20 @@ app.command("show")(show_command)
 app.add_typer(blocks_app, name="blocks")
 
 
+# With no API URL, Prefect starts an embedded server; its first start on a new
+# PREFECT_HOME migrates a new database, which takes longer than Prefect's default wait
+# of 20 s on a small machine (the README's `make demo` on a fresh clone failed so).
+EMBEDDED_STARTUP_SECONDS = 120
+
+
 def main() -> None:  # pragma: no cover - console entry point
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP,
+    )
+    from prefect.settings import temporary_settings
+
     CONSOLE["hard_exit"] = True
-    app(args=resume_flag(sys.argv[1:]), prog_name="prefect-aether")
+    # Prefect read its settings when it was imported: a change goes through its context.
+    longer = {} if STARTUP.name in os.environ else {STARTUP: EMBEDDED_STARTUP_SECONDS}
+    with temporary_settings(updates=longer):
+        app(args=resume_flag(sys.argv[1:]), prog_name="prefect-aether")

@@ -303,3 +303,33 @@ def test_a_goal_nothing_matches_is_one_clear_line() -> None:
         result.output
     )
     assert "- : " not in result.output
+
+
+def test_the_demo_runs_on_a_fresh_prefect_home(tmp_path: Path) -> None:
+    """The README's `make demo` on a new machine: no API URL, a PREFECT_HOME nobody used,
+    so the embedded server's first start migrates a new database (it outlasted Prefect's
+    default 20 s wait here, and the command died with a timeout)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    goal = "revenue by region, monthly trend, detect anomalies, then build the report and save it"
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "prefect-aether"),
+            *("run", "--goal", goal, "--module", PIPELINE),
+            *("--input", "title=Sales 2026", "--input", f"output_dir={tmp_path / 'out'}"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Anomalous records: 1" in (tmp_path / "out" / "report.md").read_text()
