@@ -15,18 +15,16 @@ Run: `.venv/bin/python bench/catalog.py [--flows N]`
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from planning import NOUNS, STAGES
+from planning import NOUNS, STAGES, import_source
 
 from prefect_aether import ActionCatalog
 
@@ -63,15 +61,8 @@ def module_source(flows: int) -> str:
 
 
 def main(flows: int) -> dict[str, Any]:
-    path = Path(tempfile.mkdtemp()) / "many_flows.py"
-    path.write_text(module_source(flows))
     started = time.perf_counter()
-    spec = importlib.util.spec_from_file_location("many_flows", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["many_flows"] = module
-    spec.loader.exec_module(module)
+    module = import_source(module_source(flows), "many_flows")
     imported = time.perf_counter() - started
     catalog = ActionCatalog()
     started = time.perf_counter()

@@ -33,29 +33,11 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from prefect import Task, flow  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
+from scale_flows import bump, gather, nap  # noqa: E402
 
 from prefect_aether import ActionCatalog, CandidatePlan, PlanExecutor  # noqa: E402
 
 CRITICAL_PATH_S = 0.5
-
-
-@flow(name="nap", version="1")
-async def nap(seconds: float, nonce: str) -> float:
-    """Sleep, then return how long."""
-    await asyncio.sleep(seconds)
-    return seconds
-
-
-@flow(name="gather", version="1")
-async def gather(values: list[float], nonce: str) -> float:
-    """Add numbers."""
-    return sum(values)
-
-
-@flow(name="bump", version="1")
-async def bump(x: int, nonce: str) -> int:
-    """Add one."""
-    return x + 1
 
 
 def dag_plan(nonce: str) -> CandidatePlan:

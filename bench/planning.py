@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from prefect_aether import ActionCatalog, ActionSpec
@@ -78,17 +79,22 @@ def catalog_source() -> str:
     return "\n".join(lines)
 
 
-def load_catalog() -> ActionCatalog:
-    path = Path(tempfile.mkdtemp()) / "synthetic_flows.py"
-    path.write_text(catalog_source())
-    spec = importlib.util.spec_from_file_location("synthetic_flows", path)
+def import_source(source: str, name: str) -> ModuleType:
+    """Write `source` to a temporary file and import it as module `name`."""
+    path = Path(tempfile.mkdtemp()) / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["synthetic_flows"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def load_catalog() -> ActionCatalog:
     catalog = ActionCatalog()
-    catalog.register_module(module)
+    catalog.register_module(import_source(catalog_source(), "synthetic_flows"))
     return catalog
 
 
