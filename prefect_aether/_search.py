@@ -57,14 +57,14 @@ class SearchIndex:
 
     def __init__(self, specs: Sequence[ActionSpec]) -> None:
         self._specs = list(specs)
-        self._docs = [_document(s) for s in self._specs]
+        docs = [_document(s) for s in self._specs]
         self._names = [frozenset(tokenize(s.name)) for s in self._specs]
-        self._lengths = [sum(d.values()) for d in self._docs]
-        self._avg_length = (sum(self._lengths) / len(self._lengths)) if self._docs else 0.0
+        lengths = [sum(d.values()) for d in docs]
+        avg_length = (sum(lengths) / len(lengths)) if docs else 0.0
         frequency: Counter[str] = Counter()
-        for doc in self._docs:
+        for doc in docs:
             frequency.update(doc.keys())
-        n = len(self._docs)
+        n = len(docs)
         self._idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in frequency.items()}
         self._vocabulary = sorted(self._idf)
         self._by_prefix: dict[str, list[str]] = {}
@@ -76,24 +76,20 @@ class SearchIndex:
         self._name_order = [0] * len(self._specs)
         for place, position in enumerate(by_name):
             self._name_order[position] = place
-        self._norms = [
-            _K1 * (1 - _B + _B * length / self._avg_length) if self._avg_length else _K1
-            for length in self._lengths
+        norms = [
+            _K1 * (1 - _B + _B * length / avg_length) if avg_length else _K1 for length in lengths
         ]
         # Term -> (position, BM25 weight of the term in that spec) of each spec that holds
         # it: a query touches only the specs of its terms, a term at a time.
         self._postings: dict[str, list[tuple[int, float]]] = {}
         # Term -> positions of the specs whose name holds it (the name coverage bonus).
         self._in_names: dict[str, list[int]] = {}
-        for position, doc in enumerate(self._docs):
+        for position, doc in enumerate(docs):
             for term, tf in doc.items():
-                weight = self._term_weight(term, tf, self._norms[position])
+                weight = self._idf[term] * tf * (_K1 + 1) / (tf + norms[position])
                 self._postings.setdefault(term, []).append((position, weight))
             for term in self._names[position]:
                 self._in_names.setdefault(term, []).append(position)
-
-    def _term_weight(self, term: str, tf: float, norm: float) -> float:
-        return self._idf[term] * tf * (_K1 + 1) / (tf + norm)
 
     @property
     def specs(self) -> list[ActionSpec]:
@@ -122,25 +118,9 @@ class SearchIndex:
                 found[term] = max(found.get(term, 0.0), weight)
         return dict(sorted(found.items()))
 
-    def score(self, position: int, terms: dict[str, float]) -> float:
-        """BM25 of the spec at `position` for weighted `terms` (from `weights`)."""
-        doc = self._docs[position]
-        name = self._names[position]
-        score = (
-            _NAME_COVERAGE_BONUS * sum(w for t, w in terms.items() if t in name) / len(name)
-            if name
-            else 0.0
-        )
-        norm = self._norms[position]
-        for term, weight in terms.items():
-            tf = doc.get(term)
-            if tf:
-                score += weight * self._term_weight(term, tf, norm)
-        return score
-
     def scores(self, terms: dict[str, float]) -> dict[int, float]:
-        """Positive scores by spec position (ascending), the same as `score` gives, summed
-        a term at a time over the specs that hold it (in `score`'s order of operations)."""
+        """Positive BM25 scores (plus the name coverage bonus) by spec position, ascending,
+        summed a term at a time over the specs that hold a term."""
         covered: dict[int, float] = {}
         for term, weight in terms.items():
             for position in self._in_names.get(term, ()):

@@ -190,9 +190,9 @@ def check_source(source: _Source, settings: AetherSettings | None = None) -> Non
     ]
     if bad:
         raise _refused("entrypoint", bad, "CATALOG_ENTRYPOINTS")
-    bad = [d for d in source.deployments if d not in set(settings.catalog_deployments)]
+    bad = [d for d in source.deployments if d not in settings.catalog_deployments]
     if bad:
         raise _refused("deployment", bad, "CATALOG_DEPLOYMENTS")
-    bad = [t for t in source.deployment_tags if t not in set(settings.catalog_deployment_tags)]
+    bad = [t for t in source.deployment_tags if t not in settings.catalog_deployment_tags]
     if bad:
         raise _refused("deployment tag", bad, "CATALOG_DEPLOYMENT_TAGS")

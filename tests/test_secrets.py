@@ -73,6 +73,15 @@ async def read_everything() -> dict[str, list[str]]:
     return found
 
 
+async def error_of(state: Any) -> str:
+    """'ExceptionType: message' of the exception a failed state raises."""
+    try:
+        await state.aresult()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    raise AssertionError(f"state {state} raised nothing")
+
+
 def store_rows(path: Path) -> list[str]:
     with sqlite3.connect(path) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -114,12 +123,7 @@ async def test_the_canary_key_never_leaks(
     )
     assert state.is_failed()
     prompts += [json.dumps(r.body) for r in llm_server.requests]
-    errors: list[str] = []
-    try:
-        await state.aresult()
-    except Exception as exc:
-        errors.append(f"{type(exc).__name__}: {exc}")
-    assert errors
+    errors = [await error_of(state)]
     assert "401" in errors[0]
 
     places = {
@@ -164,14 +168,9 @@ async def test_a_secret_binding_never_leaks(
     report = await execute_plan(plan(False), catalog=source)
     assert isinstance(report, dict)
     assert report["outputs"] == {"result": f"ada logged in ({len(SECRET_CANARY)} characters)"}
-    errors: list[str] = []
     state = await execute_plan(plan(True), catalog=source, return_state=True)
     assert state.is_failed()
-    try:
-        await state.aresult()
-    except Exception as exc:
-        errors.append(f"{type(exc).__name__}: {exc}")
-    assert errors
+    errors = [await error_of(state)]
     assert "****" in errors[0]
 
     catalog = ActionCatalog()
