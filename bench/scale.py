@@ -7,7 +7,8 @@ one run, each measured in a process of its own:
 
 - `chain`: ms per step of a chain of no-op steps, per step mode (task, tagged task,
   subflow, deployment), the minimum over the repeats, and the ratio. Goal <= 1.15 in task
-  and subflow modes on PostgreSQL.
+  and subflow modes on PostgreSQL. Each run starts once the server is idle again (its
+  recorders work behind the API), and the server's CPU per step is reported too.
 - `fanout`: a width-8 fan-out of 0.5 s steps and a join: wall time, its ratio to the
   critical path (0.5 s). Goal <= 1.3.
 - `cpu_fanout_task_runner`: a CPU-bound width-4 fan-out (a second of pure Python work
@@ -84,6 +85,28 @@ def _fanout_plan(width: int, amount: float, nonce: str, action: str = "nap") -> 
     return CandidatePlan.from_dict({"steps": steps})
 
 
+def _server_cpu() -> float:
+    """CPU seconds the Prefect server process has used (Linux `/proc`), 0 elsewhere."""
+    pid = os.environ.get("AETHER_BENCH_SERVER_PID")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _quiet(limit: float = 60.0) -> None:
+    """Wait until the server has worked through what the last run sent it (its event
+    and task-run recorders run behind the API): under 15% of a core for 0.5 s. Each
+    run then starts on an idle server, ours and hand-written alike."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = _server_cpu()
+        await asyncio.sleep(0.5)
+        if (_server_cpu() - before) / 0.5 < 0.15:
+            return
+
+
 async def _timed(coro: Any, *, must: bool = False) -> tuple[float, bool]:
     """Wall time of a plan (or flow) run and whether it succeeded; `must`: a failure
     stops the benchmark (a figure of a failed run would mean nothing)."""
@@ -120,20 +143,35 @@ async def _chain(spec: dict[str, Any]) -> dict[str, Any]:
     # A warm-up of each: the first run of a process pays for imports and caches.
     await _timed(executor.execute(_chain_plan(2, uuid.uuid4().hex, action)))
     await _timed(hand_chain(2, uuid.uuid4().hex, mode))
-    ours, hand, failures = [], [], 0
+    walls: dict[str, list[float]] = {"ours": [], "hand": []}
+    server: dict[str, list[float]] = {"ours": [], "hand": []}
+    failures = 0
     for _ in range(repeat):  # interleaved, so drift on a shared machine hits both
-        wall, ok = await _timed(executor.execute(_chain_plan(n, uuid.uuid4().hex, action)))
-        ours.append(wall)
-        failures += not ok
-        wall, ok = await _timed(hand_chain(n, uuid.uuid4().hex, mode))
-        hand.append(wall)
-        failures += not ok
-    ms_ours, ms_hand = min(ours) / n * 1000, min(hand) / n * 1000
+        for who in ("ours", "hand"):
+            nonce = uuid.uuid4().hex
+            run = (
+                executor.execute(_chain_plan(n, nonce, action))
+                if who == "ours"
+                else hand_chain(n, nonce, mode)
+            )
+            await _quiet()
+            cpu = _server_cpu()
+            wall, ok = await _timed(run)
+            await _quiet()
+            walls[who].append(wall)
+            server[who].append(_server_cpu() - cpu)
+            failures += not ok
+    ms_ours, ms_hand = min(walls["ours"]) / n * 1000, min(walls["hand"]) / n * 1000
     return {
         "steps": n,
         "ours_ms_per_step": round(ms_ours, 1),
         "hand_written_ms_per_step": round(ms_hand, 1),
         "ratio": round(ms_ours / ms_hand, 2),
+        # What the server spends on a step, recorders included (median over repeats).
+        "server_cpu_ms_per_step": {
+            who: round(sorted(values)[len(values) // 2] / n * 1000, 1)
+            for who, values in server.items()
+        },
         "failures": failures,
     }
 
@@ -235,6 +273,7 @@ def child(spec: dict[str, Any]) -> None:
 def _run_children(server: Any, specs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
     env = {
         **server.env,
+        "AETHER_BENCH_SERVER_PID": str(server.server.popen.pid),
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'bench'}",
         "PREFECT_LOGGING_LEVEL": "ERROR",
         "PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED": "false",

@@ -30,7 +30,7 @@ from prefect_aether.plan import (
     parse_binding,
 )
 from prefect_aether.policy import MANUAL, policy_problems
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 
 _UNCHECKED: Any = object()
 # Step ids become flow run names, tags and graph labels: identifiers only.
@@ -75,7 +75,7 @@ class Validator:
         self.allowed = (
             None if flow_ids is None else {s.name for s in catalog.list_actions(flow_ids=flow_ids)}
         )
-        settings = AetherSettings()
+        settings = current_settings()
         self.max_depth = settings.max_input_depth
         self.settings = settings
         self.issues: list[ValidationIssue] = []

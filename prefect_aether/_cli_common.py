@@ -15,7 +15,7 @@ from rich.table import Table
 
 from prefect_aether.exceptions import ExecutionInterrupted, PlanValidationError, PrefectAetherError
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.store import PlanStore
 
 console = Console()
@@ -48,7 +48,7 @@ def clean_errors() -> Iterator[None]:
 @asynccontextmanager
 async def open_store() -> AsyncIterator[PlanStore | None]:
     """The plan store of the settings (None when `store_enabled` is off), closed after."""
-    if not AetherSettings().store_enabled:
+    if not current_settings().store_enabled:
         yield None
         return
     store = PlanStore()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.events import emit_event
 
 from prefect_aether.plan import CandidatePlan, canonical_json, iter_bindings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
@@ -182,3 +187,33 @@ def emit_step_event(
         ],
         payload={"step_id": step_id, "action": action, **payload},
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, insecure: bool) -> ssl.SSLContext:
+    import certifi
+
+    context = ssl.create_default_context(cafile=cert_file or certifi.where())
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def api_client() -> PrefectClient:
+    """A Prefect client (to enter with `async with`) on one TLS context per process and
+    TLS settings. Prefect's `get_client()` builds a new context, loading every CA
+    certificate (10-30 ms here), for each client it makes; this one is configured the
+    way Prefect configures its own (`PREFECT_API_SSL_CERT_FILE`,
+    `PREFECT_API_TLS_INSECURE_SKIP_VERIFY`)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import (
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    )
+
+    context = _tls_context(
+        PREFECT_API_SSL_CERT_FILE.value() or None,
+        bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()),
+    )
+    return get_client(httpx_settings={"verify": context})

@@ -9,10 +9,12 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Any, Protocol, cast
 
 from prefect import Flow, tags
-from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.artifacts import MarkdownArtifact, TableArtifact
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext, TagsContext
 from prefect.logging import get_run_logger
@@ -34,7 +36,7 @@ from prefect_aether.execution import (
     ExecutionResult,
 )
 from prefect_aether.plan import CandidatePlan, PlanStep, step_dependencies
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 
 logger = logging.getLogger("prefect_aether.execute")
 _SUMMARY_CHARS = 500
@@ -103,17 +105,14 @@ class PlanRun:
         self.tags: list[str] = []
         # Values read from Secret blocks (`${secret.*}`), masked in errors and previews.
         self.secret_values: dict[str, str] = {}
+        self.client: PrefectClient | None = None
+        # The results artifact, written while Prefect finishes the parent run.
+        self.closing: asyncio.Future[Any] | None = None
 
     # -- parent flow --------------------------------------------------------------------
 
     async def start(self, extra_tags: list[str], name: str) -> ExecutionResult:
         self.tags = [*extra_tags, f"plan:{self.plan_id}", f"execution:{self.execution_id}"]
-
-        async def aether_plan(plan_id: str, execution_id: str, summary: str) -> dict[str, Any]:
-            # The tags above are for the parent run; steps choose theirs (see `tag_steps`).
-            with TagsContext(current_tags=set()):
-                return await self.body()
-
         parent: Flow[..., Any] = Flow(
             aether_plan,
             name=PLAN_FLOW_NAME,
@@ -128,14 +127,25 @@ class PlanRun:
         summary = _report.sanitize(
             f"{len(self.order)} steps: " + ", ".join(self.order), _SUMMARY_CHARS
         )
-        with tags(*self.tags):
-            call: Any = parent(
-                plan_id=self.plan_id,
-                execution_id=self.execution_id,
-                summary=summary,
-                return_state=True,
-            )
-            state = cast(State[Any], await self.watch_api(asyncio.ensure_future(call)))
+        # Our artifacts go through a client of our own, which outlives the parent run's.
+        async with _report.api_client() as client:
+            self.client = client
+            current = _CURRENT.set(self)
+            try:
+                with tags(*self.tags):
+                    call: Any = parent(
+                        plan_id=self.plan_id,
+                        execution_id=self.execution_id,
+                        summary=summary,
+                        return_state=True,
+                    )
+                    state = cast(State[Any], await self.watch_api(asyncio.ensure_future(call)))
+                if self.closing is not None:
+                    await self.closing_artifacts()
+            finally:
+                _CURRENT.reset(current)
+                if self.closing is not None and not self.closing.done():
+                    self.closing.cancel()
         self.flow_run_id = self.flow_run_id or (
             str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         )
@@ -161,6 +171,19 @@ class PlanRun:
                 flow_run_id=self.flow_run_id,
             ) from None
 
+    async def closing_artifacts(self) -> None:
+        """Wait for the artifacts; they report the run, so failing to write them is
+        logged, never a failure of the plan (its steps' outputs are in the result)."""
+        assert self.closing is not None
+        try:
+            await self.closing
+        except Exception as exc:
+            logger.warning(
+                "plan %s: its artifacts could not be written: %s",
+                self.plan_id,
+                _report.sanitize(f"{type(exc).__name__}: {exc}", 300),
+            )
+
     def result(self, *, ok: bool) -> ExecutionResult:
         last = self.order[-1]
         return ExecutionResult(
@@ -181,18 +204,19 @@ class PlanRun:
             self.flow_run_id = str(context.flow_run.id)
         # The plan artifact is written while the first steps start, not before them.
         plan_artifact = asyncio.ensure_future(
-            acreate_markdown_artifact(
+            MarkdownArtifact(
                 markdown=_report.plan_markdown(self.plan, self.levels, self.deps),
                 key=f"aether-plan-{self.plan_id}",
                 description=f"prefect-aether plan {self.plan_id}",
-            )
+            ).acreate(self.client)
         )
         await self.emit("start", None, f"executing plan {self.plan_id} ({len(self.order)} steps)")
         try:
             await self.schedule()
         finally:
-            await plan_artifact
-            await self.publish_results()
+            # Written while Prefect finishes this run (`start` awaits it); the task keeps
+            # this run's context, so the artifact belongs to this run.
+            self.closing = asyncio.ensure_future(self.publish_results(plan_artifact))
             pid = self.plan_id
             self.log().info(
                 f"plan {pid}: artifacts aether-plan-{pid} (the plan) and aether-results-{pid} "
@@ -209,7 +233,8 @@ class PlanRun:
         await self.emit("success", None, f"plan {self.plan_id} succeeded")
         return self.outputs.get(self.order[-1], {})
 
-    async def publish_results(self) -> None:
+    async def publish_results(self, plan_artifact: asyncio.Future[Any]) -> None:
+        await plan_artifact
         rows = []
         for sid in self.order:
             record = self.records[sid]
@@ -229,11 +254,11 @@ class PlanRun:
                     "output": _report.cell(record.preview),
                 }
             )
-        await acreate_table_artifact(
+        await TableArtifact(
             table=rows,
             key=f"aether-results-{self.plan_id}",
             description=f"prefect-aether step results of plan {self.plan_id}",
-        )
+        ).acreate(self.client)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -446,7 +471,7 @@ class PlanRun:
         step_tags = [*self.tags, f"plan_step:{sid}"]
         upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
         if spec.kind == "deployment":
-            poll = AetherSettings().deployment_poll_interval
+            poll = current_settings().deployment_poll_interval
             state, value = await _steps.call_deployment(
                 spec, step, step_tags, inputs, upstream, poll_interval=poll
             )
@@ -454,6 +479,10 @@ class PlanRun:
             assert flow is not None
             state = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
             value = await state.aresult(raise_on_failure=False)
+        elif self.executor.task_runner is None and not _steps.takes_secret(step):
+            assert flow is not None
+            tagged = step_tags if self.executor.tag_steps else None
+            state, value = await _steps.call_task(flow, step, inputs, upstream, tagged)
         else:
             assert flow is not None
             runner = _steps.step_task(
@@ -501,8 +530,11 @@ class PlanRun:
             error=error,
             flow_run_id=self.flow_run_id,
         )
-        if sid is not None and phase.startswith("step_"):
+        if sid is not None and phase in _EVENT_NAMES:
             payload: dict[str, Any] = {"message": _report.sanitize(message)}
+            record = self.records[sid]
+            if record.started is not None and record.ended is not None:
+                payload["duration_s"] = round(record.ended - record.started, 3)
             if step_outputs is not None:
                 payload["output_preview"] = _secrets.scrub(
                     _report.preview(step_outputs), self.secret_values.values()
@@ -519,8 +551,24 @@ class PlanRun:
             return logger
 
 
+_CURRENT: ContextVar[PlanRun] = ContextVar("aether_plan_run")
+
+
+async def aether_plan(plan_id: str, execution_id: str, summary: str) -> dict[str, Any]:
+    """The parent flow run of a plan execution, the `PlanRun` that started it.
+
+    A module function (the run is found in a context variable), so that a task runner
+    shipping the flow run's context to other processes ships a reference to it, not
+    the execution's state."""
+    run = _CURRENT.get()
+    # The run's tags are for the parent run; steps choose theirs (see `tag_steps`).
+    with TagsContext(current_tags=set()):
+        return await run.body()
+
+
+# One Prefect event per step, when it ends: each costs the server ~7 ms of CPU on
+# PostgreSQL (bench/scale.py), and the step's own run already emits its `Running` event.
 _EVENT_NAMES = {
-    "step_start": "started",
     "step_success": "succeeded",
     "step_failure": "failed",
     "step_skipped": "skipped",

@@ -8,6 +8,7 @@ import functools
 import inspect
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, cast
 
 from prefect import Flow, Task, tags
@@ -148,13 +149,8 @@ async def call_subflow(
 
     `wait_for` records the upstream steps, so the edges show in the run graph.
     """
-    policy = _policy(step, flow)
-    child = flow.with_options(
-        flow_run_name=step.id,
-        retries=policy["retries"],
-        retry_delay_seconds=policy["retry_delay_seconds"],
-        timeout_seconds=policy["timeout_seconds"],
-    )
+    child = _child_flow(flow, step)
+    _CHILD_RUN_NAME.set(step.id)
     call: Callable[[], Any] = functools.partial(
         child, **inputs, wait_for=wait_for(upstream), return_state=True
     )
@@ -165,6 +161,36 @@ async def call_subflow(
             # A sync flow blocks: run it in a thread (context copied) to keep steps concurrent.
             outcome = await asyncio.to_thread(call)
     return cast(State[Any], outcome)
+
+
+_CHILD_RUN_NAME: ContextVar[str] = ContextVar("aether_child_run_name")
+
+
+def _child_run_name() -> str:
+    return _CHILD_RUN_NAME.get()
+
+
+def _child_flow(flow: Flow[..., Any], step: PlanStep) -> Flow[..., Any]:
+    """The action's flow with the step's policy, built once per action and policy
+    (`with_options` builds a new `Flow`); its runs are named after the step being run
+    (read from the context the step runs in)."""
+    policy = _policy(step, flow)
+    key = repr(sorted(policy.items()))
+    built = _CHILD_FLOWS.setdefault(flow, {})
+    child = built.get(key)
+    if child is None:
+        child = built[key] = flow.with_options(
+            flow_run_name=_child_run_name,
+            retries=policy["retries"],
+            retry_delay_seconds=policy["retry_delay_seconds"],
+            timeout_seconds=policy["timeout_seconds"],
+        )
+    return child
+
+
+_CHILD_FLOWS: weakref.WeakKeyDictionary[Flow[..., Any], dict[str, Flow[..., Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def step_task(
@@ -206,13 +232,59 @@ def step_task(
     )
 
 
+async def call_task(
+    flow: Flow[..., Any],
+    step: PlanStep,
+    inputs: dict[str, Any],
+    upstream: list[State[Any]],
+    step_tags: list[str] | None,
+) -> tuple[State[Any], Any]:
+    """Run the step as a task run in this process; its final state and value.
+
+    The task is built once per action and step policy (building a `Task` costs ~1 ms),
+    its run is named after the step (`task_run_name="{step_id}"`) and takes the step's
+    tags from the tags context.
+    """
+    runner = _action_task(flow, step)
+    with tags(*(step_tags or ())):
+        call: Any = runner(inputs, step.id, wait_for=wait_for(upstream), return_state=True)
+        state = cast(State[Any], await call)
+    return state, await state.aresult(raise_on_failure=False)
+
+
+def _action_task(flow: Flow[..., Any], step: PlanStep) -> Task[..., Any]:
+    policy = _policy(step, flow)
+    key = repr(sorted(policy.items()))
+    built = _TASKS.setdefault(flow, {})
+    runner = built.get(key)
+    if runner is None:
+
+        async def run_action(inputs: dict[str, Any], step_id: str) -> Any:
+            return await _call_fn(flow, inputs)
+
+        runner = built[key] = Task(
+            fn=run_action,
+            name=flow.name,
+            task_run_name="{step_id}",
+            cache_policy=NO_CACHE,
+            persist_result=False,
+            **policy,
+        )
+    return runner
+
+
+_TASKS: weakref.WeakKeyDictionary[Flow[..., Any], dict[str, Task[..., Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def submit(
     runner: Task[..., Any], inputs: dict[str, Any], upstream: list[State[Any]]
 ) -> tuple[State[Any], Any]:
     """Run a step's task on the plan flow's task runner; its final state and value.
 
     The future is waited for in a thread: a remote runner's wait blocks."""
-    future = runner.submit(inputs, wait_for=wait_for(upstream))
+    future = runner.submit(inputs, wait_for=wait_for(upstream, local=False))
     value = await asyncio.to_thread(future.result, raise_on_failure=False)
     return future.state, value
 
@@ -238,20 +310,25 @@ def reused_task(step: PlanStep, step_tags: list[str] | None, execution_id: str) 
     )
 
 
-class _ChildRun:
-    """Stands for a finished child flow run in `wait_for`: Prefect records it as the
-    child *flow run* (`FlowRunResult`), the node the run graph draws for it. The
-    child's own state names no task run, so passing it would draw no edge."""
+class _Upstream:
+    """Stands for a finished upstream run in `wait_for`, linked to its state in the flow
+    run's context: Prefect records it as a task input (`TaskRunResult`, or
+    `FlowRunResult` for a child flow run, the node the run graph draws for it) and, not
+    being a `State`, does not read the upstream's result again before the step starts
+    (a blocking hop to another thread per edge; the scheduler starts a step only once
+    its upstream steps completed)."""
 
-    __slots__ = ("__weakref__", "flow_run_id")
+    __slots__ = ("__weakref__", "run_id")
 
-    def __init__(self, flow_run_id: Any) -> None:
-        self.flow_run_id = flow_run_id
+    def __init__(self, run_id: Any) -> None:
+        self.run_id = run_id
 
 
-def wait_for(states: Sequence[State[Any]]) -> list[Any]:
-    """`wait_for` items for upstream steps: task states as they are, child flow runs
-    (subflows, deployments) by their flow run."""
+def wait_for(states: Sequence[State[Any]], *, local: bool = True) -> list[Any]:
+    """`wait_for` items for upstream steps: child flow runs (subflows, deployments) by
+    their flow run, task runs by their task run. `local=False` (a task runner that may
+    run the step in another process, where this context's links do not exist) passes
+    task states as they are."""
     from prefect.client.schemas.objects import RunType
     from prefect.context import FlowRunContext
     from prefect.utilities.engine import link_state_to_result
@@ -262,9 +339,13 @@ def wait_for(states: Sequence[State[Any]]) -> list[Any]:
     for state in states:
         details = state.state_details
         if details.flow_run_id is not None and details.flow_run_id != parent:
-            child = _ChildRun(details.flow_run_id)
+            child = _Upstream(details.flow_run_id)
             link_state_to_result(state, child, RunType.FLOW_RUN)
             items.append(child)
+        elif local and context is not None and details.task_run_id is not None:
+            upstream = _Upstream(details.task_run_id)
+            link_state_to_result(state, upstream, RunType.TASK_RUN)
+            items.append(upstream)
         else:
             items.append(state)
     return items

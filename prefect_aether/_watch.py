@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 
 
 class ApiOutage(Exception):
@@ -32,14 +32,17 @@ async def watch_api(run: asyncio.Future[Any]) -> Any:
     url = PREFECT_API_URL.value()
     if not url:
         return await run
-    limit = AetherSettings().api_outage_timeout
+    limit = current_settings().api_outage_timeout
     every = min(5.0, max(0.2, limit / 5))
     last_answer = time.monotonic()
-    async with httpx.AsyncClient(timeout=min(5.0, every)) as http:
+    # The HTTP client is made at the first check only: most plans finish before it.
+    http: httpx.AsyncClient | None = None
+    try:
         while True:
             done, _ = await asyncio.wait({run}, timeout=every)
             if done:
                 return run.result()
+            http = http or httpx.AsyncClient(timeout=min(5.0, every))
             try:
                 answer = await http.get(f"{url.rstrip('/')}/health")
                 if answer.status_code < 500:
@@ -48,6 +51,9 @@ async def watch_api(run: asyncio.Future[Any]) -> Any:
                 pass
             if time.monotonic() - last_answer > limit:
                 break
+    finally:
+        if http is not None:
+            await http.aclose()
     run.cancel()
     # Prefect's engine may still be retrying calls to the API: give it a moment only.
     await asyncio.wait({run}, timeout=2)

@@ -38,7 +38,7 @@ from prefect_aether._checkers import make_checker
 from prefect_aether._json import canonical_json
 from prefect_aether._search import SearchIndex
 from prefect_aether.exceptions import CatalogError
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.specs import ActionSpec, IOSlot, feed_tier, render_spec
 
 __all__ = ["ActionCatalog", "ActionSpec", "CatalogSource", "IOSlot"]
@@ -78,7 +78,7 @@ class CatalogSource(BaseModel):
     @classmethod
     def from_settings(cls) -> CatalogSource:
         """Everything the `catalog_*` settings list (the deployable flows' default)."""
-        settings = AetherSettings()
+        settings = current_settings()
         return cls(
             modules=settings.catalog_modules,
             entrypoints=settings.catalog_entrypoints,

@@ -44,7 +44,7 @@ from prefect_aether.execute import PlanExecutor
 from prefect_aether.plan import CandidatePlan, iter_bindings
 from prefect_aether.planner import PlanningEvent, PlanResult, decode_plan
 from prefect_aether.service import PlannerKind, PlannerService
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.validate import validate_plan
 
 app = typer.Typer(
@@ -114,7 +114,7 @@ def build_catalog(modules: list[str] | None, entrypoints: list[str] | None) -> A
 
 def load_plan(path: Path) -> CandidatePlan:
     """Read a plan from a JSON or YAML file."""
-    limit = AetherSettings().max_plan_bytes
+    limit = current_settings().max_plan_bytes
     try:
         size = path.stat().st_size
         if size > limit:

@@ -32,7 +32,7 @@ from prefect_aether.plan import CandidatePlan
 from prefect_aether.planner import PlanningCallback, PlanningContext, PlanResult
 from prefect_aether.runinfo import Identity, Importance, Origin, RunInfo, Visibility
 from prefect_aether.service import MissingInputsHandler, PlannerService
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 
 __all__ = ["NodeContext", "NodePlanner", "get_planner"]
 
@@ -288,7 +288,7 @@ def get_planner(
     context = NodeContext.from_runtime()
     if service is None:
         if catalog is None:
-            settings = AetherSettings()
+            settings = current_settings()
             if not settings.catalog_modules:
                 raise AetherUsageError(
                     "get_planner() needs catalog=..., service=..., or the "

@@ -53,7 +53,7 @@ from prefect_aether.execution import (
 )
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.policy import APPROVAL, needs_approval
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.validate import RUN_MODES, validate_plan
 
 __all__ = [
@@ -132,7 +132,7 @@ class PlanExecutor:
         result_serializer: Literal["json", "pickle"] = "json",
         task_runner: TaskRunner[Any] | None = None,
     ) -> None:
-        ceiling = AetherSettings().max_concurrent_steps
+        ceiling = current_settings().max_concurrent_steps
         if max_concurrency is not None and not 1 <= max_concurrency <= ceiling:
             raise AetherUsageError(
                 f"max_concurrency must be between 1 and {ceiling} (max_concurrent_steps), "

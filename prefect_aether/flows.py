@@ -44,7 +44,7 @@ from prefect_aether.execution import ExecutionResult
 from prefect_aether.plan import CandidatePlan, step_dependencies
 from prefect_aether.policy import check_source
 from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.store import PlanStore
 from prefect_aether.validate import validate_plan
 
@@ -133,7 +133,7 @@ async def _ask_for_values(
 
 
 async def _pause(form: type[Any], timeout: int, *, key: str, waiting_for: str) -> Any:
-    poll = AetherSettings().pause_poll_interval
+    poll = current_settings().pause_poll_interval
     # We time the wait ourselves and give the server's pause deadline a margin: once
     # that deadline passes, Prefect replaces any final state, and its message, with
     # "never resumed"; failing before it keeps the message below on the run.
@@ -361,7 +361,7 @@ async def _node(
     max_concurrency: int | None,
 ) -> AsyncIterator[NodePlanner]:
     """A planner for this flow run: its catalog built, its LLM loaded, its store open."""
-    settings = AetherSettings()
+    settings = current_settings()
     if catalog is not None:
         # A run parameter is untrusted and importing runs code: it may only narrow what
         # the settings allow, and is refused before anything is imported.

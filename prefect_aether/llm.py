@@ -25,7 +25,7 @@ import httpx
 from pydantic import SecretStr
 
 from prefect_aether.exceptions import AetherUsageError, LLMError
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 
 __all__ = ["OpenAICompatibleLLM", "Usage"]
 
@@ -79,7 +79,7 @@ class OpenAICompatibleLLM:
                 f"base_url must start with http:// or https://, got {base_url!r}"
             )
         if max_response_bytes is None:
-            max_response_bytes = AetherSettings().max_llm_response_bytes
+            max_response_bytes = current_settings().max_llm_response_bytes
         if max_retries < 0 or timeout <= 0 or max_response_bytes <= 0:
             raise AetherUsageError("max_retries must be >= 0; timeout and max_response_bytes > 0")
         self.base_url = base_url.rstrip("/")

@@ -28,7 +28,7 @@ from prefect_aether.planning import (
     PlanResult,
     decode_plan,
 )
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.validate import ValidationResult, validate_plan
 
 __all__ = [
@@ -74,7 +74,7 @@ class ActionPlanner:
         retrieval_threshold: int = 40,
         top_k: int = 15,
     ) -> None:
-        settings = AetherSettings()
+        settings = current_settings()
         if not 1 <= max_iter <= settings.max_planning_iterations:
             raise AetherUsageError(
                 f"max_iter must be between 1 and {settings.max_planning_iterations} "
@@ -333,7 +333,7 @@ _EXAMPLE_GOAL_CHARS = 300
 def shown_examples(ctx: PlanningContext) -> list[tuple[str, str]]:
     """The worked examples as shown: goal (sanitized, bounded) and compact plan JSON;
     an example whose plan is too large to show whole is left out."""
-    limit = AetherSettings().planner_examples
+    limit = current_settings().planner_examples
     shown: list[tuple[str, str]] = []
     for example in ctx.examples:
         if len(shown) >= limit:

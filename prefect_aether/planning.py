@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from prefect_aether._callbacks import notify
 from prefect_aether.exceptions import PlanDecodingError
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.validate import ValidationResult
 
 __all__ = [
@@ -200,7 +200,7 @@ def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:
         >>> decode_plan('Here you go:\\n```json\\n{"steps": []}\\n```').steps
         []
     """
-    limit = max_bytes if max_bytes is not None else AetherSettings().max_plan_bytes
+    limit = max_bytes if max_bytes is not None else current_settings().max_plan_bytes
     size = len(text.encode("utf-8", errors="replace"))
     if size > limit:
         raise PlanDecodingError(

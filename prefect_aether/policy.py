@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from prefect_aether.exceptions import AetherUsageError
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import AetherSettings, current_settings
 
 __all__ = [
     "APPROVAL",
@@ -107,10 +107,10 @@ def policy_problems(
     `(key, what it must be)` each.
 
     Examples:
-        >>> policy_problems({"retries": 25, "run_as": "task"}, AetherSettings())
+        >>> policy_problems({"retries": 25, "run_as": "task"}, current_settings())
         [('retries', 'an integer from 0 to 5 (max_step_retries)')]
     """
-    settings = settings or AetherSettings()
+    settings = settings or current_settings()
     most_retries, longest = settings.max_step_retries, settings.max_step_timeout_seconds
     checks: list[tuple[str, bool, str]] = []
     if "retries" in extras:
@@ -177,7 +177,7 @@ def check_source(source: _Source, settings: AetherSettings | None = None) -> Non
         ...
         prefect_aether.exceptions.AetherUsageError: the catalog names module 'os' that ...
     """
-    settings = settings or AetherSettings()
+    settings = settings or current_settings()
     modules = {_module_key(m) for m in settings.catalog_modules}
     bad = [m for m in source.modules if _module_key(m) not in modules]
     if bad:

@@ -39,7 +39,7 @@ from prefect_aether.planner import (
     PlanResult,
 )
 from prefect_aether.runinfo import Identity, RunInfo, holder
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import AetherSettings, current_settings
 from prefect_aether.store import PlanStore
 
 __all__ = [
@@ -130,7 +130,7 @@ class PlannerService:
             if self.planner_kind == "heuristic" or self.llm is None:
                 self._planner = HeuristicPlanner(self.catalog)
             else:
-                settings = AetherSettings()
+                settings = current_settings()
                 self._planner = ActionPlanner(
                     self.catalog,
                     self.llm,
@@ -193,7 +193,7 @@ class PlannerService:
                 hit = await cached_plan(self.store, self.catalog, ctx, emit)
                 if hit is not None:
                     return hit
-            settings = AetherSettings()
+            settings = current_settings()
             if not ctx.memory_snippets:
                 limit = settings.history_snippets
                 snippets = await self.store.memory_snippets(ctx.goal, limit=limit) if limit else []
@@ -476,7 +476,7 @@ def llm_from_settings(settings: AetherSettings | None = None) -> ChatModel | Non
     """The LLM the settings describe (`PREFECT_INTEGRATIONS_AETHER_LLM_*`), or None."""
     from prefect_aether.llm import OpenAICompatibleLLM
 
-    settings = settings or AetherSettings()
+    settings = settings or current_settings()
     if not settings.llm_configured():
         return None
     return OpenAICompatibleLLM(

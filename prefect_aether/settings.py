@@ -12,10 +12,14 @@ Examples:
 
 from __future__ import annotations
 
+import functools
+import os
+from pathlib import Path
+
 from prefect.settings.base import PrefectBaseSettings, build_settings_config
 from pydantic import Field, SecretStr
 
-__all__ = ["AetherSettings"]
+__all__ = ["AetherSettings", "current_settings"]
 
 
 class AetherSettings(PrefectBaseSettings):
@@ -155,3 +159,32 @@ class AetherSettings(PrefectBaseSettings):
     def llm_configured(self) -> bool:
         """Whether an LLM is configured (base URL and model)."""
         return bool(self.llm_base_url and self.llm_model)
+
+
+def current_settings() -> AetherSettings:
+    """`AetherSettings()` as the environment and the settings files are now, built once
+    per distinct state of them: reading every source costs ~10 ms, and a plan reads its
+    settings several times. Treat the result as read-only.
+
+    Examples:
+        >>> current_settings() is current_settings()
+        True
+    """
+    from prefect.settings import get_current_settings
+
+    files = (".env", "prefect.toml", "pyproject.toml", get_current_settings().profiles_path)
+    stamps: list[tuple[str, int | None, int | None]] = []
+    for name in files:
+        try:
+            stat = Path(name).stat()
+            stamps.append((str(name), stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stamps.append((str(name), None, None))
+    return _settings(frozenset(os.environ.items()), os.getcwd(), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=8)
+def _settings(
+    environ: frozenset[tuple[str, str]], cwd: str, files: tuple[object, ...]
+) -> AetherSettings:
+    return AetherSettings()

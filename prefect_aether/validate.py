@@ -40,7 +40,7 @@ from prefect_aether._issues import (
 from prefect_aether.catalog import ActionCatalog
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.policy import RUN_MODES
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 
 __all__ = [
     "RUN_MODES",
@@ -82,7 +82,7 @@ def validate_plan(
         >>> [issue.kind for issue in validate_plan(plan, ActionCatalog()).issues]
         ['unknown_action']
     """
-    limit = max_steps if max_steps is not None else AetherSettings().max_steps
+    limit = max_steps if max_steps is not None else current_settings().max_steps
     if not plan.steps:
         issue = ValidationIssue(kind="empty_plan", message="The plan has no steps.")
         return make_result([issue], {}, [])

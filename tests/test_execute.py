@@ -19,8 +19,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, TaskRun
+from prefect.events.filters import EventFilter, EventResourceFilter
 
 from prefect_aether import ActionCatalog, AetherUsageError, CandidatePlan, PlanValidationError
+from prefect_aether._results import ProcessLockManager
 from prefect_aether.execute import ExecutionEvent, PlanExecutor
 from tests import exec_flows, figures
 from tests.exec_flows import executions
@@ -786,3 +788,89 @@ async def test_the_plan_run_log_tells_each_step_and_the_artifacts(
             text,
         ), text
     assert f"artifacts aether-plan-{plan.plan_id} (the plan) and aether-results-" in text
+
+
+async def test_lock_files_do_not_pile_up(catalog: ActionCatalog, counter_dir: Path) -> None:
+    """Each step locks its result key with a file; the holder removes it as it lets go,
+    so a long-lived worker does not collect one file per step ever run."""
+    executor = PlanExecutor(catalog)
+    await executor.results.store()
+    manager = (await executor.results.store()).lock_manager
+    assert isinstance(manager, ProcessLockManager)
+    before = len(list(manager.directory.iterdir()))
+    result = await executor.execute(diamond(counter_dir, width=3))
+    assert result.ok, result.errors
+    assert len(list(manager.directory.iterdir())) <= before
+
+
+def test_a_released_lock_is_taken_again_on_a_new_file(tmp_path: Path) -> None:
+    first, second = ProcessLockManager(tmp_path), ProcessLockManager(tmp_path)
+    assert first.acquire_lock("k", holder="a")
+    assert not second.acquire_lock("k", holder="b", acquire_timeout=0.1)
+    assert second.is_locked("k")
+    first.release_lock("k", holder="a")
+    assert list(tmp_path.iterdir()) == []
+    assert not second.is_locked("k")
+    assert list(tmp_path.iterdir()) == []  # asking creates no file
+    assert second.acquire_lock("k", holder="b", acquire_timeout=1)
+    assert first.is_locked("k")
+    with pytest.raises(ValueError, match="does not hold"):
+        second.release_lock("k", holder="a")
+    second.release_lock("k", holder="b")
+    assert first.acquire_lock("k", holder="a", acquire_timeout=1)
+    first.release_lock("k", holder="a")
+
+
+async def test_each_step_emits_one_event_when_it_ends(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    """One Prefect event per step (its end, with its duration): each event costs the
+    server several ms of CPU, and the step's run emits its own `Running` event."""
+    plan = diamond(counter_dir, width=2)
+    result = await PlanExecutor(catalog).execute(plan)
+    assert result.ok, result.errors
+    resource = f"prefect-aether.plan.{plan.plan_id}"
+    events: list[Any] = []
+    async with get_client() as client:
+        for _ in range(60):
+            page = await client.read_events(
+                filter=EventFilter(resource=EventResourceFilter(id=[resource])), limit=50
+            )
+            events = page.events
+            if len(events) >= 4:
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1)  # a late `started` event would show up by now
+        events = (
+            await client.read_events(
+                filter=EventFilter(resource=EventResourceFilter(id=[resource])), limit=50
+            )
+        ).events
+    assert sorted(e.event for e in events) == ["prefect-aether.step.succeeded"] * 4
+    assert sorted(e.payload["step_id"] for e in events) == ["join", "n0", "n1", "twice"]
+    assert all(e.payload["duration_s"] >= 0 for e in events)
+    slow = next(e for e in events if e.payload["step_id"] == "n0")
+    assert slow.payload["duration_s"] >= 0.2  # emit_number sleeps 0.2 s
+
+
+async def test_a_failed_artifact_write_does_not_fail_the_plan(
+    catalog: ActionCatalog,
+    counter_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Artifacts report a run: when the API refuses one, the steps' outputs are still
+    the result, and the reason is logged."""
+    from prefect.artifacts import TableArtifact
+
+    async def refuse(self: Any, client: Any = None) -> Any:
+        raise RuntimeError("artifact storage is full")
+
+    monkeypatch.setattr(TableArtifact, "acreate", refuse)
+    with caplog.at_level("WARNING", logger="prefect_aether.execute"):
+        result = await PlanExecutor(catalog).execute(diamond(counter_dir, width=1))
+    assert result.ok, result.errors
+    assert result.outputs == {"result": 2}
+    assert "its artifacts could not be written: RuntimeError: artifact storage is full" in (
+        caplog.text
+    )

@@ -134,3 +134,24 @@ def test_max_concurrent_steps_setting_caps_the_default(
     assert PlanExecutor(catalog).max_concurrency == 3
     with pytest.raises(AetherUsageError, match="between 1 and 3"):
         PlanExecutor(catalog, max_concurrency=4)
+
+
+def test_settings_are_read_again_when_their_sources_change(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`current_settings()` keeps one `AetherSettings` per state of the environment and
+    the settings files (reading them costs ~10 ms, several times a plan); a change of
+    either is seen at once."""
+    from prefect_aether.settings import current_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PREFECT_INTEGRATIONS_AETHER_MAX_STEPS", raising=False)
+    assert current_settings().max_steps == AetherSettings().max_steps == 1_000
+    assert current_settings() is current_settings()
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_MAX_STEPS", "7")
+    assert current_settings().max_steps == 7
+    monkeypatch.delenv("PREFECT_INTEGRATIONS_AETHER_MAX_STEPS")
+    (tmp_path / "prefect.toml").write_text("[integrations.aether]\nmax_steps = 5\n")
+    assert current_settings().max_steps == 5
+    (tmp_path / "prefect.toml").write_text("[integrations.aether]\nmax_steps = 60\n")
+    assert current_settings().max_steps == 60

@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from prefect_aether.exceptions import StoreError
-from prefect_aether.settings import AetherSettings
+from prefect_aether.settings import current_settings
 from prefect_aether.store.schema import apply_migrations, versions
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ class Database:
     """A SQL database for the plan store, opened (and upgraded) on first use."""
 
     def __init__(self, url: str | None = None, *, timeout: float | None = None) -> None:
-        settings = AetherSettings()
+        settings = current_settings()
         self._block: str | None = None
         if url is None and not settings.store_url and settings.store_block:
             # The URL (with its password) is read from the block when first connecting.
