@@ -4,6 +4,7 @@ served as a deployment)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from prefect import Task, flow, tags
@@ -38,8 +39,6 @@ def burn(units: int, nonce: str) -> int:
 
 def units_per_second() -> int:
     """How many `burn` units one core does in a second here."""
-    import time
-
     started = time.perf_counter()
     burn.fn(20_000, "calibrate")
     return int(20_000 / (time.perf_counter() - started))
@@ -85,11 +84,18 @@ async def hand_chain(n: int, nonce: str, mode: str) -> int:
     return x
 
 
+# Seconds from the first step's start to the last one's end, of each hand-written fan-out.
+SPANS: list[float] = []
+
+
 @flow(name="hand-fanout")
 async def hand_fanout(width: int, seconds: float, nonce: str) -> float:
     """`width` naps at once, then their sum."""
+    started = time.perf_counter()
     naps = [NAP.submit(seconds, nonce) for _ in range(width)]
-    return await GATHER(list(naps), nonce)  # type: ignore[arg-type]
+    total = await GATHER(list(naps), nonce)  # type: ignore[arg-type]
+    SPANS.append(time.perf_counter() - started)
+    return total
 
 
 @flow(name="hand-dag")
