@@ -72,7 +72,8 @@ async def hand_chain(n: int, nonce: str, mode: str) -> int:
         if mode == "task":
             x = await BUMP(x, nonce)
         elif mode == "tagged":
-            with tags(f"plan_step:s{i}", "plan:hand"):
+            # With the run's own tags (plan:, execution:), as a plan's tagged steps.
+            with tags(f"plan_step:s{i}"):
                 x = await BUMP(x, nonce)
         elif mode == "subflow":
             x = await bump(x, nonce)

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import re
 import time
+import weakref
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any, Protocol, cast
@@ -106,6 +107,7 @@ class PlanRun:
         # Values read from Secret blocks (`${secret.*}`), masked in errors and previews.
         self.secret_values: dict[str, str] = {}
         self.client: PrefectClient | None = None
+        self.run_name = f"plan-{self.plan_id}"
         # The results artifact, written while Prefect finishes the parent run.
         self.closing: asyncio.Future[Any] | None = None
 
@@ -113,15 +115,8 @@ class PlanRun:
 
     async def start(self, extra_tags: list[str], name: str) -> ExecutionResult:
         self.tags = [*extra_tags, f"plan:{self.plan_id}", f"execution:{self.execution_id}"]
-        parent: Flow[..., Any] = Flow(
-            aether_plan,
-            name=PLAN_FLOW_NAME,
-            flow_run_name=name,
-            description="A prefect-aether plan: one child run per step.",
-            validate_parameters=False,
-            persist_result=False,
-            task_runner=self.executor.task_runner,
-        )
+        self.run_name = name
+        parent = _parent_flow(self.executor)
         # The run's parameters stay small whatever the plan and inputs weigh (Prefect caps
         # them at 512 KiB): the plan and the values live in this process and the store.
         summary = _report.sanitize(
@@ -552,6 +547,28 @@ class PlanRun:
 
 
 _CURRENT: ContextVar[PlanRun] = ContextVar("aether_plan_run")
+_PARENT_FLOWS: weakref.WeakKeyDictionary[Options, Flow[..., Any]] = weakref.WeakKeyDictionary()
+
+
+def _parent_flow(executor: Options) -> Flow[..., Any]:
+    """The `aether-plan` flow of an executor (its task runner), built once: a `Flow`
+    costs ~10 ms to build. Each run is named by the `PlanRun` it runs."""
+    parent = _PARENT_FLOWS.get(executor)
+    if parent is None:
+        parent = _PARENT_FLOWS[executor] = Flow(
+            aether_plan,
+            name=PLAN_FLOW_NAME,
+            flow_run_name=_plan_run_name,
+            description="A prefect-aether plan: one child run per step.",
+            validate_parameters=False,
+            persist_result=False,
+            task_runner=executor.task_runner,
+        )
+    return parent
+
+
+def _plan_run_name() -> str:
+    return _CURRENT.get().run_name
 
 
 async def aether_plan(plan_id: str, execution_id: str, summary: str) -> dict[str, Any]:

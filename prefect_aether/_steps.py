@@ -9,7 +9,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from prefect import Flow, Task, tags
 from prefect._internal.pydantic.validated_func import ValidatedFunction
@@ -26,6 +26,7 @@ from prefect_aether.exceptions import ExecutionError
 from prefect_aether.plan import Binding, PlanStep, iter_bindings, map_bindings
 
 RESULT = "result"
+_Built = TypeVar("_Built")
 
 
 def outputs_of(spec: ActionSpec, value: Any) -> dict[str, Any]:
@@ -171,21 +172,30 @@ def _child_run_name() -> str:
 
 
 def _child_flow(flow: Flow[..., Any], step: PlanStep) -> Flow[..., Any]:
-    """The action's flow with the step's policy, built once per action and policy
-    (`with_options` builds a new `Flow`); its runs are named after the step being run
-    (read from the context the step runs in)."""
+    """The action's flow with the step's policy (`with_options` builds a new `Flow`);
+    its runs are named after the step being run (read from the context it runs in)."""
+    return _per_policy(
+        _CHILD_FLOWS,
+        flow,
+        step,
+        lambda policy: flow.with_options(flow_run_name=_child_run_name, **policy),
+    )
+
+
+def _per_policy(
+    cache: weakref.WeakKeyDictionary[Flow[..., Any], dict[str, _Built]],
+    flow: Flow[..., Any],
+    step: PlanStep,
+    build: Callable[[dict[str, Any]], _Built],
+) -> _Built:
+    """What `build` makes of the action's flow and the step's policy, made once per
+    action and policy: building a `Flow` or a `Task` costs ~1-10 ms, a step a few."""
     policy = _policy(step, flow)
     key = repr(sorted(policy.items()))
-    built = _CHILD_FLOWS.setdefault(flow, {})
-    child = built.get(key)
-    if child is None:
-        child = built[key] = flow.with_options(
-            flow_run_name=_child_run_name,
-            retries=policy["retries"],
-            retry_delay_seconds=policy["retry_delay_seconds"],
-            timeout_seconds=policy["timeout_seconds"],
-        )
-    return child
+    built = cache.setdefault(flow, {})
+    if key not in built:
+        built[key] = build(policy)
+    return built[key]
 
 
 _CHILD_FLOWS: weakref.WeakKeyDictionary[Flow[..., Any], dict[str, Flow[..., Any]]] = (
@@ -253,24 +263,22 @@ async def call_task(
 
 
 def _action_task(flow: Flow[..., Any], step: PlanStep) -> Task[..., Any]:
-    policy = _policy(step, flow)
-    key = repr(sorted(policy.items()))
-    built = _TASKS.setdefault(flow, {})
-    runner = built.get(key)
-    if runner is None:
+    async def run_action(inputs: dict[str, Any], step_id: str) -> Any:
+        return await _call_fn(flow, inputs)
 
-        async def run_action(inputs: dict[str, Any], step_id: str) -> Any:
-            return await _call_fn(flow, inputs)
-
-        runner = built[key] = Task(
+    return _per_policy(
+        _TASKS,
+        flow,
+        step,
+        lambda policy: Task(
             fn=run_action,
             name=flow.name,
             task_run_name="{step_id}",
             cache_policy=NO_CACHE,
             persist_result=False,
             **policy,
-        )
-    return runner
+        ),
+    )
 
 
 _TASKS: weakref.WeakKeyDictionary[Flow[..., Any], dict[str, Task[..., Any]]] = (
