@@ -205,10 +205,6 @@ async def _in_thread_if_large(fn: Callable[..., Any], *args: Any, size: int | No
     return await asyncio.to_thread(fn, *args)
 
 
-def _read_private(path: Path) -> bytes:
-    return path.read_bytes()
-
-
 def _write_private(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -262,7 +258,6 @@ class StepResults:
         self._folder: Path | None = None
         self._json = PlainJSONSerializer()
         self._pickle = PickleSerializer(picklelib="cloudpickle")
-        self._folders: set[Path] = set()
 
     async def store(self) -> ResultStore:
         if self._store is None:
@@ -314,7 +309,7 @@ class StepResults:
         store = await self.store()
         try:
             if self._folder is not None:
-                raw = await _in_thread_if_large(_read_private, self._folder / key)
+                raw = await _in_thread_if_large(Path.read_bytes, self._folder / key)
             else:
                 block = store.result_storage
                 assert block is not None
@@ -382,8 +377,7 @@ class StepResults:
             ),
         )
         data = record.serialize()
-        if path.parent not in self._folders:
+        if not path.parent.is_dir():
             private_dir(path.parent)
-            self._folders.add(path.parent)
         await _in_thread_if_large(_write_private, path, data, size=len(data))
         return True
