@@ -460,10 +460,12 @@ class PlanRun:
         """Run the step as a task, a child flow run or a deployment run; raise if it failed."""
         sid = step.id
         run_as = step.extras.get("run_as", self.executor.run_as)
-        if run_as == "subflow" and _steps.takes_secret(step):
+        secret = _steps.takes_secret(step)
+        if run_as == "subflow" and secret:
             # A child flow run's parameters are stored on the server: a secret stays in a task.
             run_as = "task"
         step_tags = [*self.tags, f"plan_step:{sid}"]
+        tagged = step_tags if self.executor.tag_steps else None
         upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
         if spec.kind == "deployment":
             poll = current_settings().deployment_poll_interval
@@ -474,17 +476,16 @@ class PlanRun:
             assert flow is not None
             state = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
             value = await state.aresult(raise_on_failure=False)
-        elif self.executor.task_runner is None and not _steps.takes_secret(step):
+        elif self.executor.task_runner is None and not secret:
             assert flow is not None
-            tagged = step_tags if self.executor.tag_steps else None
             state, value = await _steps.call_task(flow, step, inputs, upstream, tagged)
         else:
             assert flow is not None
             runner = _steps.step_task(
                 flow,
                 step,
-                step_tags=step_tags if self.executor.tag_steps else None,
-                secrets=self.secret_values if _steps.takes_secret(step) else None,
+                step_tags=tagged,
+                secrets=self.secret_values if secret else None,
             )
             if self.executor.task_runner is None:
                 call: Any = runner(inputs, wait_for=_steps.wait_for(upstream), return_state=True)
