@@ -158,7 +158,7 @@ async def _execution_id(store: PlanStore | None, given: str | None) -> str | Non
 
 
 def _short(outputs: dict[str, Any] | None, limit: int = 70) -> str:
-    from prefect_aether._report import preview
+    from prefect_aether._text import preview
 
     return preview(outputs, limit)
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from prefect_aether import _report, _secrets, _steps
 from prefect_aether._callbacks import notify
 from prefect_aether._results import MISSING, StepResults, code_hash, inputs_hash
+from prefect_aether._text import cell, preview, sanitize
 from prefect_aether._watch import ApiOutage, watch_api
 from prefect_aether.catalog import ActionCatalog, ActionSpec
 from prefect_aether.exceptions import ExecutionError, ExecutionInterrupted
@@ -119,9 +120,7 @@ class PlanRun:
         parent = _parent_flow(self.executor)
         # The run's parameters stay small whatever the plan and inputs weigh (Prefect caps
         # them at 512 KiB): the plan and the values live in this process and the store.
-        summary = _report.sanitize(
-            f"{len(self.order)} steps: " + ", ".join(self.order), _SUMMARY_CHARS
-        )
+        summary = sanitize(f"{len(self.order)} steps: " + ", ".join(self.order), _SUMMARY_CHARS)
         # Our artifacts go through a client of our own, which outlives the parent run's.
         async with _report.api_client() as client:
             self.client = client
@@ -176,7 +175,7 @@ class PlanRun:
             logger.warning(
                 "plan %s: its artifacts could not be written: %s",
                 self.plan_id,
-                _report.sanitize(f"{type(exc).__name__}: {exc}", 300),
+                sanitize(f"{type(exc).__name__}: {exc}", 300),
             )
 
     def result(self, *, ok: bool) -> ExecutionResult:
@@ -241,12 +240,12 @@ class PlanRun:
             rows.append(
                 {
                     "step": sid,
-                    "action": _report.cell(self.steps[sid].action),
+                    "action": cell(self.steps[sid].action),
                     "state": record.state,
                     "duration_s": duration,
                     # Prefect's classic UI reads table cells as markdown: outputs are
                     # untrusted text, so no cell may hold a tag, a link or an image.
-                    "output": _report.cell(record.preview),
+                    "output": cell(record.preview),
                 }
             )
         await TableArtifact(
@@ -358,14 +357,14 @@ class PlanRun:
                 sid,
                 step.action,
                 record.ended - (record.started or record.ended),
-                _report.sanitize(error, 300),
+                sanitize(error, 300),
             )
             await self.emit("step_failure", sid, f"step {sid!r} failed: {error}", error=error)
             return False
         self.states[sid] = state
         self.outputs[sid] = outputs
         record.ended = time.monotonic()
-        record.preview = _secrets.scrub(_report.preview(outputs), self.secret_values.values())
+        record.preview = _secrets.scrub(preview(outputs), self.secret_values.values())
         reused = state.name == "Cached"
         if reused:
             self.reused.append(sid)
@@ -527,16 +526,16 @@ class PlanRun:
             flow_run_id=self.flow_run_id,
         )
         if sid is not None and phase in _EVENT_NAMES:
-            payload: dict[str, Any] = {"message": _report.sanitize(message)}
+            payload: dict[str, Any] = {"message": sanitize(message)}
             record = self.records[sid]
             if record.started is not None and record.ended is not None:
                 payload["duration_s"] = round(record.ended - record.started, 3)
             if step_outputs is not None:
                 payload["output_preview"] = _secrets.scrub(
-                    _report.preview(step_outputs), self.secret_values.values()
+                    preview(step_outputs), self.secret_values.values()
                 )
             if error is not None:
-                payload["error"] = _report.sanitize(error)
+                payload["error"] = sanitize(error)
             _report.emit_step_event(_EVENT_NAMES[phase], self.plan_id, sid, action or "", payload)
         await notify(self.on_event, event, self.log())
 

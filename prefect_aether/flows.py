@@ -34,8 +34,9 @@ from prefect.logging import get_run_logger
 from prefect.states import Cancelled
 from pydantic import Field, create_model
 
-from prefect_aether._report import plan_markdown, sanitize
+from prefect_aether._report import plan_markdown
 from prefect_aether._schema import coarse_type
+from prefect_aether._text import sanitize
 from prefect_aether.catalog import ActionCatalog, CatalogSource
 from prefect_aether.context import NodePlanner, get_planner
 from prefect_aether.exceptions import ExecutionError, PlanValidationError

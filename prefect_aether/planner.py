@@ -13,8 +13,8 @@ import json
 import logging
 from typing import Any
 
-from prefect_aether._report import sanitize
 from prefect_aether._retrieval import Retriever
+from prefect_aether._text import sanitize
 from prefect_aether.catalog import ActionCatalog, ActionSpec
 from prefect_aether.exceptions import AetherUsageError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json

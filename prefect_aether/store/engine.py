@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
+from prefect.blocks.core import Block
+from pydantic import SecretStr
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -182,15 +184,19 @@ class Database:
 
 
 async def _block_url(name: str) -> str:
-    from prefect_aether.blocks import StoreConnection
-
+    # Loaded by its block type's slug (the `StoreConnection` class is registered when
+    # `prefect_aether` is imported), so the store does not import the blocks module,
+    # which sits above it with the planner's LLM configuration.
     try:
-        block = cast(StoreConnection, await StoreConnection.aload(name))
+        block = await Block.aload(f"aether-store/{name}")
     except (ValueError, OSError) as exc:
         raise StoreError(
             f"cannot load the 'Aether Store' block {name!r} (store_block): {exc}"
         ) from None
-    return block.url.get_secret_value()
+    url = getattr(block, "url", None)
+    if not isinstance(url, SecretStr):
+        raise StoreError(f"the block {name!r} (store_block) holds no store URL")
+    return url.get_secret_value()
 
 
 def _default_url() -> str:

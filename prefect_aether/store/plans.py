@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from prefect_aether._report import preview, sanitize
+from prefect_aether._text import preview, sanitize
 from prefect_aether.exceptions import StoreError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.store.engine import Database
