@@ -29,8 +29,8 @@ from types import ModuleType
 from typing import Any
 
 from prefect_aether import ActionCatalog, ActionSpec
-from prefect_aether.heuristic import HeuristicPlanner
-from prefect_aether.planner import ActionPlanner, PlanningContext
+from prefect_aether.planning.heuristic import HeuristicPlanner
+from prefect_aether.planning.llm_planner import ActionPlanner, PlanningContext
 
 NOUNS = [
     "sales", "customers", "orders", "inventory", "invoices", "shipments", "tickets",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from prefect_aether._version import __version__
 from prefect_aether.blocks import LLMConfig
-from prefect_aether.catalog import ActionCatalog, ActionSpec, CatalogSource, IOSlot
+from prefect_aether.catalog.policy import action_tags
+from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, CatalogSource, IOSlot
 from prefect_aether.context import NodeContext, NodePlanner, get_planner
 from prefect_aether.exceptions import (
     AetherUsageError,
@@ -28,14 +29,12 @@ from prefect_aether.exceptions import (
     PrefectAetherError,
     StoreError,
 )
-from prefect_aether.execute import (
+from prefect_aether.execution.executor import (
     BackgroundExecutionHandle,
     ExecutionEvent,
     ExecutionResult,
     PlanExecutor,
 )
-from prefect_aether.heuristic import HeuristicPlanner
-from prefect_aether.llm import OpenAICompatibleLLM
 from prefect_aether.plan import (
     Binding,
     CandidatePlan,
@@ -44,18 +43,19 @@ from prefect_aether.plan import (
     map_bindings,
     parse_binding,
 )
-from prefect_aether.planner import (
+from prefect_aether.planning.heuristic import HeuristicPlanner
+from prefect_aether.planning.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm_planner import (
     ActionPlanner,
     PlanningContext,
     PlanningEvent,
     PlanResult,
     decode_plan,
 )
-from prefect_aether.policy import action_tags
 from prefect_aether.service import Identity, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import PlanStore
-from prefect_aether.validate import ValidationIssue, ValidationResult, validate_plan
+from prefect_aether.validation.validate import ValidationIssue, ValidationResult, validate_plan
 
 __all__ = [
     "ActionCatalog",

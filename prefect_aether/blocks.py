@@ -20,7 +20,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr
 
-from prefect_aether.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm import OpenAICompatibleLLM
 
 __all__ = ["LLMConfig", "StoreConnection"]
 

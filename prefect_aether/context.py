@@ -23,13 +23,13 @@ from typing import Any
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel, Field
 
-from prefect_aether.catalog import ActionCatalog, CatalogSource
+from prefect_aether.catalog.registry import ActionCatalog, CatalogSource
 from prefect_aether.exceptions import AetherUsageError
-from prefect_aether.execute import BackgroundExecutionHandle
-from prefect_aether.execution import EventCallback, ExecutionResult
-from prefect_aether.inputs import ParsedInputs
+from prefect_aether.execution.events import EventCallback, ExecutionResult
+from prefect_aether.execution.executor import BackgroundExecutionHandle
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import PlanningCallback, PlanningContext, PlanResult
+from prefect_aether.planning.inputs import ParsedInputs
+from prefect_aether.planning.llm_planner import PlanningCallback, PlanningContext, PlanResult
 from prefect_aether.runinfo import Identity, Importance, Origin, RunInfo, Visibility
 from prefect_aether.service import MissingInputsHandler, PlannerService
 from prefect_aether.settings import current_settings

@@ -34,20 +34,20 @@ from prefect.logging import get_run_logger
 from prefect.states import Cancelled
 from pydantic import Field, create_model
 
-from prefect_aether._report import plan_markdown
-from prefect_aether._schema import coarse_type
-from prefect_aether._text import sanitize
-from prefect_aether.catalog import ActionCatalog, CatalogSource
+from prefect_aether._internal.text import sanitize
+from prefect_aether.catalog.policy import check_source
+from prefect_aether.catalog.registry import ActionCatalog, CatalogSource
+from prefect_aether.catalog.schemas import coarse_type
 from prefect_aether.context import NodePlanner, get_planner
 from prefect_aether.exceptions import ExecutionError, PlanValidationError
-from prefect_aether.execute import PlanExecutor
-from prefect_aether.execution import ExecutionResult
+from prefect_aether.execution._report import plan_markdown
+from prefect_aether.execution.events import ExecutionResult
+from prefect_aether.execution.executor import PlanExecutor
 from prefect_aether.plan import CandidatePlan, step_dependencies
-from prefect_aether.policy import check_source
 from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas
 from prefect_aether.settings import current_settings
 from prefect_aether.store import PlanStore
-from prefect_aether.validate import validate_plan
+from prefect_aether.validation.validate import validate_plan
 
 __all__ = ["Approval", "execute_plan", "plan_and_execute", "user_input_model"]
 

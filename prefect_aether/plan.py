@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from prefect_aether._json import canonical_json
+from prefect_aether._internal.canonical import canonical_json
 from prefect_aether.exceptions import BindingError, PlanDecodingError
 
 __all__ = [

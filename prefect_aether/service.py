@@ -21,15 +21,15 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
-from prefect_aether._memory import cache_scope, cached_plan, worked_examples
-from prefect_aether.catalog import ActionCatalog
+from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted, LLMError
-from prefect_aether.execute import BackgroundExecutionHandle, PlanExecutor
-from prefect_aether.execution import ApprovalCallback, EventCallback, ExecutionResult
-from prefect_aether.heuristic import HeuristicPlanner
-from prefect_aether.inputs import ParsedInputs, parse_inputs, user_input_schemas
+from prefect_aether.execution.events import ApprovalCallback, EventCallback, ExecutionResult
+from prefect_aether.execution.executor import BackgroundExecutionHandle, PlanExecutor
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import (
+from prefect_aether.planning._memory import cache_scope, cached_plan, worked_examples
+from prefect_aether.planning.heuristic import HeuristicPlanner
+from prefect_aether.planning.inputs import ParsedInputs, parse_inputs, user_input_schemas
+from prefect_aether.planning.llm_planner import (
     ActionPlanner,
     ChatModel,
     EventLog,
@@ -474,7 +474,7 @@ class PlannerService:
 
 def llm_from_settings(settings: AetherSettings | None = None) -> ChatModel | None:
     """The LLM the settings describe (`PREFECT_INTEGRATIONS_AETHER_LLM_*`), or None."""
-    from prefect_aether.llm import OpenAICompatibleLLM
+    from prefect_aether.planning.llm import OpenAICompatibleLLM
 
     settings = settings or current_settings()
     if not settings.llm_configured():

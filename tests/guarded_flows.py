@@ -8,7 +8,7 @@ from prefect import flow
 from pydantic import SecretStr
 
 from prefect_aether import action_tags
-from prefect_aether.policy import APPROVAL, MANUAL
+from prefect_aether.catalog.policy import APPROVAL, MANUAL
 
 
 @flow(name="login", version="1")

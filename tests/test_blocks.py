@@ -99,7 +99,7 @@ def test_blocks_apply_creates_updates_and_never_prints_a_secret(
     from typer.testing import CliRunner
 
     from prefect_aether.blocks import StoreConnection
-    from prefect_aether.cli import app
+    from prefect_aether.cli.app import app
     from prefect_aether.store import PlanStore
 
     runner = CliRunner()

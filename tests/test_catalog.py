@@ -364,7 +364,7 @@ def test_check_input_accepts_exactly_what_prefect_accepts(
     problem = catalog.check_input(action, field, value)
     assert (problem is None) == prefect_accepts, problem
     # The executor's cached validator gives what Prefect's own gives, value for value.
-    from prefect_aether._steps import validate_inputs
+    from prefect_aether.execution._steps import validate_inputs
 
     try:
         ours: Any = validate_inputs(flow_obj, {**base, field: value})

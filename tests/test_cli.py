@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from prefect_aether.cli import app
+from prefect_aether.cli.app import app
 from prefect_aether.store import PlanStore
 from tests.llm_server import Reply, ScriptedLLMServer
 

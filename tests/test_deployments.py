@@ -20,7 +20,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.deployments import arun_deployment
 
 from prefect_aether import ActionCatalog, CandidatePlan, CatalogError
-from prefect_aether.execute import PlanExecutor
+from prefect_aether.execution.executor import PlanExecutor
 from prefect_aether.store import PlanStore
 from tests import figures, hitl_flows
 from tests.conftest import use_server

@@ -22,8 +22,8 @@ from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.events.filters import EventFilter, EventResourceFilter
 
 from prefect_aether import ActionCatalog, AetherUsageError, CandidatePlan, PlanValidationError
-from prefect_aether._results import ProcessLockManager
-from prefect_aether.execute import ExecutionEvent, PlanExecutor
+from prefect_aether.execution._results import ProcessLockManager
+from prefect_aether.execution.executor import ExecutionEvent, PlanExecutor
 from tests import exec_flows, figures
 from tests.exec_flows import executions
 

@@ -226,7 +226,7 @@ async def test_an_api_outage_is_loud_bounded_and_resumable(
 
 
 def test_bare_resume_means_latest() -> None:
-    from prefect_aether.cli import resume_flag
+    from prefect_aether.cli.app import resume_flag
 
     assert resume_flag(["run", "p.json", "--resume", "--tag", "x"]) == [
         "run",

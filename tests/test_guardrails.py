@@ -31,10 +31,10 @@ from prefect_aether import (
     PlanValidationError,
     validate_plan,
 )
-from prefect_aether.catalog import CatalogSource
+from prefect_aether.catalog.policy import check_source
+from prefect_aether.catalog.registry import CatalogSource
 from prefect_aether.exceptions import AetherUsageError
 from prefect_aether.flows import execute_plan
-from prefect_aether.policy import check_source
 from prefect_aether.settings import AetherSettings
 from tests import figures
 from tests.llm_server import Reply, ScriptedLLMServer
@@ -118,7 +118,7 @@ async def test_a_catalog_parameter_may_only_narrow_the_settings(tmp_path: Path) 
 def test_policy_tags_come_from_the_decorator_the_source_and_register(
     catalog: ActionCatalog,
 ) -> None:
-    from prefect_aether.policy import is_manual, needs_approval
+    from prefect_aether.catalog.policy import is_manual, needs_approval
     from tests.guarded_flows import list_customers
 
     charge, purge = catalog.get("charge_card"), catalog.get("purge_customers")

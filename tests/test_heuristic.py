@@ -12,10 +12,10 @@ import pytest
 from prefect import flow
 
 from prefect_aether import ActionCatalog, CandidatePlan, PlanExecutor
-from prefect_aether._goal import read_goal
-from prefect_aether._words import stem
-from prefect_aether.heuristic import HeuristicPlanner
-from prefect_aether.planner import PlanningContext, PlanningEvent
+from prefect_aether.catalog.words import stem
+from prefect_aether.planning._goal import read_goal
+from prefect_aether.planning.heuristic import HeuristicPlanner
+from prefect_aether.planning.llm_planner import PlanningContext, PlanningEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -431,9 +431,9 @@ def test_plans_are_the_same_in_every_process() -> None:
 
 
 def test_plan_artifact_shows_reasons_and_dotted_order_edges() -> None:
-    from prefect_aether._report import plan_markdown
+    from prefect_aether.execution._report import plan_markdown
     from prefect_aether.plan import step_dependencies
-    from prefect_aether.validate import validate_plan
+    from prefect_aether.validation.validate import validate_plan
 
     catalog = small_catalog()
     plan = HeuristicPlanner(catalog).build(
@@ -449,7 +449,7 @@ def test_plan_artifact_shows_reasons_and_dotted_order_edges() -> None:
 def test_cli_plan_prints_why_each_step_is_there() -> None:
     from typer.testing import CliRunner
 
-    from prefect_aether.cli import app
+    from prefect_aether.cli.app import app
 
     result = CliRunner().invoke(
         app,

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from prefect_aether.inputs import parse_inputs
-from prefect_aether.llm import OpenAICompatibleLLM
+from prefect_aether.planning.inputs import parse_inputs
+from prefect_aether.planning.llm import OpenAICompatibleLLM
 from tests.llm_server import Reply, ScriptedLLMServer
 
 SCHEMAS = {

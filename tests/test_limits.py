@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from prefect_aether import ActionCatalog, LLMError, PlanDecodingError
-from prefect_aether.cli import app
+from prefect_aether.cli.app import app
 from prefect_aether.exceptions import AetherUsageError
-from prefect_aether.execute import PlanExecutor
-from prefect_aether.llm import OpenAICompatibleLLM
-from prefect_aether.planner import ActionPlanner, PlanningContext, decode_plan
+from prefect_aether.execution.executor import PlanExecutor
+from prefect_aether.planning.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm_planner import ActionPlanner, PlanningContext, decode_plan
 from prefect_aether.settings import AetherSettings
 from tests.llm_server import Reply, ScriptedLLMServer
 

@@ -8,7 +8,7 @@ import pytest
 
 from prefect_aether import LLMError
 from prefect_aether.exceptions import AetherUsageError
-from prefect_aether.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm import OpenAICompatibleLLM
 from tests.llm_server import Reply, ScriptedLLMServer
 
 CANARY = "sk-canary-7f3a9c2e1b"

@@ -8,9 +8,14 @@ import pytest
 from prefect import flow
 
 from prefect_aether import ActionCatalog, PlanDecodingError
-from prefect_aether.llm import OpenAICompatibleLLM
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planner import ActionPlanner, PlanningContext, PlanningEvent, decode_plan
+from prefect_aether.planning.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm_planner import (
+    ActionPlanner,
+    PlanningContext,
+    PlanningEvent,
+    decode_plan,
+)
 from tests.llm_server import Reply, ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,7 +230,7 @@ async def test_the_prompt_holds_the_heuristic_draft_and_says_so(
 
 
 def test_worked_examples_are_bounded_quoted_data(catalog: ActionCatalog) -> None:
-    from prefect_aether.planning import PlanExample
+    from prefect_aether.planning.base import PlanExample
 
     small = {"steps": [LOAD, CLEAN]}
     huge = {"steps": [{**LOAD, "inputs": {"path": "x" * 5_000}}]}

@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 
 from prefect_aether import ActionCatalog, CandidatePlan, PlanValidationError, validate_plan
 from prefect_aether.exceptions import PlanDecodingError
-from prefect_aether.execute import PlanExecutor
+from prefect_aether.execution.executor import PlanExecutor
 from tests import figures
 
 # Hypothesis warns when the global `random` state moves while it draws a strategy. Ours

@@ -59,7 +59,7 @@ def test_documented_commands_run(
 
     from typer.testing import CliRunner
 
-    from prefect_aether.cli import app, resume_flag
+    from prefect_aether.cli.app import app, resume_flag
 
     shutil.copytree(ROOT / "flows", tmp_path / "flows")
     monkeypatch.chdir(tmp_path)

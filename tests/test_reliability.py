@@ -30,9 +30,9 @@ from prefect_aether import (
     PlanValidationError,
     validate_plan,
 )
-from prefect_aether.execute import PlanExecutor
-from prefect_aether.llm import OpenAICompatibleLLM
-from prefect_aether.planner import decode_plan
+from prefect_aether.execution.executor import PlanExecutor
+from prefect_aether.planning.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm_planner import decode_plan
 from tests import figures
 from tests.llm_server import Reply, ScriptedLLMServer
 

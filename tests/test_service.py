@@ -14,9 +14,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
 from prefect_aether import ActionCatalog, CandidatePlan, LLMError, PlanValidationError
 from prefect_aether.exceptions import AetherUsageError
-from prefect_aether.heuristic import HeuristicPlanner
-from prefect_aether.llm import OpenAICompatibleLLM
-from prefect_aether.planner import ActionPlanner, PlanningEvent
+from prefect_aether.planning.heuristic import HeuristicPlanner
+from prefect_aether.planning.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm_planner import ActionPlanner, PlanningEvent
 from prefect_aether.service import Identity, PlannerService, RunInfo, user_input_schemas
 from prefect_aether.store import PlanStore
 from tests.llm_server import Reply, ScriptedLLMServer

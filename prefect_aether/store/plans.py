@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from prefect_aether._text import preview, sanitize
+from prefect_aether._internal.text import preview, sanitize
 from prefect_aether.exceptions import StoreError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.store.engine import Database
@@ -24,7 +24,7 @@ from prefect_aether.store.records import (
     plan_record,
 )
 from prefect_aether.store.schema import approvals, executions, plans
-from prefect_aether.validate import ValidationResult
+from prefect_aether.validation.validate import ValidationResult
 
 __all__ = ["PlanStore"]
 

@@ -1,0 +1,50 @@
+"""Checks of literal values against an action's inputs (private to `catalog.py`)."""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from prefect import Flow
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from prefect_aether.catalog.schemas import json_kind
+from prefect_aether.catalog.specs import IOSlot
+
+_ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
+
+
+def make_checker(flow: Flow[..., Any] | None, hints: dict[str, Any], slot: IOSlot) -> Any:
+    """A function that checks a value for `slot`: None when accepted, else a reason."""
+    annotation = hints.get(slot.name)
+    if flow is not None and annotation is not None:
+        adapter = TypeAdapter(annotation, config=_ADAPTER_CONFIG)
+
+        def check_python(value: Any) -> str | None:
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                return f"{err['msg']}{f' at {where}' if where else ''} (got {_preview(value)})"
+            return None
+
+        return check_python
+    validator = Draft202012Validator(slot.json_schema)
+
+    def check_schema(value: Any) -> str | None:
+        error = next(iter(validator.iter_errors(value)), None)
+        return None if error is None else f"{error.message} (got {json_kind(value) or 'null'})"
+
+    return check_schema
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def _preview(value: Any, limit: int = 60) -> str:
+    # reprlib bounds depth and length: a value nested 100,000 deep has no full repr.
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

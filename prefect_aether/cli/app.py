@@ -1,0 +1,385 @@
+"""The `prefect-aether` command: inspect a catalog, validate and run plans.
+
+Examples:
+    $ prefect-aether catalog --module flows/pipeline.py
+    $ prefect-aether validate flows/plan.json --module flows/pipeline.py \\
+        --input csv_path=flows/data/sales.csv
+    $ prefect-aether run flows/plan.json --module flows/pipeline.py --input output_dir=out
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import difflib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+import yaml
+from rich.markup import escape
+from rich.table import Table
+
+from prefect_aether.catalog.registry import ActionCatalog
+from prefect_aether.cli._blocks import blocks_app
+from prefect_aether.cli._common import (
+    CONSOLE,
+    clean_errors,
+    console,
+    errors,
+    fail,
+    open_store,
+    show_plan,
+)
+from prefect_aether.cli._history import history_command, show_command
+from prefect_aether.cli._progress import ask_approval, print_result, run_with_progress
+from prefect_aether.exceptions import (
+    PlanDecodingError,
+)
+from prefect_aether.execution.executor import PlanExecutor
+from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.planning.llm_planner import PlanningEvent, PlanResult, decode_plan
+from prefect_aether.service import PlannerKind, PlannerService
+from prefect_aether.settings import current_settings
+from prefect_aether.validation.validate import validate_plan
+
+app = typer.Typer(
+    name="prefect-aether",
+    help="Plan with the Prefect flows you already have.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ModulesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--module", "-m", help="Module (dotted name or .py file) whose flows are actions."
+    ),
+]
+EntrypointsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--entrypoint", "-e", help="A flow entrypoint, 'path.py:fn' or 'pkg.mod:fn'."),
+]
+CacheOpt = Annotated[
+    bool,
+    typer.Option(help="Reuse the stored plan of the same goal, catalog and input keys."),
+]
+InputsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input", "-i", help="A user input, key=value (value parsed as JSON if it can be)."
+    ),
+]
+
+
+def warn_unused(plan: CandidatePlan, values: dict[str, Any]) -> None:
+    """Say which `--input` values the plan does not use, with the closest names it does
+    (an unused `csv_pth=...` is a typo that would otherwise pass silently)."""
+    used = {
+        binding.key
+        for step in plan.steps
+        for _, binding in iter_bindings(step.inputs)
+        if binding.kind == "external" and binding.key is not None
+    }
+    for key in sorted(set(values) - used):
+        close = difflib.get_close_matches(key, sorted(used), n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        errors.print(
+            f"[yellow]warning:[/] --input {escape(key)} is not used by the plan{escape(hint)}",
+            highlight=False,
+        )
+
+
+def build_catalog(modules: list[str] | None, entrypoints: list[str] | None) -> ActionCatalog:
+    """A catalog of the flows in the given modules and entrypoints."""
+    if not modules and not entrypoints:
+        fail("no actions: pass --module and/or --entrypoint")
+    catalog = ActionCatalog()
+    with clean_errors():
+        for module in modules or []:
+            if module.endswith(".py") or "/" in module:
+                if not Path(module).is_file():
+                    fail(f"module file {module!r} does not exist")
+                sys.path.insert(0, str(Path.cwd()))
+            catalog.register_module(module)
+        for entrypoint in entrypoints or []:
+            catalog.register_entrypoint(entrypoint)
+    return catalog
+
+
+def load_plan(path: Path) -> CandidatePlan:
+    """Read a plan from a JSON or YAML file."""
+    limit = current_settings().max_plan_bytes
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            fail(f"plan {str(path)!r} is {size} bytes; at most {limit} are read (max_plan_bytes)")
+        raw = path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read plan {str(path)!r}: {exc.strerror or exc}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"plan {str(path)!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        )
+    if path.suffix == ".json":
+        try:
+            # The same strict reader as LLM answers: depth, number and size limits.
+            return decode_plan(text)
+        except PlanDecodingError as exc:
+            fail(f"plan {str(path)!r} is not a valid JSON plan: {exc}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        fail(f"plan {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}")
+    with clean_errors():
+        return CandidatePlan.from_dict(data)
+    raise AssertionError("unreachable")
+
+
+def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
+    """`key=value` pairs to a dict; values are JSON when they parse as JSON, else text."""
+    values: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--input {pair!r} must look like key=value")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw
+    return values
+
+
+@app.command("catalog")
+def catalog_command(
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the specs as JSON.")] = False,
+) -> None:
+    """List the actions built from your flows."""
+    catalog = build_catalog(module, entrypoint)
+    if as_json:
+        print(json.dumps([s.model_dump(mode="json") for s in catalog], indent=2))
+        return
+    table = Table(title=f"{len(catalog)} actions (fingerprint {catalog.fingerprint[:12]})")
+    for column in ("action", "description", "inputs", "outputs"):
+        table.add_column(column)
+    for spec in catalog:
+        inputs = ", ".join(
+            f"{s.name}{'' if s.required else '?'}: {s.type or 'any'}" for s in spec.inputs
+        )
+        outputs = ", ".join(f"{s.name}: {s.type or 'any'}" for s in spec.outputs)
+        table.add_row(spec.name, spec.description.split("\n")[0], inputs, outputs)
+    console.print(table)
+
+
+@app.command("validate")
+def validate_command(
+    plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")],
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    inputs: InputsOpt = None,
+) -> None:
+    """Validate a plan against the catalog; exit 2 when it cannot run."""
+    catalog = build_catalog(module, entrypoint)
+    candidate = load_plan(plan)
+    values = parse_inputs(inputs)
+    result = validate_plan(candidate, catalog, user_inputs=values)
+    warn_unused(candidate, values)
+    console.print(escape(result.summary()), highlight=False)
+    if result.ok:
+        console.print(f"levels: {result.levels}", highlight=False)
+    else:
+        raise typer.Exit(2)
+
+
+def plan_goal(
+    catalog: ActionCatalog, goal: str, values: dict[str, Any], kind: str, *, cache: bool = True
+) -> CandidatePlan:
+    """Plan `goal` with `PlannerService`: the plan store's cache first (unless
+    `--no-cache`), then the planner, which falls back to the heuristic planner when an
+    LLM configured in settings is unreachable, unless `--planner llm` insists on it."""
+    if kind not in ("auto", "heuristic", "llm"):
+        fail(f"--planner must be auto, heuristic or llm, got {kind!r}")
+
+    def on_event(event: PlanningEvent) -> None:
+        if event.phase in ("llm_request", "validation", "failure"):
+            errors.print(f"[dim]planning {event.phase}: {event.message.splitlines()[0]}[/]")
+        elif event.phase == "fallback" or (event.phase == "success" and "cache" in event.message):
+            errors.print(f"[yellow]{event.message}[/]")
+
+    async def plan() -> PlanResult:
+        async with open_store() as store:
+            service = PlannerService(catalog, planner=cast(PlannerKind, kind), store=store)
+            return await service.plan(goal, user_inputs=values, on_event=on_event, cache=cache)
+
+    with clean_errors():
+        result = asyncio.run(plan())
+    if result.plan is None:
+        validation = result.validation
+        if validation is None or any(i.kind == "empty_plan" for i in validation.issues):
+            fail(
+                f"no plan for {goal!r}: no action matches the goal "
+                "(`prefect-aether catalog` lists the actions)"
+            )
+        fail(f"no plan for {goal!r}: {validation.summary()}")
+    return result.plan
+
+
+@app.command("plan")
+def plan_command(
+    goal: Annotated[str, typer.Argument(help="What you want done, in words.")],
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    inputs: InputsOpt = None,
+    planner: Annotated[str, typer.Option(help="auto, heuristic or llm.")] = "auto",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the plan here.")
+    ] = None,
+    cache: CacheOpt = True,
+) -> None:
+    """Plan a goal with your flows; print it and optionally save it."""
+    catalog = build_catalog(module, entrypoint)
+    values = parse_inputs(inputs)
+    plan = plan_goal(catalog, goal, values, planner, cache=cache)
+    show_plan(plan)
+    warn_unused(plan, values)
+    console.print(
+        escape(validate_plan(plan, catalog, user_inputs=values).summary()), highlight=False
+    )
+    if output is not None:
+        text = json.dumps(plan.to_dict(), indent=2)
+        output.write_text(
+            yaml.safe_dump(plan.to_dict()) if output.suffix in (".yaml", ".yml") else text
+        )
+        console.print(f"plan written to {output}", highlight=False)
+
+
+@app.command("run")
+def run_command(
+    plan: Annotated[Path | None, typer.Argument(help="Plan file (JSON or YAML).")] = None,
+    goal: Annotated[str | None, typer.Option(help="Plan this goal first, then run it.")] = None,
+    planner: Annotated[str, typer.Option(help="With --goal: auto, heuristic or llm.")] = "auto",
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    inputs: InputsOpt = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Most steps at once.")] = None,
+    run_as: Annotated[str, typer.Option(help="Step mode: task or subflow.")] = "task",
+    fail_fast: Annotated[bool, typer.Option(help="Stop starting steps after a failure.")] = True,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue an earlier execution of the plan: its id (8+ characters) or "
+            "'latest' (a bare --resume). Its succeeded steps are reused, the rest run."
+        ),
+    ] = None,
+    reuse_within: Annotated[
+        float | None,
+        typer.Option(
+            help="Also reuse a step's result from another execution with the same inputs "
+            "and code, younger than this many seconds."
+        ),
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Extra tag for the runs.")] = None,
+    cache: CacheOpt = True,
+    approve: Annotated[
+        bool,
+        typer.Option(
+            "--approve",
+            help="You reviewed the plan and approve its aether:approval actions (asked "
+            "interactively otherwise; refused without a terminal).",
+        ),
+    ] = False,
+) -> None:
+    """Validate and execute a plan (from a file, or planned from --goal) with live progress."""
+    catalog = build_catalog(module, entrypoint)
+    values = parse_inputs(inputs)
+    if (plan is None) == (goal is None):
+        fail("give either a plan file or --goal")
+    if goal is not None:
+        candidate = plan_goal(catalog, goal, values, planner, cache=cache)
+        show_plan(candidate)
+    else:
+        assert plan is not None
+        candidate = load_plan(plan)
+    if run_as not in ("task", "subflow"):
+        fail(f"--run-as must be task or subflow, got {run_as!r}")
+    if max_concurrency is not None and max_concurrency < 1:
+        fail(f"--max-concurrency must be at least 1, got {max_concurrency}")
+    if reuse_within is not None and reuse_within <= 0:
+        fail(f"--reuse-within must be a positive number of seconds, got {reuse_within:g}")
+    executor = PlanExecutor(
+        catalog,
+        max_concurrency=max_concurrency,
+        fail_fast=fail_fast,
+        run_as=run_as,  # type: ignore[arg-type]
+        reuse_within=dt.timedelta(seconds=reuse_within) if reuse_within else None,
+    )
+    warn_unused(candidate, values)
+    with clean_errors():
+        levels = executor.check(candidate, values)
+        approve = approve or ask_approval(executor, candidate)
+        executor.check_approved(candidate, approved=approve)
+    source = None if goal is not None else str(plan)
+    result = run_with_progress(
+        executor, candidate, values, levels, tag or [], source, resume, approve
+    )
+    print_result(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+_RESUME_VALUE = re.compile(r"latest|[0-9a-f]{8,32}")
+
+
+def resume_flag(argv: list[str]) -> list[str]:
+    """A bare `--resume` means `--resume latest` (click options cannot take an optional
+    value, so the console entry point spells it out).
+
+    Examples:
+        >>> resume_flag(["run", "p.json", "--resume"])
+        ['run', 'p.json', '--resume', 'latest']
+        >>> resume_flag(["run", "--resume", "ab12cd34", "p.json"])
+        ['run', '--resume', 'ab12cd34', 'p.json']
+        >>> resume_flag(["run", "--resume", "p.json"])
+        ['run', '--resume', 'latest', 'p.json']
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "--resume" and (following is None or not _RESUME_VALUE.fullmatch(following)):
+            out.append("latest")
+    return out
+
+
+app.command("history")(history_command)
+app.command("show")(show_command)
+app.add_typer(blocks_app, name="blocks")
+
+
+# With no API URL, Prefect starts an embedded server; its first start on a new
+# PREFECT_HOME migrates a new database, which takes longer than Prefect's default wait
+# of 20 s on a small machine (the README's `make demo` on a fresh clone failed so).
+EMBEDDED_STARTUP_SECONDS = 120
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP,
+    )
+    from prefect.settings import temporary_settings
+
+    CONSOLE["hard_exit"] = True
+    # Prefect read its settings when it was imported: a change goes through its context.
+    longer = {} if STARTUP.name in os.environ else {STARTUP: EMBEDDED_STARTUP_SECONDS}
+    with temporary_settings(updates=longer):
+        app(args=resume_flag(sys.argv[1:]), prog_name="prefect-aether")

@@ -1,0 +1,150 @@
+"""What a plan run shows in the Prefect UI: artifacts and events (private to `execute.py`)."""
+
+from __future__ import annotations
+
+import functools
+import re
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from prefect.events import emit_event
+
+from prefect_aether._internal.text import inert
+from prefect_aether.plan import CandidatePlan, canonical_json, iter_bindings
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+EVENT_PREFIX = "prefect-aether.step"
+_VALUE_CHARS = 120
+
+
+def _inputs_cell(inputs: Mapping[str, Any]) -> str:
+    return (
+        "; ".join(
+            f"{inert(name, 60)} = {inert(canonical_json(value), _VALUE_CHARS)}"
+            for name, value in inputs.items()
+        )
+        or "—"
+    )
+
+
+def plan_markdown(
+    plan: CandidatePlan,
+    levels: list[list[str]],
+    deps: Mapping[str, list[str]],
+    *,
+    user_inputs: Mapping[str, Any] | None = None,
+) -> str:
+    """Markdown of a plan that reads the same in both Prefect UIs: its steps by level,
+    what each waits for (the DAG), its inputs and why it is there; with `user_inputs`,
+    the values the plan will use (secrets masked). Every string that did not come from
+    this code is escaped (`inert`)."""
+    from prefect_aether.validation.validate import looks_like_secret
+
+    goal = plan.extras.get("goal")
+    lines = [
+        f"# Plan {plan.plan_id}",
+        "",
+        f"{len(plan.steps)} steps in {len(levels)} levels."
+        + (f" Goal: {inert(str(goal), 300)}" if goal else ""),
+        "",
+        f"Every run of this plan is tagged plan:{plan.plan_id}; with the plan store on, "
+        f"prefect-aether show {plan.plan_id} shows how it was planned and each execution.",
+        "",
+        "| level | step | action | waits for | inputs | why |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    by_id = {s.id: s for s in plan.steps}
+    for number, level in enumerate(levels, 1):
+        for sid in level:
+            step = by_id[sid]
+            data = {b.step_id for _, b in iter_bindings(step.inputs)}
+            waits = ", ".join(
+                inert(dep, 60) + ("" if dep in data else " (order)")
+                for dep in dict.fromkeys(deps.get(sid, []))
+            )
+            reason = inert(str(step.extras.get("reason", "")), 200) or "—"
+            lines.append(
+                f"| {number} | {inert(sid, 60)} | {inert(step.action, 80)} | {waits or '—'} "
+                f"| {_inputs_cell(step.inputs)} | {reason} |"
+            )
+    if user_inputs:
+        used: dict[str, list[str]] = {}
+        for step in plan.steps:
+            for _, binding in iter_bindings(step.inputs):
+                if binding.kind == "external" and binding.key is not None:
+                    used.setdefault(binding.key, []).append(step.id)
+        lines += ["", "Values the plan will use:", "", "| value | used by | given |"]
+        lines.append("| --- | --- | --- |")
+        for key in sorted(used):
+            shown = (
+                "(secret, not shown)"
+                if looks_like_secret(key)
+                else inert(canonical_json(user_inputs[key]), _VALUE_CHARS)
+                if key in user_inputs
+                else "(missing)"
+            )
+            steps = ", ".join(inert(s, 60) for s in dict.fromkeys(used[key]))
+            lines.append(f"| {inert(key, 60)} | {steps} | {shown} |")
+    return "\n".join(lines)
+
+
+def step_label(action: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:@/ -]", "", action)
+
+
+def emit_step_event(
+    phase: str, plan_id: str, step_id: str, action: str, payload: dict[str, Any]
+) -> None:
+    """Emit `prefect-aether.step.<phase>` on resource `prefect-aether.plan.<plan_id>`."""
+    emit_event(
+        event=f"{EVENT_PREFIX}.{phase}",
+        resource={
+            "prefect.resource.id": f"prefect-aether.plan.{plan_id}",
+            "prefect.resource.name": f"plan-{plan_id}",
+        },
+        related=[
+            {
+                "prefect.resource.id": f"prefect-aether.step.{plan_id}.{step_id}",
+                "prefect.resource.role": "step",
+                "prefect.resource.name": step_id,
+            },
+            {
+                "prefect.resource.id": f"prefect-aether.action.{step_label(action)}",
+                "prefect.resource.role": "action",
+            },
+        ],
+        payload={"step_id": step_id, "action": action, **payload},
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, insecure: bool) -> ssl.SSLContext:
+    import certifi
+
+    context = ssl.create_default_context(cafile=cert_file or certifi.where())
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def api_client() -> PrefectClient:
+    """A Prefect client (to enter with `async with`) on one TLS context per process and
+    TLS settings. Prefect's `get_client()` builds a new context, loading every CA
+    certificate (10-30 ms here), for each client it makes; this one is configured the
+    way Prefect configures its own (`PREFECT_API_SSL_CERT_FILE`,
+    `PREFECT_API_TLS_INSECURE_SKIP_VERIFY`)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import (
+        PREFECT_API_SSL_CERT_FILE,
+        PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    )
+
+    context = _tls_context(
+        PREFECT_API_SSL_CERT_FILE.value() or None,
+        bool(PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value()),
+    )
+    return get_client(httpx_settings={"verify": context})

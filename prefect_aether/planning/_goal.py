@@ -1,0 +1,228 @@
+"""Reading a goal: the resources it supplies and its clauses in order (private).
+
+A goal often carries its own data: a file name (`'example.jpg'`, `report.csv`),
+a URL, quoted text, a number with its unit. Those are *resources*: the planner
+binds them as literals rather than inventing steps to produce them. They are
+masked before the goal is cut into clauses, so that the `.` in a file name, a
+URL or "Dr. Smith" and the commas inside quoted text cut nothing.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from prefect_aether.catalog.words import STOPWORDS, stem, tokenize, words
+
+__all__ = ["Clause", "Goal", "Resource", "read_goal"]
+
+_URL = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>()]+[^\s'\"<>().,;:!?]", re.I)
+_QUOTED = re.compile(r"(?<![\w])(['\"\u2018\u201c])(.+?)(['\"\u2019\u201d])(?![\w])")
+_QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d"}
+_FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s?(?:%|[a-zA-Z]{1,8}\b))?")
+_ABBREVIATIONS = re.compile(
+    r"\b(?:Dr|Mr|Mrs|Ms|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|approx|No|Inc|Ltd|Co|Fig)\.", re.I
+)
+# Resource i is masked as a private-use character between NULs: no digit for _NUMBER to see.
+_PLACEHOLDER = re.compile("\x00([\ue000-\uf8ff])\x00")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\s*[;]\s*|\s*->\s*|\s*=>\s*")
+_SEQUENCE = re.compile(
+    r"^(?:and\s+)?(then|after\s+that|afterwards|finally|next|subsequently|lastly|"
+    r"after|before|once|first|second|third|and)\b[\s,]*",
+    re.I,
+)
+_INNER = re.compile(
+    r",?\s+(?=(?:and\s+)?(?:then|after\s+that|afterwards|finally|subsequently|lastly)\b)|"
+    r",?\s+(?=(?:after|before|once)\s+\w+ing\b)|"
+    r",\s*(?=and\b)|,\s+|\s+(?=and\s+\w)",
+    re.I,
+)
+# A clause that only says what the user has ("I have an image", "Here is the text")
+# introduces data; it asks for nothing.
+_CONTEXT = re.compile(
+    r"^(?:(?:i|we)\s+(?:have|got|own|possess)|(?:here|there)\s*(?:is|are|'s)|"
+    r"(?:this|that|it)\s+(?:is|was|contains|includes)|(?:the|my|our)\s+\w+(?:\s+\w+)?\s+"
+    r"(?:is|are|was|contains)|given\b|it\s+has)\b",
+    re.I,
+)
+_NOUN_PHRASE = re.compile(r"^(?:a|an|the|some|my|our|its|their|another)\b", re.I)
+_MEDIA = {"image", "audio", "video", "text"}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A value the goal itself supplies.
+
+    Attributes:
+        value: The text as the goal gives it (quotes removed).
+        kind: `url`, `file`, `text` (quoted) or `number`.
+        media: For files and URLs, the major MIME type (`image`, `audio`, ...) when known.
+        words: Stems that name what it is (the MIME type and extension, "url", "text"...,
+            and its cue).
+        cue: Stems the goal says of it: the words just before it ("titled 'Q3'"), a
+            number's unit ("10 rows").
+    """
+
+    value: str
+    kind: str
+    media: str | None
+    words: frozenset[str]
+    cue: frozenset[str] = frozenset()
+
+
+@dataclass
+class Clause:
+    """One clause of a goal, in goal order.
+
+    Attributes:
+        text: The clause with resources masked.
+        tokens: Its word tokens (as `_words.tokenize`).
+        words: Its lower-case words, stop words kept (for "to", "from").
+        resources: Indices into `Goal.resources` of the resources inside it.
+        follows: True when a sequence word ("then", "after that") ties it to the clause before.
+        context: True when it only introduces data ("I have an image").
+    """
+
+    text: str
+    tokens: list[str]
+    words: list[str]
+    resources: list[int] = field(default_factory=list)
+    follows: bool = False
+    context: bool = False
+
+
+@dataclass
+class Goal:
+    """A goal read into resources and ordered clauses."""
+
+    text: str
+    resources: list[Resource]
+    clauses: list[Clause]
+    tokens: list[str]
+
+
+def _media(name: str) -> str | None:
+    guessed, _ = mimetypes.guess_type(name.lower(), strict=False)
+    return guessed.split("/", 1)[0] if guessed else None
+
+
+def _cue(before: str) -> list[str]:
+    """The last two words before a quotation or number, stop words aside: what it is
+    ("titled 'Q3'", "a z threshold of 2.5")."""
+    found = [w for w in words(before[-60:]) if w not in STOPWORDS]
+    return found[-2:]
+
+
+def _resource(value: str, kind: str, cue: Sequence[str] = ()) -> Resource:
+    media = _media(value) if kind in ("file", "url") else None
+    names = {kind}
+    said = set(cue)
+    if kind == "number":
+        said.update(w for w in words(value) if not w.isdigit())
+    if media in _MEDIA:
+        names.add(media)
+    if kind in ("file", "url"):
+        names.update(["file", "path"])
+        suffix = value.rsplit(".", 1)[-1].lower() if "." in value else ""
+        if suffix.isalnum() and len(suffix) <= 5:
+            names.add(suffix)
+    cues = frozenset(stem(n) for n in said)
+    return Resource(value, kind, media, frozenset(stem(n) for n in names) | cues, cues)
+
+
+def _mask(text: str) -> tuple[str, list[Resource]]:
+    resources: list[Resource] = []
+
+    def keep(value: str, kind: str, end: str = "", before: str = "") -> str:
+        resources.append(_resource(value, kind, _cue(before) if before else []))
+        return f" \x00{chr(0xE000 + len(resources) - 1)}\x00{end} "
+
+    def quoted(match: re.Match[str]) -> str:
+        opening, body, closing = match.groups()
+        if _QUOTE_PAIRS[opening] != closing or not body.strip():
+            return match.group(0)
+        inner = body.strip()
+        if _URL.fullmatch(inner):
+            return keep(inner, "url")
+        if _FILE.fullmatch(inner) and _media(inner) is not None:
+            return keep(inner, "file")
+        # A quotation that ends a sentence ends the clause around it too.
+        before = match.string[: match.start()]
+        return keep(inner, "text", "." if inner[-1] in ".!?" else "", before)
+
+    text = _URL.sub(lambda m: keep(m.group(0), "url"), text)
+    text = _QUOTED.sub(quoted, text)
+    text = _FILE.sub(
+        lambda m: keep(m.group(1), "file") if _media(m.group(1)) is not None else m.group(0), text
+    )
+    text = _NUMBER.sub(
+        lambda m: keep(m.group(0).strip(), "number", before=m.string[: m.start()]), text
+    )
+    text = _ABBREVIATIONS.sub(lambda m: m.group(0)[:-1], text)
+    return text, resources
+
+
+def _clauses(masked: str) -> list[Clause]:
+    clauses: list[Clause] = []
+    for sentence in _SENTENCE.split(masked):
+        first = len(clauses)
+        pending_follow = False  # "After loading the data, compute X": X follows
+        for piece in _INNER.split(sentence):
+            text = piece.strip(" ,.!?")
+            if not text:
+                continue
+            follows, precedes = pending_follow, False
+            pending_follow = False
+            match = _SEQUENCE.match(text)
+            if match:
+                word = match.group(1).lower()
+                if word in ("after", "once"):
+                    # "X after doing Y": Y comes first; at a sentence's start, before the rest.
+                    precedes = len(clauses) > first
+                    pending_follow = not precedes
+                else:
+                    follows = word not in ("and", "first", "before")
+                text = text[match.end() :]
+            if not text.strip():
+                continue
+            refs = [ord(c) - 0xE000 for c in _PLACEHOLDER.findall(text)]
+            plain = " ".join(_PLACEHOLDER.sub(" ", text).split())
+            context = _CONTEXT.match(plain) is not None or (
+                # "I have an image and a question": the noun phrase after a context clause
+                bool(clauses) and clauses[-1].context and _NOUN_PHRASE.match(plain) is not None
+            )
+            clause = Clause(
+                text=plain,
+                tokens=tokenize(plain),
+                words=words(plain),
+                resources=refs,
+                follows=follows,
+                context=context,
+            )
+            if precedes:
+                previous = clauses.pop()
+                clause.follows, previous.follows = previous.follows, True
+                clauses += [clause, previous]
+            else:
+                clauses.append(clause)
+    return clauses
+
+
+def read_goal(text: str) -> Goal:
+    """Read `text` into its resources and clauses.
+
+    >>> goal = read_goal("Caption 'a.jpg', then translate the caption. Dr. Who said 'hi, you'.")
+    >>> [(r.value, r.kind, r.media) for r in goal.resources]
+    [('a.jpg', 'file', 'image'), ('hi, you', 'text', None)]
+    >>> [(c.text, c.follows) for c in goal.clauses]
+    [('Caption', False), ('translate the caption', True), ('Dr Who said', False)]
+    >>> [(c.text, c.follows) for c in read_goal("save it after computing the sum").clauses]
+    [('computing the sum', False), ('save it', True)]
+    """
+    masked, resources = _mask(text)
+    clauses = _clauses(masked)
+    tokens = [t for c in clauses for t in c.tokens]
+    return Goal(text=text, resources=resources, clauses=clauses, tokens=tokens)

@@ -1,0 +1,360 @@
+"""Wiring a heuristic plan's steps (private to `heuristic.py`).
+
+`Wiring.add` appends a step for an action and binds each input, in this order:
+the user's value of that name; a value the step's own clause gives; an output
+of an earlier step nobody has used yet (unless a used one fits clearly better);
+a value elsewhere in the goal; any earlier output or goal value; a producer step
+inserted before it (backward chaining) when nobody can give the input; else a
+`${user.<name>}` binding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, IOSlot
+from prefect_aether.catalog.schemas import compatible
+from prefect_aether.catalog.specs import feed_tier
+from prefect_aether.catalog.words import stem, tokenize
+from prefect_aether.plan import PlanStep, iter_bindings
+from prefect_aether.planning._goal import Clause, Goal, Resource
+
+__all__ = ["STRUCTURED", "Setting", "Wiring", "resource_fits"]
+
+STRUCTURED = frozenset({"array", "object"})
+_MEDIA = frozenset(stem(w) for w in ("image", "audio", "video", "text"))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What wiring needs to know of the planner, the catalog and the goal.
+
+    Attributes:
+        needs: Per action, the data words of the values a user gives it.
+        asked: Actions the goal's clauses ask for (they get steps of their own).
+        relevance: Per action, its match score for the whole goal.
+        available: Data words the user supplies (inputs, goal resources, context).
+    """
+
+    catalog: ActionCatalog
+    goal: Goal
+    user_inputs: Mapping[str, Any]
+    flow_ids: Iterable[str] | None
+    max_depth: int
+    needs: Mapping[str, frozenset[str]]
+    asked: frozenset[str]
+    relevance: Mapping[str, float]
+    available: frozenset[str]
+
+
+@dataclass
+class _State:
+    """Everything one `build` accumulates."""
+
+    goal: Goal
+    steps: list[PlanStep] = field(default_factory=list)
+    specs: dict[str, ActionSpec] = field(default_factory=dict)
+    used_outputs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    used_resources: Counter[int] = field(default_factory=Counter)
+
+
+class Wiring:
+    """Adds steps in dependency order while wiring their inputs."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+        self.state = _State(setting.goal)
+        self.goal_words = set(setting.goal.tokens)
+
+    def add(
+        self,
+        spec: ActionSpec,
+        clause: Clause,
+        *,
+        depth: int,
+        reason: str,
+        chain: tuple[str, ...] = (),
+    ) -> str:
+        sid = self._step_id(spec.name)
+        self.state.specs[sid] = spec  # reserve the id while its producers are added
+        inputs: dict[str, Any] = {}
+        for slot in spec.inputs:
+            value = self.wire(sid, spec, slot, clause, inputs, depth=depth, chain=(*chain, sid))
+            if value is not None:
+                inputs[slot.name] = value
+        step = PlanStep(
+            id=sid,
+            action=spec.name,
+            action_ref=spec.ref,
+            inputs=inputs,
+            extras={"reason": reason},
+        )
+        self.state.steps.append(step)
+        return sid
+
+    def wire(
+        self,
+        sid: str,
+        spec: ActionSpec,
+        slot: IOSlot,
+        clause: Clause,
+        taken: dict[str, Any],
+        *,
+        depth: int,
+        chain: tuple[str, ...],
+    ) -> Any:
+        if slot.name in self.setting.user_inputs:
+            return f"${{user.{slot.name}}}"
+        resources = self.state.goal.resources
+        local = [i for i in clause.resources if resource_fits(resources[i], slot)]
+        fresh_local = [i for i in local if not self.state.used_resources[i]]
+        if fresh_local:
+            return self._use_resource(fresh_local[0])
+        if not slot.required:
+            return None
+        if depth == 0 and slot.type in ("string", None):
+            # "book a taxi to 'the airport'": the clause's own value that fits no other input
+            # of the action it asked for goes to its free text input.
+            # A file of a known media type only goes where it fits (never a jpg to audio).
+            loose = [
+                i
+                for i in clause.resources
+                if resources[i].kind != "number"
+                and resources[i].media is None
+                and not self.state.used_resources[i]
+                and not any(resource_fits(resources[i], other) for other in spec.inputs)
+            ]
+            if loose:
+                return self._use_resource(loose[0])
+        bound = {v for v in taken.values() if isinstance(v, str)}
+        for fresh in (True, False):
+            found = self.from_steps(slot, fresh=fresh, exclude=bound)
+            if found is not None:
+                return found
+            anywhere = [
+                i
+                for i, r in enumerate(resources)
+                if resource_fits(r, slot) and (not fresh or not self.state.used_resources[i])
+            ]
+            anywhere = [i for i in anywhere if resources[i].value not in bound]
+            if anywhere:
+                return self._use_resource(anywhere[0])
+        if depth < self.setting.max_depth and self._needs_producer(slot):
+            producer = self.producer(slot, chain)
+            if producer is not None:
+                spec_out, output = producer
+                why = f"produces {output!r} for {spec.name}.{slot.name}"
+                made = self.add(spec_out, clause, depth=depth + 1, reason=why, chain=chain)
+                self.state.used_outputs[(made, output)] += 1
+                return f"${{{made}.{output}}}"
+        return f"${{user.{slot.name}}}"
+
+    def _use_resource(self, index: int) -> Any:
+        self.state.used_resources[index] += 1
+        resource = self.state.goal.resources[index]
+        if resource.kind == "number":
+            return _number(resource.value)
+        return "$" + resource.value if resource.value.startswith("${") else resource.value
+
+    def _needs_producer(self, slot: IOSlot) -> bool:
+        """Structured data comes from a step; a value the goal mentions comes from the user."""
+        if slot.type in STRUCTURED:
+            return True
+        return not (set(tokenize(slot.name)) & self.goal_words)
+
+    def from_steps(self, slot: IOSlot, *, fresh: bool, exclude: set[str]) -> str | None:
+        """An earlier step's output for `slot` (same name first, then a shared word);
+        with `fresh`, one no step has used yet, unless a used one fits clearly better.
+        The fit is how much of the input's description the output's description and
+        action say ("clean sales records" is `clean_sales.records`, not
+        `detect_anomalies.records`); ties go to the latest step."""
+        built = {s.id for s in self.state.steps}  # not the steps still being wired
+        wanted_words = set(tokenize(slot.description or ""))
+        for wanted in (0, 1, 2):
+            found: list[tuple[int, int, str, str]] = []
+            for position, sid in enumerate(self.state.specs):
+                if sid not in built:
+                    continue
+                spec = self.state.specs[sid]
+                for out in spec.outputs:
+                    if f"${{{sid}.{out.name}}}" in exclude or _fit(spec, out, slot) != wanted:
+                        continue
+                    said = set(tokenize(f"{out.description or ''} {spec.name}"))
+                    found.append((len(wanted_words & said), position, sid, out.name))
+            unused = [f for f in found if not self.state.used_outputs[(f[2], f[3])]]
+            pool = unused if fresh else found
+            if not pool:
+                continue
+            best = max(pool)
+            if fresh and max(found)[0] > best[0]:
+                best = max(found)
+            self.state.used_outputs[(best[2], best[3])] += 1
+            return f"${{{best[2]}.{best[3]}}}"
+        return None
+
+    def producer(self, slot: IOSlot, chain: tuple[str, ...]) -> tuple[ActionSpec, str] | None:
+        """An action (not already on this chain) whose output can feed `slot`: first one
+        whose inputs the user or the plan can give, then by name match, then by how well
+        it fits the goal, then by name."""
+        on_chain = {self.state.specs[sid].name for sid in chain if sid in self.state.specs}
+        setting = self.setting
+        found = setting.catalog.producers(
+            slot, flow_ids=setting.flow_ids, exclude=on_chain, plannable=True
+        )
+        if not found:
+            return None
+        ins = setting.needs
+        # A producer that needs the very thing it would give (`records` in, `records` out)
+        # only moves the gap.
+        found = [
+            (spec, out)
+            for spec, out in found
+            if not any(
+                i.required and (i.name == out.name or _words_of(i.name) == _words_of(out.name))
+                for i in spec.inputs
+            )
+        ]
+        if not found:
+            return None
+        asked = setting.asked
+        have = set(setting.available)
+        for sid in self.state.specs:
+            have |= {t for out in self.state.specs[sid].outputs for t in tokenize(out.name)}
+
+        def rank(pair: tuple[ActionSpec, IOSlot]) -> tuple[int, int, int, float, str]:
+            spec, out = pair
+            return (
+                # An action a clause asks for gets its own step; another one feeds this input.
+                1 if spec.name in asked else 0,
+                0 if ins.get(spec.name, frozenset()) <= have else 1,
+                feed_tier(out, slot) or 0,
+                -setting.relevance.get(spec.name, 0.0),
+                spec.name,
+            )
+
+        spec, out = min(found, key=rank)
+        return spec, out.name
+
+    def order_after(self, sid: str, previous: str) -> None:
+        """Make `sid` wait for `previous` when no data flows between them already."""
+        steps = {s.id: s for s in self.state.steps}
+        if _reaches(steps, sid, previous) or _reaches(steps, previous, sid):
+            return
+        steps[sid].after.append(previous)
+
+    def feed_unused_outputs(self) -> None:
+        """Wire outputs nobody uses into later steps' optional inputs that name the same
+        thing (`detect_anomalies.count` into `build_report.anomaly_count`)."""
+        order = [s.id for s in self.state.steps]
+        for i, step in enumerate(self.state.steps):
+            spec = self.state.specs[step.id]
+            for out in spec.outputs:
+                if self.state.used_outputs[(step.id, out.name)]:
+                    continue
+                about = set(tokenize(f"{out.name} {out.description or ''} {spec.name}"))
+                for later_id in order[i + 1 :]:
+                    later = next(s for s in self.state.steps if s.id == later_id)
+                    target = self.state.specs[later_id]
+                    slot = next(
+                        (
+                            s
+                            for s in target.inputs
+                            if not s.required
+                            and s.name not in later.inputs
+                            and (feed_tier(out, s) == 0 or _same_thing(out, s, about))
+                        ),
+                        None,
+                    )
+                    if slot is not None:
+                        later.inputs[slot.name] = f"${{{step.id}.{out.name}}}"
+                        self.state.used_outputs[(step.id, out.name)] += 1
+                        break
+
+    def _step_id(self, name: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", name) or "step"
+        if base[0].isdigit():
+            base = f"step_{base}"
+        if base == "user":
+            base = "user_step"
+        sid, n = base, 2
+        while sid in self.state.specs:
+            sid, n = f"{base}_{n}", n + 1
+        return sid
+
+
+def _words_of(name: str) -> frozenset[str]:
+    return frozenset(tokenize(name))
+
+
+def resource_fits(resource: Resource, slot: IOSlot) -> bool:
+    """Whether a value the goal gives can be this input: a number for a numeric input
+    the goal names ("a z threshold of 2.5", "10 rows"); quoted text for a text input or
+    one its cue names ("titled 'Q3'"); a file or URL for an input about its kind."""
+    name = set(tokenize(slot.name))
+    about = name | set(tokenize(slot.description or ""))
+    if resource.kind == "number":
+        return slot.type in ("integer", "number") and bool(about & resource.cue)
+    if slot.type not in ("string", None):
+        return False
+    if resource.kind == "text":
+        return bool(name & resource.words or about & resource.cue)
+    # An input that says which media it takes ("the audio file") takes no other.
+    wanted = about & _MEDIA
+    if wanted and resource.media is not None and not wanted & resource.words:
+        return False
+    return bool(about & resource.words)
+
+
+def _fit(spec: ActionSpec, out: IOSlot, slot: IOSlot) -> int | None:
+    """`feed_tier`, plus 2 for an action's only output when the action says it makes what
+    the input names (`summarize_text` -> `result` for a `text` input)."""
+    tier = feed_tier(out, slot)
+    if tier is not None or len(spec.outputs) != 1 or out.type is None or slot.type is None:
+        return tier
+    said = set(tokenize(f"{spec.name} {out.description or ''}"))
+    return (
+        2
+        if set(tokenize(slot.name)) & said and compatible(out.json_schema, slot.json_schema)
+        else None
+    )
+
+
+def _same_thing(out: IOSlot, slot: IOSlot, about: set[str]) -> bool:
+    """An optional input named like an output and its action: all of the input's name
+    words are said of the output (its name, description or action)."""
+    name = set(tokenize(slot.name))
+    return bool(name) and name <= about and compatible(out.json_schema, slot.json_schema)
+
+
+def _upstream(step: PlanStep) -> list[str]:
+    found = [b.step_id for _, b in iter_bindings(step.inputs) if b.step_id]
+    return [*found, *step.after]
+
+
+def _reaches(steps: dict[str, PlanStep], start: str, target: str) -> bool:
+    """Whether `target` is upstream of `start` (adding target -> start makes a cycle)."""
+    seen, stack = set(), [start]
+    while stack:
+        current = stack.pop()
+        if current == target:
+            return True
+        if current in seen or current not in steps:
+            continue
+        seen.add(current)
+        stack.extend(_upstream(steps[current]))
+    return False
+
+
+def _number(text: str) -> int | float | str:
+    digits = re.match(r"-?\d+(?:[.,]\d+)*", text)
+    if digits is None:
+        return text
+    raw = digits.group(0).replace(",", "")
+    try:
+        return int(raw) if raw.lstrip("-").isdigit() else float(raw)
+    except ValueError:
+        return text

@@ -1,0 +1,395 @@
+"""A deterministic, offline planner: no LLM, no network.
+
+The goal is read into the resources it supplies (file names, URLs, quoted
+text, numbers) and its clauses in order (`_goal`). Each clause that asks for
+something picks the action it matches best: BM25 over the action's name,
+description, parameter and return docs, with stemmed, synonym-folded words
+(`_words`); the whole goal breaks near-ties; the direction of data words
+("into text", "from the image") tells `a_to_b` from `b_to_a`; actions whose
+inputs the goal or earlier steps can feed are preferred. Inputs are then wired
+from the user's values, the goal's resources and earlier steps' outputs
+(outputs nobody has used yet first). A producer step is inserted (backward
+chaining, bounded depth) only for an input nobody can give: structured data,
+or a value the goal never mentions. Anything left becomes a `${user.<name>}`
+binding, making a partial plan. Each step says why it is there in
+`extras.reason`.
+
+Examples:
+    >>> from prefect import flow
+    >>> from prefect_aether import ActionCatalog
+    >>> @flow(name="load_rows", version="1")
+    ... def load_rows(path: str) -> list[int]:
+    ...     '''Load rows from a file.'''
+    ...     return [1]
+    >>> catalog = ActionCatalog()
+    >>> _ = catalog.register(load_rows)
+    >>> plan = HeuristicPlanner(catalog).build(PlanningContext(goal="load the rows"))
+    >>> [(s.id, s.inputs) for s in plan.steps]
+    [('load_rows', {'path': '${user.path}'})]
+    >>> plan = HeuristicPlanner(catalog).build(PlanningContext(goal="load rows from 'a.csv'"))
+    >>> [(s.id, s.inputs) for s in plan.steps]
+    [('load_rows', {'path': 'a.csv'})]
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
+from prefect_aether.catalog.words import STOPWORDS, stem, tokenize
+from prefect_aether.plan import CandidatePlan
+from prefect_aether.planning._goal import Clause, Goal, read_goal
+from prefect_aether.planning._wiring import STRUCTURED, Setting, Wiring, resource_fits
+from prefect_aether.planning.base import (
+    EventLog,
+    PlanningCallback,
+    PlanningContext,
+    PlanningEvent,
+    PlanResult,
+)
+from prefect_aether.validation.validate import validate_plan
+
+__all__ = ["HeuristicPlanner"]
+
+_CONTEXT_WEIGHT = 0.5
+_DIRECTION_BONUS = 1.5
+_COVERAGE_BONUS = 0.75
+_UNAVAILABLE_FACTOR = 0.6
+_NEXT_BEST_RATIO = 0.8
+_TO = frozenset({"to", "into", "as", "in to"})
+_FROM = frozenset({"from", "in", "on", "within", "inside", "about", "based"})
+_SKIP = frozenset(
+    {"a", "an", "the", "this", "that", "my", "your", "our", "its", "their", "some", "new"}
+    | {"another", "additional", "given", "provided", "following", "resulting", "generated"}
+)
+_NAME_DIRECTION = re.compile(r"(?P<source>[a-z0-9]+)[_\- ]*(?:to|2)[_\- ]*(?P<target>[a-z0-9]+)")
+_MAKE = frozenset(stem(w) for w in ("generate", "draw", "render", "get", "output", "return"))
+
+
+@dataclass
+class _Catalog:
+    """What the planner derives once per catalog version."""
+
+    specs: list[ActionSpec]
+    kinds: frozenset[str]
+    inputs: list[frozenset[str]]
+    outputs: list[frozenset[str]]
+    needs: list[frozenset[str]]
+
+
+@dataclass
+class _Choice:
+    spec: ActionSpec
+    clause: Clause
+    matched: list[str]
+    score: float
+    step_id: str = ""
+    reason: str = ""
+
+
+class HeuristicPlanner:
+    """Plans without an LLM; the same input always gives the same plan, in any process.
+
+    Args:
+        catalog: The actions to plan with.
+        threshold: Least match score for a clause to select an action.
+        max_depth: Most producer steps inserted in a row by backward chaining.
+
+    Examples:
+        >>> from prefect_aether import ActionCatalog
+        >>> HeuristicPlanner(ActionCatalog()).max_depth
+        4
+    """
+
+    name = "heuristic"
+
+    def __init__(
+        self, catalog: ActionCatalog, *, threshold: float = 1.0, max_depth: int = 4
+    ) -> None:
+        self.catalog = catalog
+        self.threshold = threshold
+        self.max_depth = max_depth
+        self._derived: tuple[str, _Catalog] | None = None
+
+    # -- selection ------------------------------------------------------------------------
+
+    def _catalog(self) -> _Catalog:
+        key = self.catalog.fingerprint
+        if self._derived is None or self._derived[0] != key:
+            specs = self.catalog.search_index().specs
+            slot_words: Counter[str] = Counter()
+            per_action = []
+            needs = []
+            named: set[str] = set()
+            for spec in specs:
+                ins = {t for s in spec.inputs if s.required for t in tokenize(s.name)}
+                outs = {t for s in spec.outputs for t in tokenize(s.name)}
+                # `text_to_audio`, `csv2json`: the name says what goes in and what comes out.
+                direction = _NAME_DIRECTION.fullmatch(spec.name.lower())
+                if direction:
+                    source, target = tokenize(direction["source"]), tokenize(direction["target"])
+                    ins.update(source)
+                    outs.update(target)
+                    named.update(source + target)
+                per_action.append((frozenset(ins), frozenset(outs)))
+                # Values a user gives (not structured data, which a producer step makes).
+                needs.append(
+                    frozenset(
+                        t
+                        for s in spec.inputs
+                        if s.required and s.type not in STRUCTURED
+                        for t in tokenize(s.name)
+                    )
+                )
+                slot_words.update(ins | outs)
+            # Words that name data several actions take or give ("image", "records"): they
+            # say what a clause is about, not what it asks to do.
+            kinds = frozenset(w for w, n in slot_words.items() if n >= 2) | named
+            derived = _Catalog(
+                specs=specs,
+                kinds=kinds,
+                inputs=[ins & kinds for ins, _ in per_action],
+                outputs=[outs & kinds for _, outs in per_action],
+                needs=[n & kinds for n in needs],
+            )
+            self._derived = (key, derived)
+        return self._derived[1]
+
+    def _choices(self, ctx: PlanningContext, goal: Goal) -> list[_Choice]:
+        derived = self._catalog()
+        index = self.catalog.search_index()
+        # Planners never choose `aether:manual` actions.
+        allowed = {s.name for s in self.catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)}
+        overall = index.scores(index.weights(goal.tokens))
+        available = self._available(ctx, goal, derived)
+        chosen: list[_Choice] = []
+        for clause in goal.clauses:
+            if clause.context or not clause.tokens:
+                continue
+            ranked = self._rank(clause, goal, overall, available, allowed)
+            pick = self._pick(ranked, chosen, clause, goal, derived) if ranked else None
+            if pick is not None:
+                chosen.append(self._choice(pick, clause))
+                available |= derived.outputs[pick[2]]
+        if not chosen and goal.clauses:
+            # No clause asks for anything on its own: read the goal as one request.
+            whole = Clause(
+                text=goal.text,
+                tokens=goal.tokens,
+                words=[w for c in goal.clauses for w in c.words],
+                resources=list(range(len(goal.resources))),
+            )
+            ranked = self._rank(whole, goal, overall, available, allowed)
+            if ranked:
+                chosen.append(self._choice(ranked[0], whole))
+        return chosen
+
+    def _rank(
+        self,
+        clause: Clause,
+        goal: Goal,
+        overall: dict[int, float],
+        available: set[str],
+        allowed: set[str] | None,
+    ) -> list[tuple[float, str, int]]:
+        """Actions that fit `clause` above the threshold, best first: `(score, name, pos)`."""
+        derived = self._catalog()
+        index = self.catalog.search_index()
+        to_kinds, from_kinds = _cues(clause, derived.kinds)
+        said = set(clause.tokens) & derived.kinds
+        for i in clause.resources:
+            said |= goal.resources[i].words & derived.kinds
+        terms = index.weights(clause.tokens)
+        acts = index.scores({t: w for t, w in terms.items() if t not in derived.kinds})
+        ranked: list[tuple[float, str, int]] = []
+        for position, base in index.scores(terms).items():
+            spec = derived.specs[position]
+            if allowed is not None and spec.name not in allowed:
+                continue
+            ins, outs = derived.inputs[position], derived.outputs[position]
+            shape = _DIRECTION_BONUS * (
+                len(to_kinds & (outs - ins))
+                - len(to_kinds & (ins - outs))
+                + len(from_kinds & (ins - outs))
+                - len(from_kinds & (outs - ins))
+            )
+            # An action that takes or gives the data the clause speaks of fits it better
+            # than one that only shares its verb.
+            shape += _COVERAGE_BONUS * (len(said & (ins | outs)) - len(said - (ins | outs)))
+            score = base + _CONTEXT_WEIGHT * overall.get(position, 0) + shape
+            if not derived.needs[position] <= available:
+                score *= _UNAVAILABLE_FACTOR
+            # What the clause asks to do must match, or the data it names must fit well.
+            asked = acts.get(position, 0.0) >= self.threshold * 0.5 or shape >= _DIRECTION_BONUS
+            if asked and score >= self.threshold:
+                ranked.append((round(score, 9), spec.name, position))
+        ranked.sort(key=lambda r: (-r[0], r[1]))
+        return ranked
+
+    def _choice(self, pick: tuple[float, str, int], clause: Clause) -> _Choice:
+        index = self.catalog.search_index()
+        spec = index.specs[pick[2]]
+        doc_terms = set(index.weights(tokenize(_describe(spec))))
+        matched = sorted(w for w in clause.words if w not in STOPWORDS and stem(w) in doc_terms)
+        return _Choice(spec, clause, matched, pick[0])
+
+    def _available(self, ctx: PlanningContext, goal: Goal, derived: _Catalog) -> set[str]:
+        """Data words the user supplies: input keys, resources, context clauses."""
+        available: set[str] = {k for key in ctx.user_inputs for k in tokenize(key)}
+        for resource in goal.resources:
+            available |= resource.words
+        for clause in goal.clauses:
+            if clause.context:
+                available |= set(clause.tokens) & derived.kinds
+        return available
+
+    def relevance(self, goal: Goal) -> dict[str, float]:
+        """Each action's BM25 score for the whole goal, by action name."""
+        index = self.catalog.search_index()
+        return {
+            index.specs[p].name: score
+            for p, score in index.scores(index.weights(goal.tokens)).items()
+        }
+
+    def _pick(
+        self,
+        ranked: list[tuple[float, str, int]],
+        chosen: list[_Choice],
+        clause: Clause,
+        goal: Goal,
+        derived: _Catalog,
+    ) -> tuple[float, str, int] | None:
+        """The clause's best action; if an earlier clause chose it already, a new step of
+        it only when the clause brings data of its own, else the runner-up when close."""
+        best = ranked[0]
+        taken = {c.spec.name for c in chosen}
+        if best[1] not in taken:
+            return best
+        spec = derived.specs[best[2]]
+        own = [goal.resources[i] for i in clause.resources]
+        if any(resource_fits(r, slot) for r in own for slot in spec.inputs):
+            return best
+        for candidate in ranked[1:]:
+            if candidate[0] < _NEXT_BEST_RATIO * best[0]:
+                break
+            if candidate[1] not in taken:
+                return candidate
+        return None
+
+    def select(self, ctx: PlanningContext) -> list[ActionSpec]:
+        """The actions the goal's clauses ask for, in goal order (an action may repeat).
+
+        Examples:
+            >>> from prefect_aether import ActionCatalog
+            >>> HeuristicPlanner(ActionCatalog()).select(PlanningContext(goal="anything"))
+            []
+        """
+        return [c.spec for c in self._choices(ctx, read_goal(ctx.goal))]
+
+    # -- building -------------------------------------------------------------------------
+
+    def build(self, ctx: PlanningContext) -> CandidatePlan:
+        """The plan for `ctx.goal` (possibly partial; possibly empty when nothing matches)."""
+        goal = read_goal(ctx.goal)
+        choices = self._choices(ctx, goal)
+        derived = self._catalog()
+        setting = Setting(
+            catalog=self.catalog,
+            goal=goal,
+            user_inputs=ctx.user_inputs,
+            flow_ids=ctx.flow_ids,
+            max_depth=self.max_depth,
+            needs={spec.name: derived.needs[i] for i, spec in enumerate(derived.specs)},
+            asked=frozenset(c.spec.name for c in choices),
+            relevance=self.relevance(goal),
+            available=frozenset(self._available(ctx, goal, derived)),
+        )
+        builder = Wiring(setting)
+        for choice in choices:
+            why = f"asked for by {_quote(choice.clause.text)}"
+            if choice.matched:
+                why += f" (matched {', '.join(dict.fromkeys(choice.matched))})"
+            choice.step_id = builder.add(choice.spec, choice.clause, depth=0, reason=why)
+        builder.feed_unused_outputs()
+        # "then", "after that": order-only edges where no data already orders the two.
+        for previous, choice in itertools.pairwise(choices):
+            if choice.clause.follows and choice.clause is not previous.clause:
+                builder.order_after(choice.step_id, previous.step_id)
+        extras = {"goal": ctx.goal, "planner": self.name}
+        return CandidatePlan(steps=builder.state.steps, extras=extras)
+
+    async def plan(
+        self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
+    ) -> PlanResult:
+        """Build, validate and report the plan with the same events as `ActionPlanner`."""
+        emit = EventLog(on_event)
+        events = emit.events
+
+        await emit(PlanningEvent(phase="start", iteration=0, message=f"planning: {ctx.goal}"))
+        plan = self.build(ctx)
+        validation = validate_plan(
+            plan,
+            self.catalog,
+            user_inputs=ctx.user_inputs,
+            flow_ids=ctx.flow_ids,
+            allow_manual=False,
+        )
+        await emit(
+            PlanningEvent(
+                phase="validation",
+                iteration=1,
+                message=validation.summary(),
+                plan_dict=plan.to_dict(),
+                validation=validation,
+            )
+        )
+        accepted = validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())
+        if not accepted:
+            why = "no action matches the goal" if not plan.steps else "the plan is not acceptable"
+            await emit(
+                PlanningEvent(phase="failure", iteration=1, message=why, validation=validation)
+            )
+            return PlanResult(plan=None, validation=validation, events=events, planner=self.name)
+        await emit(
+            PlanningEvent(
+                phase="success",
+                iteration=1,
+                message="plan accepted" + ("" if validation.ok else " (partial)"),
+                plan_dict=plan.to_dict(),
+                validation=validation,
+            )
+        )
+        return PlanResult(plan=plan, validation=validation, events=events, planner=self.name)
+
+
+def _cues(clause: Clause, kinds: frozenset[str]) -> tuple[set[str], set[str]]:
+    """Data words of a clause said as a result ("into text", "generate an image") and as
+    a source ("from the image", "in the audio")."""
+    to_kinds: set[str] = set()
+    from_kinds: set[str] = set()
+    for i, word in enumerate(clause.words):
+        kind = stem(word)
+        if kind not in kinds or word in STOPWORDS:
+            continue
+        j, skipped = i - 1, 0
+        while j >= 0 and clause.words[j] in _SKIP and skipped < 3:
+            j, skipped = j - 1, skipped + 1
+        before = clause.words[j] if j >= 0 else ""
+        if before in _TO or stem(before) in _MAKE:
+            to_kinds.add(kind)
+        elif before in _FROM:
+            from_kinds.add(kind)
+    return to_kinds, from_kinds
+
+
+def _describe(spec: ActionSpec) -> str:
+    slots = " ".join(f"{s.name} {s.description or ''}" for s in (*spec.inputs, *spec.outputs))
+    return f"{spec.name} {spec.description or ''} {slots}"
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    short = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"'{short}'"
