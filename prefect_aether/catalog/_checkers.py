@@ -1,4 +1,4 @@
-"""Checks of literal values against an action's inputs (private to `catalog.py`)."""
+"""Checks of literal values against an action's inputs (private to `registry`)."""
 
 from __future__ import annotations
 

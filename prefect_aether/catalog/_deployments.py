@@ -1,4 +1,4 @@
-"""Deployments on the Prefect API as action specs (private to `catalog.py`)."""
+"""Deployments on the Prefect API as action specs (private to `registry`)."""
 
 from __future__ import annotations
 

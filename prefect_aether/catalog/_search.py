@@ -3,7 +3,7 @@
 Each action is one document with weighted fields: name tokens count three
 times, tags twice, the description and slot names once, slot descriptions
 (parameter and return docs) half; a bonus is added for covering the action's
-name. Words are matched by `_words` (Snowball stems folded into synonym
+name. Words are matched by `words` (Snowball stems folded into synonym
 groups); a query word also meets a document word it is a derivation of
 ("class" and "classification") at a lower weight.
 """

@@ -1,4 +1,5 @@
-"""JSON-schema helpers shared by the catalog and the validator (private)."""
+"""JSON-schema helpers shared by the catalog, the validator and the planners
+(inside the package; not part of the public API)."""
 
 from __future__ import annotations
 

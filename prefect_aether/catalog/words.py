@@ -1,4 +1,5 @@
-"""Word matching shared by search and the heuristic planner (private).
+"""Word matching shared by the catalog's search and the heuristic planner (inside the
+package; not part of the public API).
 
 Words are lower-cased, split at snake_case, kebab-case and camelCase, stemmed
 with the Snowball English stemmer (`snowballstemmer`, the stemmer Sphinx

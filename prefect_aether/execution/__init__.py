@@ -7,8 +7,8 @@ Prefect child run (task, subflow or deployment), where step results persist and 
 may run a step, `${secret.*}` values, the API watchdog, the UI report (artifacts and
 events), and `reconcile` for executions that ended badly.
 
-A new step mode goes in `_steps` (how one step runs) with its name in
-`validation.RUN_MODES`.
+A new step mode goes in `_steps` (`call_step` chooses how one step runs) with its
+name in `validation.RUN_MODES`.
 
 Examples:
     >>> from prefect_aether.execution import ExecutionResult

@@ -1,16 +1,16 @@
-"""What a plan run shows in the Prefect UI: artifacts and events (private to `execute.py`)."""
+"""What a plan run shows in the Prefect UI: artifacts and events (private to `_run`)."""
 
 from __future__ import annotations
 
 import functools
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prefect.events import emit_event
 
-from prefect_aether._internal.text import inert
+from prefect_aether._internal.text import cell, inert
 from prefect_aether.plan import CandidatePlan, canonical_json, iter_bindings
 
 if TYPE_CHECKING:
@@ -89,6 +89,24 @@ def plan_markdown(
             steps = ", ".join(inert(s, 60) for s in dict.fromkeys(used[key]))
             lines.append(f"| {inert(key, 60)} | {steps} | {shown} |")
     return "\n".join(lines)
+
+
+def results_rows(
+    steps: Iterable[tuple[str, str, str, float | None, str]],
+) -> list[dict[str, Any]]:
+    """The results table artifact: per step (id, action, state, seconds, output preview)."""
+    # Prefect's classic UI reads table cells as markdown: actions and outputs are
+    # untrusted text, so no cell may hold a tag, a link or an image.
+    return [
+        {
+            "step": sid,
+            "action": cell(action),
+            "state": state,
+            "duration_s": duration,
+            "output": cell(output),
+        }
+        for sid, action, state, duration, output in steps
+    ]
 
 
 def step_label(action: str) -> str:

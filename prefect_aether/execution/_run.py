@@ -6,7 +6,6 @@ import asyncio
 import bisect
 import datetime as dt
 import logging
-import re
 import time
 import weakref
 from collections.abc import Iterable
@@ -24,11 +23,12 @@ from prefect.task_runners import TaskRunner
 from pydantic import BaseModel
 
 from prefect_aether._internal.callbacks import notify
-from prefect_aether._internal.text import cell, preview, sanitize
-from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
+from prefect_aether._internal.text import preview, sanitize
+from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import ExecutionError, ExecutionInterrupted
 from prefect_aether.execution import _report, _secrets, _steps
-from prefect_aether.execution._results import MISSING, StepResults, code_hash, inputs_hash
+from prefect_aether.execution._results import MISSING, StepResults
+from prefect_aether.execution._reuse import StepKeeper
 from prefect_aether.execution._watch import ApiOutage, watch_api
 from prefect_aether.execution.events import (
     PLAN_FLOW_NAME,
@@ -38,11 +38,9 @@ from prefect_aether.execution.events import (
     ExecutionResult,
 )
 from prefect_aether.plan import CandidatePlan, PlanStep, step_dependencies
-from prefect_aether.settings import current_settings
 
 logger = logging.getLogger("prefect_aether.execute")
 _SUMMARY_CHARS = 500
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 class _StepRecord(BaseModel):
@@ -87,7 +85,7 @@ class PlanRun:
         self.executor = executor
         self.execution_id = execution_id
         self.results = executor.results
-        self.code_hashes: dict[str, str] = {}
+        self.keeper = StepKeeper(executor.results, execution_id, executor.reuse_within)
         self.plan = plan
         self.plan_id = plan.plan_id
         self.user_inputs = user_inputs
@@ -237,19 +235,9 @@ class PlanRun:
                 if record.started is not None and record.ended is not None
                 else None
             )
-            rows.append(
-                {
-                    "step": sid,
-                    "action": cell(self.steps[sid].action),
-                    "state": record.state,
-                    "duration_s": duration,
-                    # Prefect's classic UI reads table cells as markdown: outputs are
-                    # untrusted text, so no cell may hold a tag, a link or an image.
-                    "output": cell(record.preview),
-                }
-            )
+            rows.append((sid, self.steps[sid].action, record.state, duration, record.preview))
         await TableArtifact(
-            table=rows,
+            table=_report.results_rows(rows),
             key=f"aether-results-{self.plan_id}",
             description=f"prefect-aether step results of plan {self.plan_id}",
         ).acreate(self.client)
@@ -336,17 +324,28 @@ class PlanRun:
                     f"action {step.action!r} has no local flow to run", step_id=sid
                 )
             inputs = _steps.resolve_inputs(step, self.user_inputs, self.outputs)
-            keys = self.result_keys(step, spec, flow, inputs)
+            keys = self.keeper.keys(step, spec, flow, inputs)
             async with self.results.locked(*keys) as holder:
                 # Under the lock: a second process resuming this execution waits here,
                 # then finds the result the first one wrote.
-                stored = await self.read_result(step, keys)
+                stored = await self.keeper.read(step, keys)
                 if stored is not MISSING:
                     state, outputs = await self.reuse(step, stored)
                 else:
-                    state, value = await self.call(step, spec, flow, inputs)
+                    state, value = await _steps.call_step(
+                        step,
+                        spec,
+                        flow,
+                        inputs,
+                        run_as=step.extras.get("run_as", self.executor.run_as),
+                        task_runner=self.executor.task_runner,
+                        run_tags=self.tags,
+                        tag_steps=self.executor.tag_steps,
+                        upstream=[self.states[d] for d in self.deps[step.id] if d in self.states],
+                        secrets=self.secret_values,
+                    )
                     outputs = _steps.outputs_of(spec, value)
-                    await self.write_result(step, keys, outputs, holder)
+                    await self.keeper.write(step, keys, outputs, holder, self.log())
         except Exception as exc:
             record.ended = time.monotonic()
             record.state = "Failed"
@@ -380,60 +379,6 @@ class PlanRun:
         await self.emit("step_success", sid, f"step {sid!r} {verb}", step_outputs=outputs)
         return True
 
-    def result_keys(
-        self, step: PlanStep, spec: ActionSpec, flow: Flow[..., Any] | None, inputs: dict[str, Any]
-    ) -> list[str]:
-        """The step's result key in this execution and, when reuse across executions is
-        allowed, the shared key of the same inputs and code."""
-        code = self.code_hashes.get(spec.name)
-        if code is None:
-            code = self.code_hashes[spec.name] = code_hash(
-                flow.fn if flow is not None else None, spec.model_dump_json()
-            )
-        digest = inputs_hash(inputs)
-        keys = [f"aether/{self.execution_id}/{step.id}-{digest}-{code}"]
-        if self.reuse_seconds(step) is not None:
-            keys.append(f"aether/shared/{_SAFE.sub('_', spec.name)}-{digest}-{code}")
-        return keys
-
-    def reuse_seconds(self, step: PlanStep) -> float | None:
-        seconds = step.extras.get("reuse_within")
-        if seconds is not None:
-            return float(seconds)
-        within = self.executor.reuse_within
-        return within.total_seconds() if within is not None else None
-
-    async def read_result(self, step: PlanStep, keys: list[str]) -> Any:
-        """This execution's result of the step; else, when reuse is allowed, a result of
-        the same inputs and code written no longer than `reuse_within` ago."""
-        found = await self.results.read(keys[0])
-        if found is not MISSING or len(keys) == 1:
-            return found
-        shared = await self.results.read(keys[1], shared=True)
-        seconds = self.reuse_seconds(step)
-        try:
-            written = dt.datetime.fromisoformat(shared["written_at"])
-            age = (dt.datetime.now(dt.timezone.utc) - written).total_seconds()
-            fresh = seconds is not None and 0 <= age <= seconds
-            return shared["outputs"] if fresh else MISSING
-        except (TypeError, KeyError, ValueError):
-            return MISSING
-
-    async def write_result(
-        self, step: PlanStep, keys: list[str], outputs: Any, holder: str
-    ) -> None:
-        if not await self.results.write(keys[0], outputs, holder=holder):
-            self.log().warning(
-                "step %r: its outputs are not JSON data, so they are not kept for resume "
-                "(PlanExecutor(result_serializer='pickle') keeps them)",
-                step.id,
-            )
-            return
-        if len(keys) > 1:
-            now = dt.datetime.now(dt.timezone.utc).isoformat()
-            shared = {"written_at": now, "outputs": outputs}
-            await self.results.write(keys[1], shared, holder=holder, shared=True)
-
     async def reuse(self, step: PlanStep, outputs: Any) -> tuple[State[Any], dict[str, Any]]:
         """A step whose result this execution (or, when allowed, another) already has."""
         if not isinstance(outputs, dict):
@@ -448,60 +393,6 @@ class PlanRun:
             return cast(State[Any], await call), outputs
         message = f"reused the result of execution {self.execution_id}"
         return Completed(name="Cached", data=outputs, message=message), outputs
-
-    async def call(
-        self,
-        step: PlanStep,
-        spec: ActionSpec,
-        flow: Flow[..., Any] | None,
-        inputs: dict[str, Any],
-    ) -> tuple[State[Any], Any]:
-        """Run the step as a task, a child flow run or a deployment run; raise if it failed."""
-        sid = step.id
-        run_as = step.extras.get("run_as", self.executor.run_as)
-        secret = _steps.takes_secret(step)
-        if run_as == "subflow" and secret:
-            # A child flow run's parameters are stored on the server: a secret stays in a task.
-            run_as = "task"
-        step_tags = [*self.tags, f"plan_step:{sid}"]
-        tagged = step_tags if self.executor.tag_steps else None
-        upstream = [self.states[d] for d in self.deps[sid] if d in self.states]
-        if spec.kind == "deployment":
-            poll = current_settings().deployment_poll_interval
-            state, value = await _steps.call_deployment(
-                spec, step, step_tags, inputs, upstream, poll_interval=poll
-            )
-        elif run_as == "subflow":
-            assert flow is not None
-            state = await _steps.call_subflow(flow, step, step_tags, inputs, upstream)
-            value = await state.aresult(raise_on_failure=False)
-        elif self.executor.task_runner is None and not secret:
-            assert flow is not None
-            state, value = await _steps.call_task(flow, step, inputs, upstream, tagged)
-        else:
-            assert flow is not None
-            runner = _steps.step_task(
-                flow,
-                step,
-                step_tags=tagged,
-                secrets=self.secret_values if secret else None,
-            )
-            if self.executor.task_runner is None:
-                call: Any = runner(inputs, wait_for=_steps.wait_for(upstream), return_state=True)
-                state = cast(State[Any], await call)
-                value = await state.aresult(raise_on_failure=False)
-            else:
-                # The plan's task runner (Dask, Ray, ...) runs the step where it chooses.
-                state, value = await _steps.submit(runner, inputs, upstream)
-        if not state.is_completed():
-            raise (
-                value
-                if isinstance(value, BaseException)
-                else ExecutionError(
-                    f"step {sid!r} ended {state.type.value}: {state.message}", step_id=sid
-                )
-            )
-        return state, value
 
     # -- events -------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """What the plan store gives planning: the plan cache and worked examples (private to
-`service.py`)."""
+the `service` facade)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which actions an LLM planner is shown for a goal (private to `planner.py`).
+"""Which actions an LLM planner is shown for a goal (private to `llm_planner`).
 
 An action left out can never be planned, and real requests name what they want
 in other words and leave intermediate steps unsaid. So the set is built from

@@ -1,4 +1,4 @@
-"""Wiring a heuristic plan's steps (private to `heuristic.py`).
+"""Wiring a heuristic plan's steps (private to `heuristic`).
 
 `Wiring.add` appends a step for an action and binds each input, in this order:
 the user's value of that name; a value the step's own clause gives; an output

@@ -2,8 +2,8 @@
 (`PlanningContext`), what it reports (`PlanningEvent`, `PlanResult`), what it asks
 of an LLM (`ChatModel`), and how an LLM's answer becomes a plan (`decode_plan`).
 
-Planners (`ActionPlanner` in `planner.py`, `HeuristicPlanner` in `heuristic.py`)
-sit above this module; `planner.py` re-exports these names.
+Planners (`ActionPlanner` in `llm_planner`, `HeuristicPlanner` in `heuristic`)
+sit above this module; `llm_planner` and the `planning` package re-export these names.
 
 Examples:
     >>> ctx = PlanningContext(goal="load the sales data and count rows")

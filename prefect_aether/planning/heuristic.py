@@ -4,7 +4,7 @@ The goal is read into the resources it supplies (file names, URLs, quoted
 text, numbers) and its clauses in order (`_goal`). Each clause that asks for
 something picks the action it matches best: BM25 over the action's name,
 description, parameter and return docs, with stemmed, synonym-folded words
-(`_words`); the whole goal breaks near-ties; the direction of data words
+(`catalog.words`); the whole goal breaks near-ties; the direction of data words
 ("into text", "from the image") tells `a_to_b` from `b_to_a`; actions whose
 inputs the goal or earlier steps can feed are preferred. Inputs are then wired
 from the user's values, the goal's resources and earlier steps' outputs

@@ -1,4 +1,4 @@
-"""The plan store's tables and their forward migrations (private to `store.py`).
+"""The plan store's tables and their forward migrations (private to the store).
 
 Each migration creates exactly what it says, from its own column lists: the
 `Table` objects describe the current schema, so `CreateTable` on them would

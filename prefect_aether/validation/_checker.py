@@ -22,6 +22,7 @@ from prefect_aether.plan import (
     parse_binding,
 )
 from prefect_aether.settings import current_settings
+from prefect_aether.validation._hints import plan_candidates, producer_candidates
 from prefect_aether.validation._issues import (
     IssueKind,
     ValidationIssue,
@@ -38,7 +39,6 @@ _STEP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED_IDS = {USER_NAMESPACE, SECRET_NAMESPACE}
 # Prefect's rule for block document names.
 _BLOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
-_MAX_CANDIDATES = 5
 
 
 def _location(field: str, loc: tuple[str | int, ...]) -> str:
@@ -432,14 +432,12 @@ class Validator:
         return known[0]
 
     def _missing_input(self, step: PlanStep, spec: ActionSpec, slot: IOSlot) -> None:
-        producers = self._producers(slot)
-        in_plan = [
-            f"${{{sid}.{out.name}}}"
-            for sid, other in self.specs.items()
-            if other is not None and sid != step.id
-            for out in other.spec.outputs
-            if out.name == slot.name and compatible(out.json_schema, slot.json_schema)
-        ][:_MAX_CANDIDATES]
+        producers = self.producers.get(id(slot))
+        if producers is None:
+            producers = self.producers[id(slot)] = producer_candidates(
+                self.catalog, slot, self.allowed
+            )
+        specs = {sid: a.spec for sid, a in self.specs.items() if a is not None and sid != step.id}
         hint = ""
         if producers:
             hint = (
@@ -453,37 +451,9 @@ class Validator:
             step,
             field=slot.name,
             candidates=producers,
-            plan_bindings=in_plan,
+            plan_bindings=plan_candidates(specs, slot),
             expected=slot.json_schema,
         )
-
-    def _producers(self, slot: IOSlot) -> list[dict[str, Any]]:
-        cached = self.producers.get(id(slot))
-        if cached is not None:
-            return cached
-        scored = []
-        for spec in self.catalog:
-            if self.allowed is not None and spec.name not in self.allowed:
-                continue
-            for out in spec.outputs:
-                if (
-                    out.type is None
-                    or slot.type is None
-                    or not compatible(out.json_schema, slot.json_schema)
-                ):
-                    continue
-                score = max(
-                    difflib.SequenceMatcher(None, slot.name, out.name).ratio(),
-                    difflib.SequenceMatcher(None, slot.name, spec.name).ratio(),
-                )
-                scored.append((-score, spec.name, out.name))
-        scored.sort()
-        result = [
-            {"action": a, "output": o, "score": round(-s, 3)}
-            for s, a, o in scored[:_MAX_CANDIDATES]
-        ]
-        self.producers[id(slot)] = result
-        return result
 
     # -- graph -------------------------------------------------------------------------
 
