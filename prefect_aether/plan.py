@@ -1,8 +1,9 @@
 """Plans: steps that call catalog actions, wired together by bindings.
 
-A step's input value is a literal, `"${user.<key>}"` (a value the user gives)
-or `"${<step_id>.<output>}"` (another step's output), optionally followed by a
-dotted path into that output (`"${load.result.rows.0}"`). Bindings may sit
+A step's input value is a literal, `"${user.<key>}"` (a value the user gives),
+`"${<step_id>}"` (another step's whole return value) or `"${<step_id>.<output>}"`
+(one output field of it), optionally followed by a dotted path into that value
+(`"${load.result.rows.0}"`). Bindings may sit
 anywhere inside lists and dicts. A binding must be the whole string; write
 `"$${...}"` for a literal that starts with `${`.
 """
@@ -34,7 +35,7 @@ __all__ = [
 
 USER_NAMESPACE = "user"
 SECRET_NAMESPACE = "secret"
-_BINDING = re.compile(r"\$\{([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)*)\}")
+_BINDING = re.compile(r"\$\{([A-Za-z0-9_-]+)(?:\.([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)*))?\}")
 
 PathItem = str | int
 
@@ -59,7 +60,8 @@ class Binding(NamedTuple):
         key: The user input key (`kind="external"`) or the Secret block's name
             (`kind="secret"`).
         step_id: The producing step (only for `kind="step_output"`).
-        output: The producing step's output slot (only for `kind="step_output"`).
+        output: The producing step's output field; None for its whole return value
+            (`${step}`). Only for `kind="step_output"`.
         path: Items of the dotted path into the value (digits become list indices).
 
     Examples:
@@ -78,10 +80,11 @@ class Binding(NamedTuple):
 
     @property
     def reference(self) -> str:
-        """The binding written back as `step.output.path`, `user.key.path` or `secret.name`."""
+        """The binding written back as `step.output.path` (`step` for a whole return value),
+        `user.key.path` or `secret.name`."""
         namespace = {"external": USER_NAMESPACE, "secret": SECRET_NAMESPACE}.get(self.kind)
         head = [namespace, self.key] if namespace else [self.step_id, self.output]
-        return ".".join(str(p) for p in [*head, *self.path])
+        return ".".join(str(p) for p in [*head, *self.path] if p is not None)
 
 
 _new_binding = tuple.__new__
@@ -111,6 +114,8 @@ def parse_binding(raw: Any) -> Binding:
         'literal'
         >>> parse_binding("$${HOME}").value
         '${HOME}'
+        >>> parse_binding("${load}").output is None  # the step's whole return value
+        True
     """
     if not isinstance(raw, str) or "${" not in raw:
         return _literal(raw)
@@ -124,10 +129,17 @@ def parse_binding(raw: Any) -> Binding:
                 "embedding bindings in text is not supported (write '$${' for a literal '${')"
             )
         raise BindingError(
-            f"malformed binding {raw!r}: expected '${{user.<key>}}', '${{secret.<block-name>}}' "
-            "or '${<step_id>.<output>}' with an optional dotted path of names and indices"
+            f"malformed binding {raw!r}: expected '${{user.<key>}}', '${{secret.<block-name>}}', "
+            "'${<step_id>}' or '${<step_id>.<output>}' with an optional dotted path of names "
+            "and indices"
         )
     head, name, rest = match.groups()
+    if name is None:
+        if head in (USER_NAMESPACE, SECRET_NAMESPACE):
+            raise BindingError(
+                f"malformed binding {raw!r}: '${{{head}.<name>}}' needs the name after '{head}.'"
+            )
+        return _new_binding(Binding, ("step_output", raw, None, None, head, None, ()))
     path = tuple(int(p) if p.isdigit() else p for p in rest[1:].split(".")) if rest else ()
     # tuple.__new__ skips NamedTuple's Python-level __new__: this is the validator's hot path.
     if head == USER_NAMESPACE:
@@ -393,8 +405,9 @@ class CandidatePlan(BaseModel):
                 "inputs": {
                     "type": "object",
                     "description": (
-                        "Input name to value: a JSON literal, '${user.<key>}' or "
-                        "'${<step_id>.<output>}' (optionally '.<field>' path)."
+                        "Input name to value: a JSON literal, '${user.<key>}', "
+                        "'${<step_id>}' (its whole return value) or '${<step_id>.<field>}' "
+                        "(optionally a '.<field>' path)."
                     ),
                 },
                 "after": {

@@ -304,10 +304,11 @@ def test_render_is_compact_and_typed(catalog: ActionCatalog) -> None:
         "- load_csv: Load rows from a CSV file.",
         "  inputs: path: string (required), options: object = null, "
         'mode: "fast"|"safe" = "safe", limit: integer = null, columns: array[string] = null',
-        "  outputs: rows: array[object], row_count: integer",
+        "  returns (${step}): object LoadResult",
+        "  fields (${step.<field>}): rows: array[object], row_count: integer",
         "- notify: Send a notification.",
         "  inputs: message: string (required)",
-        "  outputs: (none)",
+        "  returns: (nothing)",
     ]
     assert catalog.render().count("\n- ") == len(catalog) - 1
 

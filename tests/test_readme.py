@@ -81,3 +81,19 @@ def test_the_documented_commands_are_found() -> None:
     assert len(commands) >= 10
     assert any(c.startswith("prefect-aether validate") for c in commands)
     assert any("--resume" in c for c in commands)
+
+
+def test_the_writing_flows_page_prints_what_it_says() -> None:
+    """Each example of docs/writing-flows.md runs, in order, and prints the text block
+    that follows it on the page."""
+    text = (ROOT / "docs" / "writing-flows.md").read_text()
+    namespace: dict[str, object] = {"__name__": "writing_flows"}
+    checked = 0
+    for match in re.finditer(r"```python\n(.*?)```(?:\n\n```text\n(.*?)```)?", text, flags=re.S):
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            exec(compile(match.group(1), "writing-flows.md", "exec", dont_inherit=True), namespace)
+        if match.group(2) is not None:
+            assert output.getvalue() == match.group(2)
+            checked += 1
+    assert checked == 3

@@ -7,23 +7,27 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from prefect import Flow
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from prefect_aether.catalog.schemas import json_kind
+from prefect_aether.catalog.schemas import json_kind, type_adapter
 from prefect_aether.catalog.specs import IOSlot
-
-_ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
 
 
 def make_checker(flow: Flow[..., Any] | None, hints: dict[str, Any], slot: IOSlot) -> Any:
     """A function that checks a value for `slot`: None when accepted, else a reason."""
     annotation = hints.get(slot.name)
+    adapter = None
     if flow is not None and annotation is not None:
-        adapter = TypeAdapter(annotation, config=_ADAPTER_CONFIG)
+        try:
+            adapter = type_adapter(annotation)
+        except Exception:  # pydantic cannot build it: the slot's JSON schema checks instead
+            adapter = None
+    if adapter is not None:
+        checked = adapter
 
         def check_python(value: Any) -> str | None:
             try:
-                adapter.validate_python(value)
+                checked.validate_python(value)
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])

@@ -11,38 +11,50 @@ from typing import Any, NamedTuple
 
 import griffe
 from prefect import Flow
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel
 
-from prefect_aether.catalog.schemas import coarse_type, inline_refs
+from prefect_aether.catalog.schemas import coarse_type, inline_refs, type_adapter
+from prefect_aether.catalog.specs import RETURN_SLOT
 
-_ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
 _NO_RETURN = object()
 
 
 class DocParts(NamedTuple):
-    """The parts of a Google-style docstring that the catalog uses."""
+    """The parts of a docstring (Google, NumPy or Sphinx style) that the catalog uses."""
 
     summary: str
     returns: str | None
     named_returns: dict[str, str]
     attributes: dict[str, str]
+    params: dict[str, str]
+
+
+# Teams write all three styles; griffe tells them apart. Nothing is logged for a
+# docstring that documents a parameter the signature lacks, or leaves out types.
+_STYLE_OPTIONS: dict[str, dict[str, Any]] = {
+    "google": {"warnings": False, "warn_unknown_params": False, "warn_missing_types": False},
+    "numpy": {"warnings": False, "warn_unknown_params": False},
+    "sphinx": {"warnings": False, "warn_unknown_params": False},
+}
 
 
 @functools.lru_cache(maxsize=4096)
 def parse_docstring(text: str | None) -> DocParts:
-    """Split a docstring with griffe: summary text, Returns and Attributes sections.
+    """Split a docstring with griffe, whichever of the Google, NumPy and Sphinx styles it
+    is written in: summary text, parameters, Returns and Attributes sections.
 
     Cached by text: large catalogs repeat docstrings (and a structured return type
     without its own docstring inherits `dict`'s or `tuple`'s)."""
     if not text or not text.strip() or text.strip() == "None":
-        return DocParts("", None, {}, {})
+        return DocParts("", None, {}, {}, {})
     sections = griffe.Docstring(inspect.cleandoc(text)).parse(
-        "google", warnings=False, warn_unknown_params=False, warn_missing_types=False
+        "auto", default="google", per_style_options=_STYLE_OPTIONS
     )
     summary: list[str] = []
     returns: list[str] = []
     named: dict[str, str] = {}
     attributes: dict[str, str] = {}
+    params: dict[str, str] = {}
     for section in sections:
         kind = section.kind.value
         if kind == "text" and not returns and not attributes:
@@ -56,8 +68,14 @@ def parse_docstring(text: str | None) -> DocParts:
                     returns.append(item.description)
         elif kind == "attributes":
             attributes.update({item.name: item.description for item in section.value})
+        elif kind == "parameters":
+            params.update({item.name: item.description for item in section.value})
     return DocParts(
-        "\n\n".join(s for s in summary if s), "\n".join(returns) or None, named, attributes
+        "\n\n".join(s for s in summary if s),
+        "\n".join(returns) or None,
+        named,
+        attributes,
+        params,
     )
 
 
@@ -79,8 +97,17 @@ def type_hints(flow: Flow[..., Any]) -> dict[str, Any]:
 
 
 def input_slots(flow: Flow[..., Any]) -> list[dict[str, Any]]:
-    """One slot per parameter, from Prefect's own parameter schema."""
-    return slots_from_parameter_schema(flow.parameters.model_dump(mode="json"))
+    """One slot per parameter, from Prefect's own parameter schema; a description
+    Prefect did not read (it reads Google-style `Args:` only) comes from the function's
+    docstring in any style."""
+    slots = slots_from_parameter_schema(flow.parameters.model_dump(mode="json"))
+    documented = parse_docstring(inspect.getdoc(flow.fn)).params
+    for slot in slots:
+        text = documented.get(slot["name"])
+        if text and not slot["description"]:
+            slot["description"] = text
+            slot["json_schema"] = {**slot["json_schema"], "description": text}
+    return slots
 
 
 def slots_from_parameter_schema(schema: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,7 +149,7 @@ _SCHEMAS: dict[Any, dict[str, Any]] = {}
 
 def _build_schema(annotation: Any) -> dict[str, Any]:
     try:
-        raw = TypeAdapter(annotation, config=_ADAPTER_CONFIG).json_schema()
+        raw = type_adapter(annotation).json_schema()
     except Exception:
         return {}
     schema = inline_refs(raw, raw.get("$defs") or {})
@@ -179,6 +206,20 @@ def output_slots(
         text = description or doc.named_returns.get(name) or class_doc.attributes.get(name)
         slots.append(_slot(name, _schema_of(field_type), text, required=required))
     return slots
+
+
+def return_slot(hints: dict[str, Any], doc: DocParts) -> dict[str, Any] | None:
+    """The whole return value (`${step}`) with its full schema (the type's name as its
+    title for a structured type); None when the flow returns nothing."""
+    annotation = hints.get("return", _NO_RETURN)
+    if annotation is None or annotation is type(None):
+        return None
+    if annotation is _NO_RETURN:
+        return _slot(RETURN_SLOT, {}, doc.returns, required=True)
+    schema = _schema_of(annotation)
+    if _structured_fields(annotation) is not None:
+        schema = {"title": annotation.__name__, **schema}
+    return _slot(RETURN_SLOT, schema, doc.returns, required=True)
 
 
 def _slot(

@@ -31,19 +31,23 @@ from typing import Any
 
 from prefect import Flow
 from prefect.flows import load_flow_from_entrypoint
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from prefect_aether._internal.canonical import canonical_json
 from prefect_aether.catalog import _introspect, policy
 from prefect_aether.catalog._checkers import make_checker
 from prefect_aether.catalog._search import SearchIndex
-from prefect_aether.catalog.specs import ActionSpec, IOSlot, feed_tier, render_spec
+from prefect_aether.catalog.specs import (
+    ActionSpec,
+    IOSlot,
+    feed_tier,
+    render_spec,
+    same_structure,
+)
 from prefect_aether.exceptions import CatalogError
 from prefect_aether.settings import current_settings
 
 __all__ = ["ActionCatalog", "ActionSpec", "CatalogSource", "IOSlot"]
-
-_ADAPTER_CONFIG = ConfigDict(arbitrary_types_allowed=True)
 
 
 class CatalogSource(BaseModel):
@@ -193,6 +197,7 @@ class ActionCatalog:
             flow_id=flow_id,
             inputs=[IOSlot(**slot) for slot in _introspect.input_slots(flow)],
             outputs=[IOSlot(**slot) for slot in _introspect.output_slots(flow, hints, doc)],
+            returns=IOSlot(**whole) if (whole := _introspect.return_slot(hints, doc)) else None,
             entrypoint=entrypoint or _default_entrypoint(flow),
         )
         return self._add(_Entry(spec, flow, hints), describe=_describe_flow(flow))
@@ -412,8 +417,9 @@ class ActionCatalog:
         """Actions with an output that can feed `slot`, best first.
 
         An output qualifies when both types are known and compatible; outputs
-        named like the slot come first, then outputs sharing a word with it
-        (`region_totals` and `totals`); ties keep catalog order.
+        named like the slot come first, with whole return values of the structure
+        the slot takes (`${step}`: the slot `returns`), then outputs sharing a word
+        with it (`region_totals` and `totals`); ties keep catalog order.
 
         Examples:
             >>> ActionCatalog().producers(IOSlot(name="rows", type="array"))
@@ -424,6 +430,8 @@ class ActionCatalog:
         for spec in self.list_actions(flow_ids=flow_ids, plannable=plannable):
             if spec.name in skip:
                 continue
+            if spec.returns is not None and same_structure(spec.returns, slot):
+                tiers[0].append((spec, spec.returns))
             for out in spec.outputs:
                 tier = feed_tier(out, slot)
                 if tier is not None:

@@ -15,13 +15,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from prefect_aether._internal.canonical import canonical_json
-from prefect_aether.catalog.schemas import compatible, main_variant
+from prefect_aether.catalog.schemas import compatible, is_structured, main_variant
 from prefect_aether.catalog.words import tokenize
 
-__all__ = ["ActionSpec", "IOSlot", "feed_tier", "render_spec"]
+__all__ = [
+    "RETURN_SLOT",
+    "WHOLE_RESULT",
+    "ActionSpec",
+    "IOSlot",
+    "feed_tier",
+    "render_spec",
+    "same_structure",
+    "whole_of",
+]
 
 
 class IOSlot(BaseModel):
@@ -66,10 +75,25 @@ class ActionSpec(BaseModel):
     tags: list[str] = Field(default_factory=list, description="Tags, used by search.")
     flow_id: str | None = Field(default=None, description="Group id; None means global.")
     inputs: list[IOSlot] = Field(default_factory=list, description="Inputs, in parameter order.")
-    outputs: list[IOSlot] = Field(default_factory=list, description="Outputs of the return value.")
+    outputs: list[IOSlot] = Field(
+        default_factory=list,
+        description="Outputs of the return value: one per field of a structured return "
+        "(`${step.<field>}`), else one called `result`.",
+    )
+    returns: IOSlot | None = Field(
+        default=None,
+        description="The whole return value (`${step}`) with its full schema; None when the "
+        "action returns nothing. Left out, it is made from `outputs`.",
+    )
     entrypoint: str | None = Field(
         default=None, description="Where the flow was loaded from (`path.py:fn` or `pkg.mod:fn`)."
     )
+
+    @model_validator(mode="after")
+    def _whole_from_outputs(self) -> ActionSpec:
+        if self.returns is None and self.outputs:
+            self.returns = whole_of(self.outputs)
+        return self
 
     def input(self, name: str) -> IOSlot | None:
         """The input slot called `name`, if any."""
@@ -78,6 +102,40 @@ class ActionSpec(BaseModel):
     def output(self, name: str) -> IOSlot | None:
         """The output slot called `name`, if any."""
         return next((s for s in self.outputs if s.name == name), None)
+
+    def produces(self, output: str | None) -> IOSlot | None:
+        """What `${step.<output>}` gives, or `${step}` (the whole return value) for None."""
+        return self.returns if output is None else self.output(output)
+
+    def feeds(self) -> list[tuple[str | None, IOSlot]]:
+        """What a step of this action can pass on, as (output, slot): the whole return
+        value first (output None), then each field of a structured return. An
+        unstructured return's `result` is its whole value, listed once."""
+        found: list[tuple[str | None, IOSlot]] = []
+        if self.returns is not None:
+            found.append((None, self.returns))
+        if [o.name for o in self.outputs] != [WHOLE_RESULT]:
+            found.extend((o.name, o) for o in self.outputs)
+        return found
+
+
+WHOLE_RESULT = "result"
+"""The one output of an unstructured return: `${step.result}` is `${step}`."""
+RETURN_SLOT = "return"
+"""The name of the whole return value's slot (a keyword, so no field can take it)."""
+
+
+def whole_of(outputs: list[IOSlot]) -> IOSlot:
+    """The whole return value made from output slots: `result` itself, or an object of
+    the fields."""
+    if [o.name for o in outputs] == [WHOLE_RESULT]:
+        return outputs[0].model_copy(update={"name": RETURN_SLOT})
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {o.name: o.json_schema for o in outputs},
+        "required": [o.name for o in outputs if o.required],
+    }
+    return IOSlot(name=RETURN_SLOT, type="object", json_schema=schema, required=True)
 
 
 def feed_tier(out: IOSlot, slot: IOSlot) -> int | None:
@@ -91,6 +149,12 @@ def feed_tier(out: IOSlot, slot: IOSlot) -> int | None:
         return 0
     words = set(tokenize(slot.name.replace("_", " ")))
     return 1 if words & set(tokenize(out.name.replace("_", " "))) else None
+
+
+def same_structure(out: IOSlot, slot: IOSlot) -> bool:
+    """Whether `out` is a structured value (fields, or a list or map of them) that fits
+    input `slot`: its shape alone says what it is, whatever the names."""
+    return is_structured(out.json_schema) and compatible(out.json_schema, slot.json_schema)
 
 
 def _render_type(slot: IOSlot) -> str:
@@ -111,8 +175,15 @@ def render_spec(spec: ActionSpec) -> str:
     for slot in spec.inputs:
         marker = "(required)" if slot.required else f"= {canonical_json(slot.default)}"
         inputs.append(f"{slot.name}: {_render_type(slot)} {marker}")
-    outputs = [f"{slot.name}: {_render_type(slot)}" for slot in spec.outputs]
     lines = [f"- {spec.name}: {summary}" if summary else f"- {spec.name}"]
     lines.append(f"  inputs: {', '.join(inputs) if inputs else '(none)'}")
-    lines.append(f"  outputs: {', '.join(outputs) if outputs else '(none)'}")
+    if spec.returns is None:
+        lines.append("  returns: (nothing)")
+        return "\n".join(lines)
+    whole = spec.returns
+    title = whole.json_schema.get("title")
+    lines.append(f"  returns (${{step}}): {_render_type(whole)}{f' {title}' if title else ''}")
+    fields = [f"{o.name}: {_render_type(o)}" for out, o in spec.feeds() if out is not None]
+    if fields:
+        lines.append(f"  fields (${{step.<field>}}): {', '.join(fields)}")
     return "\n".join(lines)

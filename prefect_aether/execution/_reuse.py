@@ -17,9 +17,13 @@ from prefect import Flow
 
 from prefect_aether.catalog.specs import ActionSpec
 from prefect_aether.execution._results import MISSING, StepResults, code_hash, inputs_hash
+from prefect_aether.execution._steps import canonical_inputs
 from prefect_aether.plan import PlanStep
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+# What a stored result holds: the step's whole return value. Records of other formats
+# (the output fields that releases before whole outputs kept) are not reused.
+_FORMAT = 2
 _Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
@@ -44,7 +48,7 @@ class StepKeeper:
             code = self.code_hashes[spec.name] = code_hash(
                 flow.fn if flow is not None else None, spec.model_dump_json()
             )
-        digest = inputs_hash(inputs)
+        digest = inputs_hash(canonical_inputs(flow, inputs))
         keys = [f"aether/{self.execution_id}/{step.id}-{digest}-{code}"]
         if self.reuse_seconds(step) is not None:
             keys.append(f"aether/shared/{_SAFE.sub('_', spec.name)}-{digest}-{code}")
@@ -58,9 +62,9 @@ class StepKeeper:
         return within.total_seconds() if within is not None else None
 
     async def read(self, step: PlanStep, keys: list[str]) -> Any:
-        """This execution's result of the step; else, when reuse is allowed, a result of
-        the same inputs and code written no longer than `reuse_within` ago."""
-        found = await self.results.read(keys[0])
+        """The step's return value in this execution; else, when reuse is allowed, one of
+        the same inputs and code written no longer than `reuse_within` ago; else MISSING."""
+        found = _value_of(await self.results.read(keys[0]))
         if found is not MISSING or len(keys) == 1:
             return found
         shared = await self.results.read(keys[1], shared=True)
@@ -69,14 +73,16 @@ class StepKeeper:
             written = dt.datetime.fromisoformat(shared["written_at"])
             age = (dt.datetime.now(dt.timezone.utc) - written).total_seconds()
             fresh = seconds is not None and 0 <= age <= seconds
-            return shared["outputs"] if fresh else MISSING
+            return _value_of(shared["result"]) if fresh else MISSING
         except (TypeError, KeyError, ValueError):
             return MISSING
 
     async def write(
-        self, step: PlanStep, keys: list[str], outputs: Any, holder: str, log: _Log
+        self, step: PlanStep, keys: list[str], value: Any, holder: str, log: _Log
     ) -> None:
-        if not await self.results.write(keys[0], outputs, holder=holder):
+        """Keep the step's whole return value (its outputs are made from it again)."""
+        record = {"format": _FORMAT, "value": value}
+        if not await self.results.write(keys[0], record, holder=holder):
             log.warning(
                 "step %r: its outputs are not JSON data, so they are not kept for resume "
                 "(PlanExecutor(result_serializer='pickle') keeps them)",
@@ -85,5 +91,11 @@ class StepKeeper:
             return
         if len(keys) > 1:
             now = dt.datetime.now(dt.timezone.utc).isoformat()
-            shared = {"written_at": now, "outputs": outputs}
+            shared = {"written_at": now, "result": record}
             await self.results.write(keys[1], shared, holder=holder, shared=True)
+
+
+def _value_of(record: Any) -> Any:
+    if isinstance(record, dict) and record.get("format") == _FORMAT and "value" in record:
+        return record["value"]
+    return MISSING

@@ -96,6 +96,8 @@ class PlanRun:
         self.deps = step_dependencies(plan)
         self.on_event: EventCallback | None = None
         self.outputs: dict[str, dict[str, Any]] = {}
+        # Each step's whole return value (`${step}`); `outputs` holds its output fields.
+        self.values: dict[str, Any] = {}
         self.states: dict[str, State[Any]] = {}
         self.errors: dict[str, str] = {}
         self.skipped: list[str] = []
@@ -323,14 +325,15 @@ class PlanRun:
                 raise ExecutionError(
                     f"action {step.action!r} has no local flow to run", step_id=sid
                 )
-            inputs = _steps.resolve_inputs(step, self.user_inputs, self.outputs)
+            inputs = _steps.resolve_inputs(step, self.user_inputs, self.outputs, self.values)
             keys = self.keeper.keys(step, spec, flow, inputs)
             async with self.results.locked(*keys) as holder:
                 # Under the lock: a second process resuming this execution waits here,
                 # then finds the result the first one wrote.
                 stored = await self.keeper.read(step, keys)
                 if stored is not MISSING:
-                    state, outputs = await self.reuse(step, stored)
+                    value = _steps.restore(flow, stored)
+                    state = await self.reuse(step, value)
                 else:
                     state, value = await _steps.call_step(
                         step,
@@ -344,8 +347,8 @@ class PlanRun:
                         upstream=[self.states[d] for d in self.deps[step.id] if d in self.states],
                         secrets=self.secret_values,
                     )
-                    outputs = _steps.outputs_of(spec, value)
-                    await self.keeper.write(step, keys, outputs, holder, self.log())
+                    await self.keeper.write(step, keys, value, holder, self.log())
+                outputs = _steps.outputs_of(spec, value)
         except Exception as exc:
             record.ended = time.monotonic()
             record.state = "Failed"
@@ -362,6 +365,7 @@ class PlanRun:
             return False
         self.states[sid] = state
         self.outputs[sid] = outputs
+        self.values[sid] = value
         record.ended = time.monotonic()
         record.preview = _secrets.scrub(preview(outputs), self.secret_values.values())
         reused = state.name == "Cached"
@@ -379,20 +383,18 @@ class PlanRun:
         await self.emit("step_success", sid, f"step {sid!r} {verb}", step_outputs=outputs)
         return True
 
-    async def reuse(self, step: PlanStep, outputs: Any) -> tuple[State[Any], dict[str, Any]]:
+    async def reuse(self, step: PlanStep, value: Any) -> State[Any]:
         """A step whose result this execution (or, when allowed, another) already has."""
-        if not isinstance(outputs, dict):
-            raise ExecutionError(f"step {step.id!r}: its stored result is not a mapping")
         run_as = step.extras.get("run_as", self.executor.run_as)
         if run_as == "task":
             # A task run that ends Cached at once keeps the step and its edges in the graph.
             step_tags = [*self.tags, f"plan_step:{step.id}"] if self.executor.tag_steps else None
             runner = _steps.reused_task(step, step_tags, self.execution_id)
             upstream = [self.states[d] for d in self.deps[step.id] if d in self.states]
-            call: Any = runner(outputs, wait_for=_steps.wait_for(upstream), return_state=True)
-            return cast(State[Any], await call), outputs
+            call: Any = runner(value, wait_for=_steps.wait_for(upstream), return_state=True)
+            return cast(State[Any], await call)
         message = f"reused the result of execution {self.execution_id}"
-        return Completed(name="Cached", data=outputs, message=message), outputs
+        return Completed(name="Cached", data=value, message=message)
 
     # -- events -------------------------------------------------------------------------
 

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
+import typing
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -21,8 +23,10 @@ from prefect.states import Completed
 from prefect.task_runners import TaskRunner
 from prefect.utilities.callables import parameters_to_args_kwargs
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import to_jsonable_python
 
 from prefect_aether.catalog.registry import ActionSpec
+from prefect_aether.catalog.schemas import type_adapter
 from prefect_aether.exceptions import ExecutionError
 from prefect_aether.execution._deployment_step import call_deployment
 from prefect_aether.execution._secrets import SecretRef, reveal, scrub
@@ -34,7 +38,9 @@ _Built = TypeVar("_Built")
 
 
 def outputs_of(spec: ActionSpec, value: Any) -> dict[str, Any]:
-    """Split a step's return value into its output slots (see `ActionSpec.outputs`)."""
+    """Split a step's return value into its output slots (see `ActionSpec.outputs`): a
+    live model, dataclass or NamedTuple, or the same value read back from JSON (a
+    mapping, or a list for a NamedTuple)."""
     names = [slot.name for slot in spec.outputs]
     if value is None and not names:
         return {}
@@ -46,7 +52,43 @@ def outputs_of(spec: ActionSpec, value: Any) -> dict[str, Any]:
         return dict(value._asdict())
     if isinstance(value, Mapping):
         return {n: value[n] for n in names if n in value}
+    if isinstance(value, list | tuple) and len(value) == len(names):
+        return dict(zip(names, value, strict=True))
     return {RESULT: value}
+
+
+def restore(flow: Flow[..., Any] | None, value: Any) -> Any:
+    """A stored return value (JSON data) as the flow's return type again, so a reused
+    step gives what a fresh run gives; as it is when the type is unknown or refuses it."""
+    if flow is None:
+        return value
+    annotation = _RETURNS.get(flow.fn, _UNKNOWN)
+    if annotation is _UNKNOWN:
+        try:
+            annotation = typing.get_type_hints(flow.fn).get("return")
+        except Exception:
+            annotation = None
+        _RETURNS[flow.fn] = annotation
+    if annotation is None or value is None:
+        return value
+    try:
+        return type_adapter(annotation).validate_python(value)
+    except Exception:
+        return value
+
+
+_UNKNOWN: Any = object()
+_RETURNS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def canonical_inputs(flow: Flow[..., Any] | None, inputs: dict[str, Any]) -> Any:
+    """The inputs as the consumer's parameter types write them in JSON: a live model and
+    the same model read back from JSON (a dict) give the same data, so they hash alike.
+    Values its parameters refuse are kept as they are (the step will fail on them)."""
+    if flow is not None:
+        with contextlib.suppress(Exception):
+            inputs = validate_inputs(flow, inputs)
+    return to_jsonable_python(inputs, fallback=repr)
 
 
 def follow_path(value: Any, path: Sequence[str | int], where: str) -> Any:
@@ -72,9 +114,13 @@ def follow_path(value: Any, path: Sequence[str | int], where: str) -> Any:
 
 
 def resolve_inputs(
-    step: PlanStep, user_inputs: Mapping[str, Any], step_outputs: Mapping[str, dict[str, Any]]
+    step: PlanStep,
+    user_inputs: Mapping[str, Any],
+    step_outputs: Mapping[str, dict[str, Any]],
+    step_values: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The step's inputs with every binding replaced by its run-time value."""
+    """The step's inputs with every binding replaced by its run-time value: `${s}` is
+    step `s`'s whole return value, `${s.<output>}` one of its outputs."""
 
     def resolve(binding: Binding) -> Any:
         where = f"step {step.id!r}: {binding.raw}"
@@ -85,6 +131,13 @@ def resolve_inputs(
             if binding.key not in user_inputs:
                 raise ExecutionError(f"{where}: no user value {binding.key!r}", step_id=step.id)
             return follow_path(user_inputs[binding.key or ""], binding.path, where)
+        if binding.output is None:
+            producer = binding.step_id or ""
+            if producer not in step_values:
+                raise ExecutionError(
+                    f"{where}: step {producer!r} has no return value", step_id=step.id
+                )
+            return follow_path(step_values[producer], binding.path, where)
         outputs = step_outputs.get(binding.step_id or "", {})
         if binding.output not in outputs:
             raise ExecutionError(

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, IOSlot
-from prefect_aether.catalog.schemas import compatible
-from prefect_aether.catalog.specs import feed_tier
+from prefect_aether.catalog.schemas import compatible, is_structured
+from prefect_aether.catalog.specs import RETURN_SLOT, feed_tier, same_structure
 from prefect_aether.catalog.words import stem, tokenize
 from prefect_aether.plan import PlanStep, iter_bindings
 from prefect_aether.planning._goal import Clause, Goal, Resource
@@ -150,7 +150,7 @@ class Wiring:
                 why = f"produces {output!r} for {spec.name}.{slot.name}"
                 made = self.add(spec_out, clause, depth=depth + 1, reason=why, chain=chain)
                 self.state.used_outputs[(made, output)] += 1
-                return f"${{{made}.{output}}}"
+                return _ref(made, output)
         return f"${{user.{slot.name}}}"
 
     def _use_resource(self, index: int) -> Any:
@@ -180,8 +180,8 @@ class Wiring:
                 if sid not in built:
                     continue
                 spec = self.state.specs[sid]
-                for out in spec.outputs:
-                    if f"${{{sid}.{out.name}}}" in exclude or _fit(spec, out, slot) != wanted:
+                for out in _passable(spec):
+                    if _ref(sid, out.name) in exclude or _fit(spec, out, slot) != wanted:
                         continue
                     said = set(tokenize(f"{out.description or ''} {spec.name}"))
                     found.append((len(wanted_words & said), position, sid, out.name))
@@ -193,7 +193,7 @@ class Wiring:
             if fresh and max(found)[0] > best[0]:
                 best = max(found)
             self.state.used_outputs[(best[2], best[3])] += 1
-            return f"${{{best[2]}.{best[3]}}}"
+            return _ref(best[2], best[3])
         return None
 
     def producer(self, slot: IOSlot, chain: tuple[str, ...]) -> tuple[ActionSpec, str] | None:
@@ -208,13 +208,18 @@ class Wiring:
         if not found:
             return None
         ins = setting.needs
-        # A producer that needs the very thing it would give (`records` in, `records` out)
-        # only moves the gap.
+        # A producer that needs the very thing it would give (`records` in, `records` out,
+        # or a list of orders in and out) only moves the gap.
         found = [
             (spec, out)
             for spec, out in found
             if not any(
-                i.required and (i.name == out.name or _words_of(i.name) == _words_of(out.name))
+                i.required
+                and (
+                    i.name == out.name
+                    or _words_of(i.name) == _words_of(out.name)
+                    or (out.name == RETURN_SLOT and same_structure(i, out))
+                )
                 for i in spec.inputs
             )
         ]
@@ -309,9 +314,25 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
     return bool(about & resource.words)
 
 
+def _passable(spec: ActionSpec) -> list[IOSlot]:
+    """What a step of `spec` can pass on: a structured whole return value (`${step}`),
+    then its outputs."""
+    whole = spec.returns
+    structured = whole is not None and is_structured(whole.json_schema)
+    return [whole, *spec.outputs] if whole is not None and structured else list(spec.outputs)
+
+
+def _ref(sid: str, output: str) -> str:
+    """The binding to step `sid`'s output, or to its whole return value."""
+    return f"${{{sid}}}" if output == RETURN_SLOT else f"${{{sid}.{output}}}"
+
+
 def _fit(spec: ActionSpec, out: IOSlot, slot: IOSlot) -> int | None:
-    """`feed_tier`, plus 2 for an action's only output when the action says it makes what
-    the input names (`summarize_text` -> `result` for a `text` input)."""
+    """`feed_tier` (0 too for a whole value of the structure the input takes), plus 2 for
+    an action's only output when the action says it makes what the input names
+    (`summarize_text` -> `result` for a `text` input)."""
+    if out.name == RETURN_SLOT:
+        return 0 if same_structure(out, slot) else None
     tier = feed_tier(out, slot)
     if tier is not None or len(spec.outputs) != 1 or out.type is None or slot.type is None:
         return tier

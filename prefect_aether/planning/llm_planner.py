@@ -29,7 +29,7 @@ from prefect_aether.planning.base import (
     decode_plan,
 )
 from prefect_aether.settings import current_settings
-from prefect_aether.validation.validate import ValidationResult, validate_plan
+from prefect_aether.validation.validate import ValidationResult, producer_text, validate_plan
 
 __all__ = [
     "ActionPlanner",
@@ -285,9 +285,11 @@ Answer with one JSON object and nothing else:
 Rules:
 - Use only the listed actions and their listed inputs; give every required input.
 - Step ids are short names of letters, digits, '_' or '-', unique in the plan.
-- An input value is a JSON literal, "${user.<key>}" for a value the user gives, or
-  "${<step_id>.<output>}" for an output of another step; a dotted path may follow
-  ("${load.rows.0}"). A binding must be the whole string. Bindings may sit inside lists and objects.
+- An input value is a JSON literal, "${user.<key>}" for a value the user gives,
+  "${<step_id>}" for another step's whole return value, or "${<step_id>.<field>}" for
+  one field of it; a dotted path may follow ("${load.rows.0}"). Pass a whole model to an
+  input of that type with "${<step_id>}". A binding must be the whole string. Bindings may
+  sit inside lists and objects.
 - "after" (optional) lists steps that must finish first although this step reads none of
   their outputs ("book the taxi, then play a song"); inputs bound to a step already wait for it.
 - Steps may be listed in any order; the dependencies must not form a cycle.
@@ -309,7 +311,7 @@ def _repair(validation: ValidationResult, ctx: PlanningContext) -> str:
     for issue in validation.issues:
         candidates = issue.details.get("candidates") or []
         if issue.kind == "missing_input" and candidates:
-            producers = ", ".join(f"{c['action']} (output {c['output']})" for c in candidates)
+            producers = ", ".join(producer_text(c) for c in candidates)
             lines.append(f"- {issue.step_id}.{issue.field} can come from: {producers}")
         bindings = issue.details.get("plan_bindings") or []
         if bindings:

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect_aether.catalog.policy import MANUAL, policy_problems
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, IOSlot
-from prefect_aether.catalog.schemas import MISSING, coarse_type, compatible, schema_at_path
+from prefect_aether.catalog.schemas import MISSING, coarse_type, mismatch, schema_at_path
 from prefect_aether.exceptions import BindingError
 from prefect_aether.plan import (
     SECRET_NAMESPACE,
@@ -22,7 +22,11 @@ from prefect_aether.plan import (
     parse_binding,
 )
 from prefect_aether.settings import current_settings
-from prefect_aether.validation._hints import plan_candidates, producer_candidates
+from prefect_aether.validation._hints import (
+    plan_candidates,
+    producer_candidates,
+    producer_text,
+)
 from prefect_aether.validation._issues import (
     IssueKind,
     ValidationIssue,
@@ -86,7 +90,7 @@ class Validator:
         self.producers: dict[int, list[dict[str, Any]]] = {}
         self.resolved: dict[str, _Action | None] = {}
         # Memos keyed by identity/value: plans repeat the same wiring and literals.
-        self.compatible: dict[tuple[int, int], tuple[bool, Any, Any]] = {}
+        self.compatible: dict[tuple[int, int], tuple[str | None, Any, Any]] = {}
         self.literals: dict[tuple[str, str, type, Any], str | None] = {}
 
     def issue(
@@ -388,12 +392,17 @@ class Validator:
         if source is None:
             return
         source_spec, outputs = source.spec, source.outputs
-        out = outputs.get(binding.output or "")
+        out = source.spec.returns if binding.output is None else outputs.get(binding.output)
         if out is None:
+            said = (
+                "returns nothing"
+                if binding.output is None
+                else f"has no output {binding.output!r}; its outputs are "
+                f"{', '.join(outputs) or '(none)'}"
+            )
             self.issue(
                 "unknown_output",
-                f"{binding.raw}: action {source_spec.name!r} (step {source_id!r}) has no output "
-                f"{binding.output!r}; its outputs are {', '.join(outputs) or '(none)'}.",
+                f"{binding.raw}: action {source_spec.name!r} (step {source_id!r}) {said}.",
                 step,
                 field=where,
                 outputs=list(outputs),
@@ -405,30 +414,31 @@ class Validator:
         if produced is MISSING:
             self.issue(
                 "unknown_output",
-                f"{binding.raw}: output {out.name!r} of step {source_id!r} has no path "
+                f"{binding.raw}: {_what(binding)} of step {source_id!r} has no path "
                 f"{'.'.join(str(p) for p in binding.path)!r}.",
                 step,
                 field=where,
                 output_schema=out.json_schema,
             )
-        elif (
-            target is not None and target is not MISSING and not self._compatible(produced, target)
-        ):
+            return
+        problem = None if target is None or target is MISSING else self._mismatch(produced, target)
+        if problem is not None:
             self.issue(
                 "type_mismatch",
-                f"{binding.raw} gives {_kind(produced)} but {where} expects {_kind(target)}.",
+                f"{binding.raw} gives {_kind(produced)} but {where} expects {_kind(target)}: "
+                f"{problem}.",
                 step,
                 field=where,
                 produced=produced,
                 expected=target,
             )
 
-    def _compatible(self, produced: dict[str, Any], target: dict[str, Any]) -> bool:
+    def _mismatch(self, produced: dict[str, Any], target: dict[str, Any]) -> str | None:
         key = (id(produced), id(target))
         known = self.compatible.get(key)
         if known is None:
             # Holding both schemas keeps their ids from being reused by other objects.
-            known = self.compatible[key] = (compatible(produced, target), produced, target)
+            known = self.compatible[key] = (mismatch(produced, target), produced, target)
         return known[0]
 
     def _missing_input(self, step: PlanStep, spec: ActionSpec, slot: IOSlot) -> None:
@@ -442,7 +452,7 @@ class Validator:
         if producers:
             hint = (
                 " Actions that can produce it: "
-                + ", ".join(f"{p['action']}.{p['output']}" for p in producers)
+                + ", ".join(producer_text(p) for p in producers)
                 + "."
             )
         self.issue(
@@ -474,4 +484,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _kind(schema: Any) -> str:
-    return coarse_type(schema) or "any"
+    title = schema.get("title") if isinstance(schema, dict) else None
+    kind = coarse_type(schema) or "any"
+    return f"{kind} ({title})" if isinstance(title, str) and title else kind
+
+
+def _what(binding: Binding) -> str:
+    return "the return value" if binding.output is None else f"output {binding.output!r}"

@@ -34,6 +34,7 @@ from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.settings import current_settings
 from prefect_aether.validation._checker import Validator
+from prefect_aether.validation._hints import producer_text
 from prefect_aether.validation._issues import (
     IssueKind,
     ValidationIssue,
@@ -48,6 +49,7 @@ __all__ = [
     "ValidationIssue",
     "ValidationResult",
     "looks_like_secret",
+    "producer_text",
     "validate_plan",
 ]
 
