@@ -14,7 +14,9 @@ from __future__ import annotations
 from prefect_aether._version import __version__
 from prefect_aether.blocks import LLMConfig
 from prefect_aether.catalog.policy import action_tags
-from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, CatalogSource, IOSlot
+from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, IOSlot
+from prefect_aether.catalog.roles import Reads, Writes
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.context import NodeContext, NodePlanner, get_planner
 from prefect_aether.exceptions import (
     AetherUsageError,
@@ -92,10 +94,12 @@ __all__ = [
     "PlanningContext",
     "PlanningEvent",
     "PrefectAetherError",
+    "Reads",
     "RunInfo",
     "StoreError",
     "ValidationIssue",
     "ValidationResult",
+    "Writes",
     "__version__",
     "action_tags",
     "decode_plan",

@@ -23,7 +23,8 @@ from typing import Any
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel, Field
 
-from prefect_aether.catalog.registry import ActionCatalog, CatalogSource
+from prefect_aether.catalog.registry import ActionCatalog
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.exceptions import AetherUsageError
 from prefect_aether.execution.events import EventCallback, ExecutionResult
 from prefect_aether.execution.executor import BackgroundExecutionHandle

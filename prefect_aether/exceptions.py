@@ -102,7 +102,7 @@ class BindingError(PrefectAetherError, ValueError):
     Examples:
         >>> from prefect_aether import parse_binding
         >>> try:
-        ...     parse_binding("${load}")
+        ...     parse_binding("${load.}")
         ... except BindingError as exc:
         ...     print("expected" in str(exc))
         True

@@ -36,8 +36,9 @@ from pydantic import Field, create_model
 
 from prefect_aether._internal.text import sanitize
 from prefect_aether.catalog.policy import check_source
-from prefect_aether.catalog.registry import ActionCatalog, CatalogSource
+from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.catalog.schemas import coarse_type
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.context import NodePlanner, get_planner
 from prefect_aether.exceptions import ExecutionError, PlanValidationError
 from prefect_aether.execution._report import plan_markdown
@@ -407,6 +408,11 @@ async def _plan_then_run(
             "Reusing stored plan %s (plan cache)", result.plan and result.plan.plan_id
         )
     validation = result.validation
+    if result.plan is None and result.unserved:
+        raise PlanValidationError(
+            f"no plan for {goal!r}: no action can: {'; '.join(result.unserved)}",
+            issues=validation.issues if validation else [],
+        )
     if result.plan is None or validation is None:
         detail = validation.summary() if validation else "no action matches the goal"
         raise PlanValidationError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import serve
 
-from prefect_aether.catalog.registry import CatalogSource
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.flows import execute_plan, plan_and_execute
 
 SOURCE = CatalogSource(modules=["tests.hitl_flows"])

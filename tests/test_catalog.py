@@ -302,7 +302,7 @@ def test_render_is_compact_and_typed(catalog: ActionCatalog) -> None:
     text = catalog.render([spec_of(catalog, "load_csv"), spec_of(catalog, "notify")])
     assert text.splitlines() == [
         "- load_csv: Load rows from a CSV file.",
-        "  inputs: path: string (required), options: object = null, "
+        "  inputs: path: string (required) [reads], options: object = null, "
         'mode: "fast"|"safe" = "safe", limit: integer = null, columns: array[string] = null',
         "  returns (${step}): object LoadResult",
         "  fields (${step.<field>}): rows: array[object], row_count: integer",

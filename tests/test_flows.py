@@ -25,7 +25,7 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.run_input import keyset_from_paused_state
 
 from prefect_aether.blocks import LLMConfig
-from prefect_aether.catalog.registry import CatalogSource
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.flows import execute_plan, plan_and_execute, user_input_model
 from prefect_aether.store import PlanStore
 from tests.llm_server import Reply, ScriptedLLMServer

@@ -32,7 +32,7 @@ from prefect_aether import (
     validate_plan,
 )
 from prefect_aether.catalog.policy import check_source
-from prefect_aether.catalog.registry import CatalogSource
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.exceptions import AetherUsageError
 from prefect_aether.flows import execute_plan
 from prefect_aether.settings import AetherSettings

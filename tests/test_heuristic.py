@@ -233,7 +233,8 @@ async def test_unknown_goal_fails_cleanly(catalog: ActionCatalog) -> None:
     result = await HeuristicPlanner(catalog).plan(PlanningContext(goal="launch the rocket"))
     assert result.plan is None
     assert result.events[-1].phase == "failure"
-    assert result.events[-1].message == "no action matches the goal"
+    assert result.events[-1].message == "no action can: launch the rocket"
+    assert result.unserved == ["launch the rocket"]
 
 
 async def test_partial_plan_refused_when_not_allowed(catalog: ActionCatalog) -> None:

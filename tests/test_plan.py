@@ -40,7 +40,8 @@ def test_parse_binding_kinds() -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        ("${load}", "malformed"),
+        ("${user}", "needs the name"),
+        ("${secret}", "needs the name"),
         ("${}", "malformed"),
         ("${load.}", "malformed"),
         ("${load..x}", "malformed"),

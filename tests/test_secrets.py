@@ -22,7 +22,7 @@ from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogHandler
 
 from prefect_aether.blocks import LLMConfig
-from prefect_aether.catalog.registry import CatalogSource
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.flows import plan_and_execute
 from tests import figures
 from tests.llm_server import Reply, ScriptedLLMServer

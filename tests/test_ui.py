@@ -189,7 +189,7 @@ def start_approval_run(
     script = (
         "import asyncio, json\n"
         "from prefect import tags\n"
-        "from prefect_aether.catalog.registry import CatalogSource\n"
+        "from prefect_aether.catalog.sources import CatalogSource\n"
         "from prefect_aether.flows import execute_plan\n"
         f"plan, values = json.loads({json.dumps([plan, values])!r})\n"
         f"with tags({tag!r}):\n"

@@ -273,7 +273,7 @@ def test_user_values_are_checked_and_missing_ones_make_a_partial_plan(
 
 def test_invalid_bindings_are_reported_where_they_are(catalog: ActionCatalog) -> None:
     steps = [
-        {**LOAD, "inputs": {"path": "${load}"}},
+        {**LOAD, "inputs": {"path": "${load.}"}},
         {"id": "sp", "action": "split_data", "inputs": {"items": [1, "n=${user.n}"]}},
     ]
     result = check(catalog, steps)

@@ -7,8 +7,10 @@ parameter schema, the return annotation and the docstring), how actions are foun
 run them (`policy`: the `aether:approval` and `aether:manual` tags, and the catalog
 sources the settings allow).
 
-Offers `ActionCatalog`, `ActionSpec`, `IOSlot`, `CatalogSource` and `action_tags`.
-Modules: `registry` (the catalog), `specs` (the data), `policy`, `schemas` (JSON-schema
+Offers `ActionCatalog`, `ActionSpec`, `IOSlot`, `CatalogSource`, `action_tags` and the
+role markers `Reads` and `Writes`.
+Modules: `registry` (the catalog), `sources` (`CatalogSource`), `specs` (the data),
+`roles` (read and write roles of inputs), `policy`, `schemas` (JSON-schema
 helpers the validator and planners share), `words` (word matching search and the
 heuristic planner share); private: introspection, deployments, search, literal checkers.
 
@@ -27,7 +29,17 @@ Examples:
 from __future__ import annotations
 
 from prefect_aether.catalog.policy import action_tags
-from prefect_aether.catalog.registry import ActionCatalog, CatalogSource
+from prefect_aether.catalog.registry import ActionCatalog
+from prefect_aether.catalog.roles import Reads, Writes
+from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.catalog.specs import ActionSpec, IOSlot
 
-__all__ = ["ActionCatalog", "ActionSpec", "CatalogSource", "IOSlot", "action_tags"]
+__all__ = [
+    "ActionCatalog",
+    "ActionSpec",
+    "CatalogSource",
+    "IOSlot",
+    "Reads",
+    "Writes",
+    "action_tags",
+]

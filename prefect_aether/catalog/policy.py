@@ -170,7 +170,7 @@ def check_source(source: _Source, settings: AetherSettings | None = None) -> Non
         AetherUsageError: Naming the setting and what it does not allow.
 
     Examples:
-        >>> from prefect_aether.catalog.registry import CatalogSource
+        >>> from prefect_aether.catalog.sources import CatalogSource
         >>> check_source(CatalogSource(modules=["os"]), AetherSettings(catalog_modules=[]))
         ... # doctest: +ELLIPSIS
         Traceback (most recent call last):

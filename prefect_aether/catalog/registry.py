@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -31,12 +31,12 @@ from typing import Any
 
 from prefect import Flow
 from prefect.flows import load_flow_from_entrypoint
-from pydantic import BaseModel, Field
 
 from prefect_aether._internal.canonical import canonical_json
 from prefect_aether.catalog import _introspect, policy
 from prefect_aether.catalog._checkers import make_checker
 from prefect_aether.catalog._search import SearchIndex
+from prefect_aether.catalog.roles import with_roles
 from prefect_aether.catalog.specs import (
     ActionSpec,
     IOSlot,
@@ -45,80 +45,8 @@ from prefect_aether.catalog.specs import (
     same_structure,
 )
 from prefect_aether.exceptions import CatalogError
-from prefect_aether.settings import current_settings
 
-__all__ = ["ActionCatalog", "ActionSpec", "CatalogSource", "IOSlot"]
-
-
-class CatalogSource(BaseModel):
-    """Where a catalog's actions come from; a parameter of the deployable flows.
-
-    Examples:
-        >>> source = CatalogSource(modules=["flows/pipeline.py"])
-        >>> len(source.build_local())  # doctest: +SKIP
-        7
-    """
-
-    modules: list[str] = Field(
-        default_factory=list, description="Dotted module names or `.py` paths; all their flows."
-    )
-    entrypoints: list[str] = Field(
-        default_factory=list, description="Single flows: `path/to/file.py:fn` or `pkg.mod:fn`."
-    )
-    deployments: list[str] = Field(
-        default_factory=list, description="Deployments by name: `flow name/deployment name`."
-    )
-    deployment_tags: list[str] = Field(
-        default_factory=list, description="Every deployment carrying one of these tags."
-    )
-    action_tags: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description=(
-            'Extra tags per action name, e.g. `{"charge_card": ["aether:approval"]}`: '
-            "policy for flows that cannot be decorated."
-        ),
-    )
-
-    @classmethod
-    def from_settings(cls) -> CatalogSource:
-        """Everything the `catalog_*` settings list (the deployable flows' default)."""
-        settings = current_settings()
-        return cls(
-            modules=settings.catalog_modules,
-            entrypoints=settings.catalog_entrypoints,
-            deployments=settings.catalog_deployments,
-            deployment_tags=settings.catalog_deployment_tags,
-        )
-
-    def build_local(self) -> ActionCatalog:
-        """The catalog of the modules and entrypoints (no API call).
-
-        Raises:
-            CatalogError: A module or entrypoint cannot be loaded.
-        """
-        catalog = ActionCatalog(action_tags=self.action_tags)
-        for module in self.modules:
-            catalog.register_module(module)
-        for entrypoint in self.entrypoints:
-            catalog.register_entrypoint(entrypoint)
-        return catalog
-
-    async def build(self) -> ActionCatalog:
-        """The whole catalog, deployments read from the Prefect API included.
-
-        Raises:
-            CatalogError: Something cannot be loaded, or the source names nothing.
-        """
-        if not (self.modules or self.entrypoints or self.deployments or self.deployment_tags):
-            raise CatalogError(
-                "the catalog source names no module, entrypoint, deployment or deployment tag"
-            )
-        catalog = self.build_local()
-        if self.deployments or self.deployment_tags:
-            await catalog.register_deployments(
-                names=self.deployments or None, tags=self.deployment_tags or None
-            )
-        return catalog
+__all__ = ["ActionCatalog", "ActionSpec", "IOSlot"]
 
 
 @dataclass
@@ -138,9 +66,15 @@ class ActionCatalog:
         (0, True)
     """
 
-    def __init__(self, *, action_tags: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        action_tags: dict[str, list[str]] | None = None,
+        roles: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         # Tags by action name added to whatever registers under that name (policy).
         self._extra_tags = {k: list(v) for k, v in (action_tags or {}).items()}
+        self._roles = {action: dict(given) for action, given in (roles or {}).items()}
         self._entries: dict[str, _Entry] = {}
         self._by_ref: dict[str, str] = {}
         self._index: SearchIndex | None = None
@@ -156,6 +90,7 @@ class ActionCatalog:
         flow_id: str | None = None,
         tags: Iterable[str] | None = None,
         entrypoint: str | None = None,
+        roles: Mapping[str, str] | None = None,
     ) -> ActionSpec:
         """Introspect a Prefect flow and add it as an action.
 
@@ -169,12 +104,15 @@ class ActionCatalog:
             tags: Extra tags, for search and policy (`aether:approval`, `aether:manual`);
                 added to those `policy.action_tags` attached to the flow.
             entrypoint: Where the flow comes from, recorded on the spec.
+            roles: `"read"` or `"write"` per parameter name, over the roles the flow's
+                annotations give or the catalog infers (see `prefect_aether.catalog.roles`).
 
         Returns:
             The action spec.
 
         Raises:
-            CatalogError: `flow` is not a Prefect flow, or the name is taken.
+            CatalogError: `flow` is not a Prefect flow, the name is taken, or `roles`
+                names a parameter the flow lacks or a role other than read and write.
         """
         if not isinstance(flow, Flow):
             raise CatalogError(
@@ -195,7 +133,13 @@ class ActionCatalog:
                 {*(tags or ()), *policy.flow_tags(flow), *self._extra_tags.get(action_name, ())}
             ),
             flow_id=flow_id,
-            inputs=[IOSlot(**slot) for slot in _introspect.input_slots(flow)],
+            inputs=with_roles(
+                [IOSlot(**slot) for slot in _introspect.input_slots(flow)],
+                action_name,
+                doc.summary,
+                {**self._roles.get(action_name, {}), **(roles or {})},
+                hints,
+            ),
             outputs=[IOSlot(**slot) for slot in _introspect.output_slots(flow, hints, doc)],
             returns=IOSlot(**whole) if (whole := _introspect.return_slot(hints, doc)) else None,
             entrypoint=entrypoint or _default_entrypoint(flow),
@@ -282,7 +226,16 @@ class ActionCatalog:
         """
         from prefect_aether.catalog._deployments import deployment_specs
 
-        specs = await deployment_specs(names, tags, flow_id, self._extra_tags)
+        specs = [
+            spec.model_copy(
+                update={
+                    "inputs": with_roles(
+                        spec.inputs, spec.name, spec.description, self._roles.get(spec.name, {})
+                    )
+                }
+            )
+            for spec in await deployment_specs(names, tags, flow_id, self._extra_tags)
+        ]
         return [
             self._add(_Entry(spec, None, {}), describe=f"deployment {spec.name!r}")
             for spec in specs

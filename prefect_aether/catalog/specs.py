@@ -54,6 +54,13 @@ class IOSlot(BaseModel):
     description: str | None = Field(default=None, description="Human/LLM-facing description.")
     required: bool = Field(default=True, description="Whether a value must be given.")
     default: Any = Field(default=None, description="Default value (JSON) when not required.")
+    role: Literal["read", "write"] | None = Field(
+        default=None,
+        description=(
+            "For an input naming a location (file, folder, URL, table, channel): whether "
+            "the action reads it or writes, sends to or changes it; None otherwise."
+        ),
+    )
 
 
 class ActionSpec(BaseModel):
@@ -174,7 +181,8 @@ def render_spec(spec: ActionSpec) -> str:
     inputs = []
     for slot in spec.inputs:
         marker = "(required)" if slot.required else f"= {canonical_json(slot.default)}"
-        inputs.append(f"{slot.name}: {_render_type(slot)} {marker}")
+        role = f" [{slot.role}s]" if slot.role else ""
+        inputs.append(f"{slot.name}: {_render_type(slot)} {marker}{role}")
     lines = [f"- {spec.name}: {summary}" if summary else f"- {spec.name}"]
     lines.append(f"  inputs: {', '.join(inputs) if inputs else '(none)'}")
     if spec.returns is None:

@@ -83,7 +83,12 @@ def run_with_progress(
                         goal=str(plan.extras.get("goal") or f"plan file {plan_file}"),
                         catalog_fingerprint=executor.catalog.fingerprint,
                         input_keys=values,
-                        validation=validate_plan(plan, executor.catalog, user_inputs=values),
+                        validation=validate_plan(
+                            plan,
+                            executor.catalog,
+                            user_inputs=values,
+                            allow_overwrite=executor.allow_overwrite,
+                        ),
                         planner=str(plan.extras.get("planner", "file")),
                     )
                 service = PlannerService(

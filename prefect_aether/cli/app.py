@@ -181,18 +181,29 @@ def catalog_command(
     console.print(table)
 
 
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-overwrite",
+        help="Accept a plan that writes where one of its steps reads, or writes one "
+        "location from two unordered steps (refused as write_conflict otherwise).",
+    ),
+]
+
+
 @app.command("validate")
 def validate_command(
     plan: Annotated[Path, typer.Argument(help="Plan file (JSON or YAML).")],
     module: ModulesOpt = None,
     entrypoint: EntrypointsOpt = None,
     inputs: InputsOpt = None,
+    allow_overwrite: OverwriteOpt = False,
 ) -> None:
     """Validate a plan against the catalog; exit 2 when it cannot run."""
     catalog = build_catalog(module, entrypoint)
     candidate = load_plan(plan)
     values = parse_inputs(inputs)
-    result = validate_plan(candidate, catalog, user_inputs=values)
+    result = validate_plan(candidate, catalog, user_inputs=values, allow_overwrite=allow_overwrite)
     warn_unused(candidate, values)
     console.print(escape(result.summary()), highlight=False)
     if result.ok:
@@ -223,6 +234,8 @@ def plan_goal(
 
     with clean_errors():
         result = asyncio.run(plan())
+    if result.plan is None and result.unserved:
+        fail(f"no plan for {goal!r}: no action can: {'; '.join(result.unserved)}")
     if result.plan is None:
         validation = result.validation
         if validation is None or any(i.kind == "empty_plan" for i in validation.issues):
@@ -298,6 +311,7 @@ def run_command(
             "interactively otherwise; refused without a terminal).",
         ),
     ] = False,
+    allow_overwrite: OverwriteOpt = False,
 ) -> None:
     """Validate and execute a plan (from a file, or planned from --goal) with live progress."""
     catalog = build_catalog(module, entrypoint)
@@ -322,6 +336,7 @@ def run_command(
         fail_fast=fail_fast,
         run_as=run_as,  # type: ignore[arg-type]
         reuse_within=dt.timedelta(seconds=reuse_within) if reuse_within else None,
+        allow_overwrite=allow_overwrite,
     )
     warn_unused(candidate, values)
     with clean_errors():

@@ -100,6 +100,8 @@ class PlanExecutor:
             it): `DaskTaskRunner()` from prefect-dask (`pip install prefect-aether[dask]`)
             runs them on a Dask cluster's workers, other processes or machines; by
             default they run in this process, concurrently on its event loop.
+        allow_overwrite: Run plans that write where a step reads, or write one location
+            from two unordered steps (`write_conflict` issues); refused by default.
 
     Examples:
         >>> import asyncio
@@ -131,6 +133,7 @@ class PlanExecutor:
         result_storage: Any = None,
         result_serializer: Literal["json", "pickle"] = "json",
         task_runner: TaskRunner[Any] | None = None,
+        allow_overwrite: bool = False,
     ) -> None:
         ceiling = current_settings().max_concurrent_steps
         if max_concurrency is not None and not 1 <= max_concurrency <= ceiling:
@@ -160,6 +163,7 @@ class PlanExecutor:
                 f"DaskTaskRunner()), got {type(task_runner).__name__}"
             )
         self.task_runner = task_runner
+        self.allow_overwrite = allow_overwrite
         self.results = StepResults(result_storage, allow_pickle=result_serializer == "pickle")
 
     def check(
@@ -175,7 +179,13 @@ class PlanExecutor:
             PlanValidationError: Structural issues, actions outside `flow_ids`, or
                 missing user values.
         """
-        result = validate_plan(plan, self.catalog, user_inputs=user_inputs, flow_ids=flow_ids)
+        result = validate_plan(
+            plan,
+            self.catalog,
+            user_inputs=user_inputs,
+            flow_ids=flow_ids,
+            allow_overwrite=self.allow_overwrite,
+        )
         if not result.ok:
             raise PlanValidationError(
                 f"plan {plan.plan_id} cannot run:\n{result.summary()}", issues=result.issues

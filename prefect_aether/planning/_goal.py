@@ -9,6 +9,7 @@ URL or "Dr. Smith" and the commas inside quoted text cut nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 import re
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ _URL = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>()]+[^\s'\"<>().,;:!?]", r
 _QUOTED = re.compile(r"(?<![\w])(['\"\u2018\u201c])(.+?)(['\"\u2019\u201d])(?![\w])")
 _QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d"}
 _FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])")
+# A chat channel or a handle: "#data-eng", "@oncall".
+_CHANNEL = re.compile(r"(?<![\w#@/.])([#@][A-Za-z0-9][\w.-]*[A-Za-z0-9])")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s?(?:%|[a-zA-Z]{1,8}\b))?")
 _ABBREVIATIONS = re.compile(
     r"\b(?:Dr|Mr|Mrs|Ms|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|approx|No|Inc|Ltd|Co|Fig)\.", re.I
@@ -58,12 +61,15 @@ class Resource:
 
     Attributes:
         value: The text as the goal gives it (quotes removed).
-        kind: `url`, `file`, `text` (quoted) or `number`.
+        kind: `url`, `file`, `channel` (`#name`, `@name`), `text` (quoted) or `number`.
         media: For files and URLs, the major MIME type (`image`, `audio`, ...) when known.
         words: Stems that name what it is (the MIME type and extension, "url", "text"...,
             and its cue).
         cue: Stems the goal says of it: the words just before it ("titled 'Q3'"), a
             number's unit ("10 rows").
+        direction: For a file or URL, whether the goal reads it (`"read"`: "from X",
+            "in X", "load X") or writes it (`"write"`: "to X", "into X", "save ... in
+            X", "-> X"); None when the goal does not say.
     """
 
     value: str
@@ -71,6 +77,7 @@ class Resource:
     media: str | None
     words: frozenset[str]
     cue: frozenset[str] = frozenset()
+    direction: str | None = None
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Clause:
         resources: Indices into `Goal.resources` of the resources inside it.
         follows: True when a sequence word ("then", "after that") ties it to the clause before.
         context: True when it only introduces data ("I have an image").
+        said: The clause in the goal's own words, resources included.
     """
 
     text: str
@@ -92,6 +100,7 @@ class Clause:
     resources: list[int] = field(default_factory=list)
     follows: bool = False
     context: bool = False
+    said: str = ""
 
 
 @dataclass
@@ -124,6 +133,8 @@ def _resource(value: str, kind: str, cue: Sequence[str] = ()) -> Resource:
         said.update(w for w in words(value) if not w.isdigit())
     if media in _MEDIA:
         names.add(media)
+    if kind == "channel":
+        names.update(["channel", "destination"])
     if kind in ("file", "url"):
         names.update(["file", "path"])
         suffix = value.rsplit(".", 1)[-1].lower() if "." in value else ""
@@ -158,6 +169,7 @@ def _mask(text: str) -> tuple[str, list[Resource]]:
     text = _FILE.sub(
         lambda m: keep(m.group(1), "file") if _media(m.group(1)) is not None else m.group(0), text
     )
+    text = _CHANNEL.sub(lambda m: keep(m.group(1), "channel"), text)
     text = _NUMBER.sub(
         lambda m: keep(m.group(0).strip(), "number", before=m.string[: m.start()]), text
     )
@@ -165,7 +177,7 @@ def _mask(text: str) -> tuple[str, list[Resource]]:
     return text, resources
 
 
-def _clauses(masked: str) -> list[Clause]:
+def _clauses(masked: str, resources: Sequence[Resource] = ()) -> list[Clause]:
     clauses: list[Clause] = []
     for sentence in _SENTENCE.split(masked):
         first = len(clauses)
@@ -194,7 +206,16 @@ def _clauses(masked: str) -> list[Clause]:
                 # "I have an image and a question": the noun phrase after a context clause
                 bool(clauses) and clauses[-1].context and _NOUN_PHRASE.match(plain) is not None
             )
+            said = _PLACEHOLDER.sub(
+                lambda m: (
+                    resources[ord(m.group(1)) - 0xE000].value
+                    if ord(m.group(1)) - 0xE000 < len(resources)
+                    else " "
+                ),
+                text,
+            )
             clause = Clause(
+                said=" ".join(said.split()),
                 text=plain,
                 tokens=tokenize(plain),
                 words=words(plain),
@@ -211,6 +232,110 @@ def _clauses(masked: str) -> list[Clause]:
     return clauses
 
 
+# Words that tell which way a file or URL goes, said just before it (articles and
+# nouns such as "file" or "the CSV" aside).
+_TO_WORDS = frozenset({"to", "into", "onto", "->", "=>"})
+_FROM_WORDS = frozenset({"from", "of", "using", "with", "on", "for", "off", "out"})
+_PLACE_WORDS = frozenset({"in", "at", "under", "inside", "as"})
+_WRITE_VERBS = frozenset(
+    stem(w)
+    for w in "write save export store dump upload publish post send put output persist "
+    "append log copy move deliver drop".split()
+)
+_READ_VERBS = frozenset(
+    stem(w) for w in "read load open use take pull fetch extract parse scan import ingest".split()
+)
+_FILLER = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "my",
+        "our",
+        "your",
+        "their",
+        "its",
+        "new",
+        "file",
+        "files",
+        "folder",
+        "directory",
+        "path",
+        "url",
+        "csv",
+        "json",
+        "markdown",
+        "md",
+        "table",
+        "report",
+        "it",
+        "them",
+        "both",
+        "each",
+        "all",
+        "result",
+        "results",
+        "output",
+    }
+)
+_ARROW = re.compile(r"(?:->|=>)\s*$")
+
+
+def _direction(before: str) -> str | None:
+    """Which way the goal moves the file or URL that follows `before` (the goal's text up
+    to it, in its sentence)."""
+    if _ARROW.search(before):
+        return "write"
+    said = words(before)
+    seen_verb: str | None = None
+    for word in reversed(said[-12:]):
+        if stem(word) in _WRITE_VERBS:
+            seen_verb = "write"
+            break
+        if stem(word) in _READ_VERBS:
+            seen_verb = "read"
+            break
+    nearest = [w for w in said[-4:] if w not in _FILLER]
+    last = nearest[-1] if nearest else ""
+    if last in _TO_WORDS:
+        return "write"
+    if last in _FROM_WORDS:
+        return "read"
+    if last in _PLACE_WORDS:
+        # "save both as JSON in out/" writes there; "the refunds in orders.csv" and "the
+        # words spoken in talk.wav" read.
+        at = len(said) - 1 - said[::-1].index(last)
+        described = (
+            at > 0
+            and said[at - 1].endswith(("ed", "en"))
+            and (stem(said[at - 1]) not in _WRITE_VERBS)
+        )
+        return "write" if seen_verb == "write" and not described else "read"
+    if last and stem(last) in _WRITE_VERBS:
+        return "write"
+    if last and stem(last) in _READ_VERBS:
+        return "read"
+    return None
+
+
+def _directions(masked: str, resources: list[Resource]) -> list[Resource]:
+    """Each file or URL with the direction the words before it give."""
+    out = list(resources)
+    for match in _PLACEHOLDER.finditer(masked):
+        index = ord(match.group(1)) - 0xE000
+        resource = resources[index]
+        if resource.kind not in ("file", "url", "channel"):
+            continue
+        before = _PLACEHOLDER.sub(" ", masked[: match.start()])
+        sentence = re.split(r"[.!?;]\s|\bthen\b|,\s*(?:and\s+)?(?=\w+\s)", before)[-1]
+        direction = _direction(sentence)
+        if direction is not None:
+            out[index] = dataclasses.replace(resource, direction=direction)
+    return out
+
+
 def read_goal(text: str) -> Goal:
     """Read `text` into its resources and clauses.
 
@@ -223,6 +348,7 @@ def read_goal(text: str) -> Goal:
     [('computing the sum', False), ('save it', True)]
     """
     masked, resources = _mask(text)
-    clauses = _clauses(masked)
+    resources = _directions(masked, resources)
+    clauses = _clauses(masked, resources)
     tokens = [t for c in clauses for t in c.tokens]
     return Goal(text=text, resources=resources, clauses=clauses, tokens=tokens)

@@ -147,7 +147,8 @@ class Wiring:
             producer = self.producer(slot, chain)
             if producer is not None:
                 spec_out, output = producer
-                why = f"produces {output!r} for {spec.name}.{slot.name}"
+                what = "its result" if output == RETURN_SLOT else repr(output)
+                why = f"produces {what} for {spec.name}.{slot.name}"
                 made = self.add(spec_out, clause, depth=depth + 1, reason=why, chain=chain)
                 self.state.used_outputs[(made, output)] += 1
                 return _ref(made, output)
@@ -161,9 +162,12 @@ class Wiring:
         return "$" + resource.value if resource.value.startswith("${") else resource.value
 
     def _needs_producer(self, slot: IOSlot) -> bool:
-        """Structured data comes from a step; a value the goal mentions comes from the user."""
+        """Structured data comes from a step; a place (a file, a URL, a table) and a value
+        the goal mentions come from the user."""
         if slot.type in STRUCTURED:
             return True
+        if slot.role is not None:
+            return False
         return not (set(tokenize(slot.name)) & self.goal_words)
 
     def from_steps(self, slot: IOSlot, *, fresh: bool, exclude: set[str]) -> str | None:
@@ -210,6 +214,14 @@ class Wiring:
         ins = setting.needs
         # A producer that needs the very thing it would give (`records` in, `records` out,
         # or a list of orders in and out) only moves the gap.
+        if slot.type not in STRUCTURED:
+            # A plain value (a name, a number) comes from a step only when that step says
+            # it makes exactly that, and changes nothing to make it.
+            found = [
+                (spec, out)
+                for spec, out in found
+                if out.name == slot.name and not any(i.role == "write" for i in spec.inputs)
+            ]
         found = [
             (spec, out)
             for spec, out in found
@@ -301,6 +313,10 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
     one its cue names ("titled 'Q3'"); a file or URL for an input about its kind."""
     name = set(tokenize(slot.name))
     about = name | set(tokenize(slot.description or ""))
+    if resource.kind in _PLACES and not _same_way(resource, slot):
+        return False
+    if resource.kind == "channel":
+        return slot.type in ("string", None) and bool(about & resource.words)
     if resource.kind == "number":
         return slot.type in ("integer", "number") and bool(about & resource.cue)
     if slot.type not in ("string", None):
@@ -325,6 +341,17 @@ def _passable(spec: ActionSpec) -> list[IOSlot]:
 def _ref(sid: str, output: str) -> str:
     """The binding to step `sid`'s output, or to its whole return value."""
     return f"${{{sid}}}" if output == RETURN_SLOT else f"${{{sid}.{output}}}"
+
+
+_PLACES = frozenset({"file", "url", "channel"})
+
+
+def _same_way(resource: Resource, slot: IOSlot) -> bool:
+    """A place the goal writes to goes only to an input the action writes; any other
+    place (read, or said neither way) only to one it does not write."""
+    if resource.direction == "write":
+        return slot.role == "write"
+    return slot.role != "write"
 
 
 def _fit(spec: ActionSpec, out: IOSlot, slot: IOSlot) -> int | None:

@@ -135,6 +135,13 @@ class PlanResult(BaseModel):
     usage: dict[str, int] = Field(default_factory=dict, description="Token usage, summed.")
     planner: str = Field(default="llm", description="Which planner produced it.")
     cached: bool = Field(default=False, description="Whether it came from the plan store's cache.")
+    unserved: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Parts of the goal no action serves, in the user's words. With no plan, "
+            "nothing of the goal can be done; with a plan, it does the rest."
+        ),
+    )
 
 
 class EventLog:

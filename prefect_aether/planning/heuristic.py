@@ -39,9 +39,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
+from prefect_aether.catalog.roles import says_write, writes
 from prefect_aether.catalog.words import STOPWORDS, stem, tokenize
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._goal import Clause, Goal, read_goal
+from prefect_aether.planning._served import lead_word, served
 from prefect_aether.planning._wiring import STRUCTURED, Setting, Wiring, resource_fits
 from prefect_aether.planning.base import (
     EventLog,
@@ -58,6 +60,7 @@ _CONTEXT_WEIGHT = 0.5
 _DIRECTION_BONUS = 1.5
 _COVERAGE_BONUS = 0.75
 _UNAVAILABLE_FACTOR = 0.6
+_UNASKED_EFFECT_FACTOR = 0.5
 _NEXT_BEST_RATIO = 0.8
 _TO = frozenset({"to", "into", "as", "in to"})
 _FROM = frozenset({"from", "in", "on", "within", "inside", "about", "based"})
@@ -67,6 +70,7 @@ _SKIP = frozenset(
 )
 _NAME_DIRECTION = re.compile(r"(?P<source>[a-z0-9]+)[_\- ]*(?:to|2)[_\- ]*(?P<target>[a-z0-9]+)")
 _MAKE = frozenset(stem(w) for w in ("generate", "draw", "render", "get", "output", "return"))
+_PLACES = frozenset({"file", "url", "channel"})
 
 
 @dataclass
@@ -78,6 +82,7 @@ class _Catalog:
     inputs: list[frozenset[str]]
     outputs: list[frozenset[str]]
     needs: list[frozenset[str]]
+    effects: list[bool]
 
 
 @dataclass
@@ -86,6 +91,7 @@ class _Choice:
     clause: Clause
     matched: list[str]
     score: float
+    terms: frozenset[str] = frozenset()
     step_id: str = ""
     reason: str = ""
 
@@ -154,11 +160,14 @@ class HeuristicPlanner:
                 inputs=[ins & kinds for ins, _ in per_action],
                 outputs=[outs & kinds for _, outs in per_action],
                 needs=[n & kinds for n in needs],
+                effects=[writes(spec.inputs) for spec in specs],
             )
             self._derived = (key, derived)
         return self._derived[1]
 
-    def _choices(self, ctx: PlanningContext, goal: Goal) -> list[_Choice]:
+    def _choices(self, ctx: PlanningContext, goal: Goal) -> tuple[list[_Choice], list[str]]:
+        """The action each clause asks for, in goal order, and the clauses (in the goal's
+        words) that no action serves."""
         derived = self._catalog()
         index = self.catalog.search_index()
         # Planners never choose `aether:manual` actions.
@@ -166,15 +175,25 @@ class HeuristicPlanner:
         overall = index.scores(index.weights(goal.tokens))
         available = self._available(ctx, goal, derived)
         chosen: list[_Choice] = []
+        unserved: list[str] = []
         for clause in goal.clauses:
             if clause.context or not clause.tokens:
                 continue
             ranked = self._rank(clause, goal, overall, available, allowed)
             pick = self._pick(ranked, chosen, clause, goal, derived) if ranked else None
-            if pick is not None:
-                chosen.append(self._choice(pick, clause))
-                available |= derived.outputs[pick[2]]
-        if not chosen and goal.clauses:
+            if pick is None:
+                # Nothing fits a clause that asks for something ("call the CTO"); a
+                # fragment ("top 5") only qualifies another clause.
+                if not ranked and lead_word(clause) is not None and len(clause.tokens) > 1:
+                    unserved.append(clause.said or clause.text)
+                continue
+            choice = self._choice(pick, clause)
+            if not served(clause, choice.terms, choice.matched, writes=derived.effects[pick[2]]):
+                unserved.append(clause.said or clause.text)
+                continue
+            chosen.append(choice)
+            available |= derived.outputs[pick[2]]
+        if not chosen and not unserved and goal.clauses:
             # No clause asks for anything on its own: read the goal as one request.
             whole = Clause(
                 text=goal.text,
@@ -185,7 +204,9 @@ class HeuristicPlanner:
             ranked = self._rank(whole, goal, overall, available, allowed)
             if ranked:
                 chosen.append(self._choice(ranked[0], whole))
-        return chosen
+            else:
+                unserved.append(goal.text)
+        return chosen, unserved
 
     def _rank(
         self,
@@ -200,8 +221,14 @@ class HeuristicPlanner:
         index = self.catalog.search_index()
         to_kinds, from_kinds = _cues(clause, derived.kinds)
         said = set(clause.tokens) & derived.kinds
+        places = []
         for i in clause.resources:
-            said |= goal.resources[i].words & derived.kinds
+            resource = goal.resources[i]
+            if resource.kind in _PLACES:
+                places.append(resource)
+            else:
+                said |= resource.words & derived.kinds
+        asks_effect = says_write(clause.words) or any(p.direction == "write" for p in places)
         terms = index.weights(clause.tokens)
         acts = index.scores({t: w for t, w in terms.items() if t not in derived.kinds})
         ranked: list[tuple[float, str, int]] = []
@@ -210,6 +237,14 @@ class HeuristicPlanner:
             if allowed is not None and spec.name not in allowed:
                 continue
             ins, outs = derived.inputs[position], derived.outputs[position]
+            # A file or URL speaks for an action only where it fits the way the goal
+            # moves it: a file the goal reads, for one that reads such a file.
+            heard = said | {
+                w
+                for r in places
+                if any(resource_fits(r, s) for s in spec.inputs)
+                for w in r.words & derived.kinds
+            }
             shape = _DIRECTION_BONUS * (
                 len(to_kinds & (outs - ins))
                 - len(to_kinds & (ins - outs))
@@ -218,10 +253,13 @@ class HeuristicPlanner:
             )
             # An action that takes or gives the data the clause speaks of fits it better
             # than one that only shares its verb.
-            shape += _COVERAGE_BONUS * (len(said & (ins | outs)) - len(said - (ins | outs)))
+            shape += _COVERAGE_BONUS * (len(heard & (ins | outs)) - len(heard - (ins | outs)))
             score = base + _CONTEXT_WEIGHT * overall.get(position, 0) + shape
             if not derived.needs[position] <= available:
                 score *= _UNAVAILABLE_FACTOR
+            if derived.effects[position] and not asks_effect:
+                # Writing, sending or changing something only where the goal asks for it.
+                score *= _UNASKED_EFFECT_FACTOR
             # What the clause asks to do must match, or the data it names must fit well.
             asked = acts.get(position, 0.0) >= self.threshold * 0.5 or shape >= _DIRECTION_BONUS
             if asked and score >= self.threshold:
@@ -234,7 +272,7 @@ class HeuristicPlanner:
         spec = index.specs[pick[2]]
         doc_terms = set(index.weights(tokenize(_describe(spec))))
         matched = sorted(w for w in clause.words if w not in STOPWORDS and stem(w) in doc_terms)
-        return _Choice(spec, clause, matched, pick[0])
+        return _Choice(spec, clause, matched, pick[0], frozenset(doc_terms))
 
     def _available(self, ctx: PlanningContext, goal: Goal, derived: _Catalog) -> set[str]:
         """Data words the user supplies: input keys, resources, context clauses."""
@@ -287,14 +325,14 @@ class HeuristicPlanner:
             >>> HeuristicPlanner(ActionCatalog()).select(PlanningContext(goal="anything"))
             []
         """
-        return [c.spec for c in self._choices(ctx, read_goal(ctx.goal))]
+        return [c.spec for c in self._choices(ctx, read_goal(ctx.goal))[0]]
 
     # -- building -------------------------------------------------------------------------
 
     def build(self, ctx: PlanningContext) -> CandidatePlan:
         """The plan for `ctx.goal` (possibly partial; possibly empty when nothing matches)."""
         goal = read_goal(ctx.goal)
-        choices = self._choices(ctx, goal)
+        choices, unserved = self._choices(ctx, goal)
         derived = self._catalog()
         setting = Setting(
             catalog=self.catalog,
@@ -318,7 +356,15 @@ class HeuristicPlanner:
         for previous, choice in itertools.pairwise(choices):
             if choice.clause.follows and choice.clause is not previous.clause:
                 builder.order_after(choice.step_id, previous.step_id)
-        extras = {"goal": ctx.goal, "planner": self.name}
+        # Effects (writing, sending, changing something) happen in the order the goal
+        # lists them, unless it says they are independent; computations stay concurrent.
+        if not _INDEPENDENT.search(ctx.goal):
+            effects = [c for c in choices if _has_effect(c.spec)]
+            for previous, choice in itertools.pairwise(effects):
+                builder.order_after(choice.step_id, previous.step_id)
+        extras: dict[str, object] = {"goal": ctx.goal, "planner": self.name}
+        if unserved:
+            extras["unserved"] = unserved
         return CandidatePlan(steps=builder.state.steps, extras=extras)
 
     async def plan(
@@ -346,23 +392,52 @@ class HeuristicPlanner:
                 validation=validation,
             )
         )
+        unserved = list(plan.extras.get("unserved") or [])
         accepted = validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())
         if not accepted:
-            why = "no action matches the goal" if not plan.steps else "the plan is not acceptable"
+            if unserved and not plan.steps:
+                why = "no action can: " + "; ".join(unserved)
+            elif not plan.steps:
+                why = "no action matches the goal"
+            else:
+                why = "the plan is not acceptable"
             await emit(
                 PlanningEvent(phase="failure", iteration=1, message=why, validation=validation)
             )
-            return PlanResult(plan=None, validation=validation, events=events, planner=self.name)
+            return PlanResult(
+                plan=None,
+                validation=validation,
+                events=events,
+                planner=self.name,
+                unserved=unserved,
+            )
         await emit(
             PlanningEvent(
                 phase="success",
                 iteration=1,
-                message="plan accepted" + ("" if validation.ok else " (partial)"),
+                message="plan accepted"
+                + ("" if validation.ok else " (partial)")
+                + (f"; no action can: {'; '.join(unserved)}" if unserved else ""),
                 plan_dict=plan.to_dict(),
                 validation=validation,
             )
         )
-        return PlanResult(plan=plan, validation=validation, events=events, planner=self.name)
+        return PlanResult(
+            plan=plan, validation=validation, events=events, planner=self.name, unserved=unserved
+        )
+
+
+_INDEPENDENT = re.compile(
+    r"\b(?:in parallel|at the same time|simultaneously|concurrently|meanwhile|"
+    r"separately|independently|in any order)\b",
+    re.I,
+)
+
+
+def _has_effect(spec: ActionSpec) -> bool:
+    """An action run for what it does to the world: it writes to a place, or returns
+    nothing."""
+    return writes(spec.inputs) or spec.returns is None
 
 
 def _cues(clause: Clause, kinds: frozenset[str]) -> tuple[set[str], set[str]]:

@@ -22,11 +22,8 @@ from prefect_aether.plan import (
     parse_binding,
 )
 from prefect_aether.settings import current_settings
-from prefect_aether.validation._hints import (
-    plan_candidates,
-    producer_candidates,
-    producer_text,
-)
+from prefect_aether.validation._effects import write_conflicts
+from prefect_aether.validation._hints import plan_candidates, producer_candidates
 from prefect_aether.validation._issues import (
     IssueKind,
     ValidationIssue,
@@ -71,9 +68,11 @@ class Validator:
         user_inputs: Mapping[str, Any],
         flow_ids: Iterable[str] | None,
         allow_manual: bool = True,
+        allow_overwrite: bool = False,
     ) -> None:
         self.plan = plan
         self.allow_manual = allow_manual
+        self.allow_overwrite = allow_overwrite
         self.catalog = catalog
         self.user_inputs = user_inputs
         self.allowed = (
@@ -142,7 +141,26 @@ class Validator:
                 self._check_policy(step)
         for step in unique:
             self._check_inputs(step)
-        return make_result(self.issues, self.missing, self._levels())
+        levels = self._levels()
+        if levels and not self.allow_overwrite:
+            self._check_writes(unique)
+        return make_result(self.issues, self.missing, levels)
+
+    def _check_writes(self, steps: list[PlanStep]) -> None:
+        specs = {sid: action.spec if action else None for sid, action in self.specs.items()}
+        for write, other, why in write_conflicts(steps, specs, self.user_inputs, self.graph):
+            self.issue(
+                "write_conflict",
+                f"{write.step_id}.{write.field} writes {write.shown!r}, which "
+                f"{other.step_id}.{other.field} {'also writes' if other.writes else 'reads'}: "
+                f"{why}. Write somewhere else, order the steps, or allow overwriting "
+                "(allow_overwrite=True, --allow-overwrite).",
+                self.plan.steps[self.order[write.step_id]],
+                field=write.field,
+                location=write.shown,
+                other_step=other.step_id,
+                other_field=other.field,
+            )
 
     # -- steps -------------------------------------------------------------------------
 
@@ -452,7 +470,12 @@ class Validator:
         if producers:
             hint = (
                 " Actions that can produce it: "
-                + ", ".join(producer_text(p) for p in producers)
+                + ", ".join(
+                    f"{p['action']}.{p['output']}"
+                    if p["output"] is not None
+                    else f"{p['action']} (its whole return value)"
+                    for p in producers
+                )
                 + "."
             )
         self.issue(

@@ -63,8 +63,8 @@ def producer_candidates(
 
 
 def producer_text(candidate: Mapping[str, Any]) -> str:
-    """A producer candidate as a person or an LLM reads it: `action.output`, or
+    """A producer candidate as a person or an LLM reads it: `action (output rows)`, or
     `action (its whole return value)`."""
     if candidate.get("output") is None:
         return f"{candidate['action']} (its whole return value)"
-    return f"{candidate['action']}.{candidate['output']}"
+    return f"{candidate['action']} (output {candidate['output']})"

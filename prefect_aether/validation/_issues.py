@@ -27,6 +27,7 @@ IssueKind = Literal[
     "invalid_policy",
     "secret_binding",
     "manual_action",
+    "write_conflict",
 ]
 
 # `${user.<key>}` names that ask a person (or an LLM) for a secret: the value would be

@@ -62,6 +62,7 @@ def validate_plan(
     flow_ids: Iterable[str] | None = None,
     max_steps: int | None = None,
     allow_manual: bool = True,
+    allow_overwrite: bool = False,
 ) -> ValidationResult:
     """Check a plan against a catalog before anything runs.
 
@@ -74,6 +75,9 @@ def validate_plan(
         max_steps: Largest plan accepted; defaults to the `max_steps` setting.
         allow_manual: Whether the plan may use `aether:manual` actions; planners
             validate with False (only a hand-written plan may use them).
+        allow_overwrite: Accept plans that write where another step (or the same one)
+            reads, or write one location from two unordered steps; without it each
+            such pair is a structural `write_conflict` issue.
 
     Returns:
         The result; it never raises for a bad plan.
@@ -96,7 +100,9 @@ def validate_plan(
         )
         return make_result([issue], {}, [])
     with _gc_paused():
-        return Validator(plan, catalog, user_inputs or {}, flow_ids, allow_manual).run()
+        return Validator(
+            plan, catalog, user_inputs or {}, flow_ids, allow_manual, allow_overwrite
+        ).run()
 
 
 @contextmanager
