@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/execute.py
 	$(BIN)/python bench/planning.py
 	$(BIN)/python bench/taskbench.py
+	$(BIN)/python bench/realworld.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/catalog.py
 

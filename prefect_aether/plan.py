@@ -421,8 +421,16 @@ class CandidatePlan(BaseModel):
             },
             "required": ["id", "action", "inputs"],
         }
+        unserved = {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": (
+                "Parts of the goal, in the user's words, that no listed action does; "
+                "empty when the steps do all of it."
+            ),
+        }
         return {
             "type": "object",
-            "properties": {"steps": {"type": "array", "items": step}},
+            "properties": {"steps": {"type": "array", "items": step}, "unserved": unserved},
             "required": ["steps"],
         }

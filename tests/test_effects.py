@@ -272,3 +272,28 @@ def test_the_cli_says_what_no_action_can_do_and_runs_nothing(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "no action can: Email the landlord the yearly invoice" in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+async def test_the_write_the_goal_asks_for_is_added_never_dropped(catalog: ActionCatalog) -> None:
+    # No clause picks the writer by itself ("->"): it is added after the data it writes.
+    result = await plan_for(catalog, "total usage of data/readings.csv -> out/usage.json")
+    assert result.plan is not None
+    steps = {s.action: s for s in result.plan.steps}
+    assert list(steps) == ["read-meters", "total-usage", "save-usage"]
+    total_id = steps["total-usage"].id
+    assert steps["save-usage"].inputs == {
+        "usage": f"${{{total_id}}}",
+        "output_path": "out/usage.json",
+    }
+    assert "writes 'out/usage.json' as the goal asks" in steps["save-usage"].extras["reason"]
+    # Nothing writes a URL here: the clause is reported, not dropped.
+    none = await plan_for(catalog, "total usage of data/readings.csv -> https://example.com/u")
+    assert none.plan is not None
+    assert none.unserved == ["https://example.com/u"]
+
+
+async def test_values_the_goal_names_go_to_their_inputs(catalog: ActionCatalog) -> None:
+    result = await plan_for(catalog, "post 'done' to #ops, then read 3 readings from a.csv")
+    assert result.plan is not None
+    post = next(s for s in result.plan.steps if s.action == "post-note")
+    assert post.inputs == {"text": "done", "channel": "#ops"}

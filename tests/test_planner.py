@@ -279,3 +279,27 @@ def test_a_500_action_catalog_keeps_the_draft_and_stays_small(catalog: ActionCat
     assert {s.action for s in draft.steps} <= shown
     prompt = p.messages(ctx, draft)[1]["content"]
     assert len(prompt) < len(big.render()) / 4
+
+
+async def test_the_llm_may_answer_that_no_action_can(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    llm_server.script(Reply.chat(json.dumps({"steps": [], "unserved": ["email the CFO"]})))
+    result = await planner(llm_server, catalog).plan(PlanningContext(goal="email the CFO"))
+    assert result.plan is None
+    assert result.unserved == ["email the CFO"]
+    assert result.events[-1].message == "no action can: email the CFO"
+    # Part of a goal: the plan does the rest and says what it leaves out.
+    llm_server.script(Reply.chat(json.dumps({"steps": [LOAD], "unserved": ["fax the rows"]})))
+    ctx = PlanningContext(goal="load the sales and fax the rows", user_inputs={"csv": "x.csv"})
+    partial = await planner(llm_server, catalog).plan(ctx)
+    assert partial.plan is not None
+    assert partial.unserved == ["fax the rows"]
+    assert partial.plan.extras["unserved"] == ["fax the rows"]
+    schema = CandidatePlan.json_schema()
+    assert schema["properties"]["unserved"]["items"] == {"type": "string"}
+
+
+def test_an_unserved_list_that_is_not_texts_is_a_decoding_error() -> None:
+    with pytest.raises(PlanDecodingError, match="'unserved' must be a list of texts"):
+        decode_plan(json.dumps({"steps": [], "unserved": [{"x": 1}]}))

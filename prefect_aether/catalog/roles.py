@@ -46,8 +46,10 @@ __all__ = [
     "Role",
     "RoleMarker",
     "Writes",
+    "action_verbs",
     "infer_role",
     "is_location",
+    "is_verb",
     "marked_role",
     "says_write",
     "with_roles",
@@ -131,6 +133,12 @@ def says_write(words: Iterable[str]) -> bool:
     return bool(_stems(w.lower() for w in words) & _WRITE_VERBS)
 
 
+def is_verb(word: str) -> bool:
+    """Whether `word` is one of the verbs of reading, writing or sending that roles know
+    ("post" in `post_to_slack` is what it does, not data it takes)."""
+    return _STEMMER.stemWord(word.lower()) in _WRITE_VERBS | _READ_VERBS
+
+
 def writes(slots: Iterable[Any]) -> bool:
     """Whether any of an action's input slots has the write role."""
     return any(getattr(slot, "role", None) == WRITE for slot in slots)
@@ -162,19 +170,28 @@ def _kinds(schema: dict[str, Any]) -> set[str]:
     return found
 
 
-def _verbs(text: str) -> set[str]:
-    """The first word of each sentence and clause ("Predict a label ... and write ...")."""
-    verbs = set()
+def action_verbs(name: str, summary: str | None) -> list[str]:
+    """What an action says it does: its name's first word, and the first word of each
+    sentence and clause of its summary ("Predict a label ... and write the rows").
+
+    >>> action_verbs("batch_predict", "Predict a label for every row and write the rows.")
+    ['batch', 'predict', 'write']
+    """
+    found = [w.lower() for w in _SPLIT.split(name) if w][:1]
+    text = (summary or "").split("\n\n")[0]
     for part in re.split(r"[.;:]\s+|,\s*|\band\b|\bthen\b", text):
-        found = _WORD.findall(part)
-        if found:
-            verbs.add(found[0].lower())
-    return _stems(verbs)
+        words = _WORD.findall(part)
+        if words and words[0].lower() not in found:
+            found.append(words[0].lower())
+    return found
+
+
+def _verbs(text: str) -> set[str]:
+    return _stems(action_verbs("", text))
 
 
 def _name_verb(name: str) -> set[str]:
-    first = [w for w in _SPLIT.split(name) if w]
-    return _stems([first[0].lower()]) if first else set()
+    return _stems(action_verbs(name, None))
 
 
 def infer_role(

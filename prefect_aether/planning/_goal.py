@@ -25,7 +25,7 @@ _QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d"}
 _FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])")
 # A chat channel or a handle: "#data-eng", "@oncall".
 _CHANNEL = re.compile(r"(?<![\w#@/.])([#@][A-Za-z0-9][\w.-]*[A-Za-z0-9])")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s?(?:%|[a-zA-Z]{1,8}\b))?")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s?(?:%|[a-zA-Z]{1,12}\b))?")
 _ABBREVIATIONS = re.compile(
     r"\b(?:Dr|Mr|Mrs|Ms|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|approx|No|Inc|Ltd|Co|Fig)\.", re.I
 )
@@ -135,8 +135,12 @@ def _resource(value: str, kind: str, cue: Sequence[str] = ()) -> Resource:
         names.add(media)
     if kind == "channel":
         names.update(["channel", "destination"])
-    if kind in ("file", "url"):
+    if kind == "file":
         names.update(["file", "path"])
+    if kind == "url":
+        # A URL is no local file: it goes to inputs that name a URL, a link, an endpoint.
+        names.update(["url", "uri", "link", "address", "endpoint", "webhook", "site"])
+    if kind in ("file", "url"):
         suffix = value.rsplit(".", 1)[-1].lower() if "." in value else ""
         if suffix.isalnum() and len(suffix) <= 5:
             names.add(suffix)

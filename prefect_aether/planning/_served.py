@@ -68,22 +68,30 @@ def lead_word(clause: Clause) -> str | None:
 
 
 def served(
-    clause: Clause, doc_terms: Iterable[str], matched: Iterable[str], *, writes: bool
+    clause: Clause,
+    doc_terms: Iterable[str],
+    matched: Iterable[str],
+    *,
+    writes: bool,
+    verbs: Iterable[str] = (),
 ) -> bool:
-    """Whether an action (its doc terms; the clause's words it matched; whether it
-    writes to a place) does what the clause asks."""
+    """Whether an action does what the clause asks: its doc terms, the clause's words it
+    matched, whether it writes to a place, and its own verbs (`roles.action_verbs`,
+    stemmed). An order to change or send something must be one of the action's own
+    verbs; mentioned elsewhere in its docs ("also remove refunded orders") is not
+    enough."""
     found = list(matched)
     lead = lead_word(clause)
     if lead is None:
         return bool(found)
-    terms = set(doc_terms)
     verb = stem(lead)
-    if verb in terms:
+    again = stem(lead[2:]) if lead.startswith("re") and len(lead) > 4 else None
+    if _STEMMER.stemWord(lead) in _EFFECTS:
+        own = set(verbs)
+        return verb in own or again in own or (verb in _FILE_WRITE and writes)
+    terms = set(doc_terms)
+    if verb in terms or again in terms:  # "reload", "recompute": the action does it again
         return True
-    if lead.startswith("re") and len(lead) > 4 and stem(lead[2:]) in terms:
-        return True  # "reload", "recompute": the action does it again
     if verb in _FILE_WRITE:
         return writes
-    if _STEMMER.stemWord(lead) in _EFFECTS:
-        return False
     return any(w != lead for w in found)

@@ -114,6 +114,9 @@ class Wiring:
         fresh_local = [i for i in local if not self.state.used_resources[i]]
         if fresh_local:
             return self._use_resource(fresh_local[0])
+        said = _named_choice(slot, clause)
+        if said is not None:
+            return said
         if not slot.required:
             return None
         if depth == 0 and slot.type in ("string", None):
@@ -328,6 +331,18 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
     if wanted and resource.media is not None and not wanted & resource.words:
         return False
     return bool(about & resource.words)
+
+
+def _named_choice(slot: IOSlot, clause: Clause) -> Any:
+    """The value of a choice input (an enum or `Literal`) that the clause names by itself
+    ("open a P1 ticket", "promote it to production")."""
+    values: list[Any] = []
+    for option in (slot.json_schema, *(slot.json_schema.get("anyOf") or [])):
+        if isinstance(option, dict) and isinstance(option.get("enum"), list):
+            values.extend(option["enum"])
+    named = {str(v).lower(): v for v in values if isinstance(v, str) and v}
+    said = [w for w in clause.words if w in named]
+    return named[said[0]] if len(set(said)) == 1 else None
 
 
 def _passable(spec: ActionSpec) -> list[IOSlot]:

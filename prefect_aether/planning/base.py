@@ -235,6 +235,16 @@ def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:
         raise PlanDecodingError(f"the JSON plan is {what}", raw=text) from None
     if isinstance(data, list):
         data = {"steps": data}
+    if isinstance(data, dict) and "unserved" in data:
+        # What the LLM says it cannot do travels with the plan, as the heuristic
+        # planner's does: a bounded list of short texts.
+        said = data.pop("unserved")
+        parts = [s.strip()[:200] for s in said if isinstance(s, str) and s.strip()][:20]
+        if not isinstance(said, list) or len(parts) != len(said):
+            raise PlanDecodingError("'unserved' must be a list of texts", raw=text)
+        if parts:
+            extras = data.get("extras")
+            data["extras"] = {**(extras if isinstance(extras, dict) else {}), "unserved": parts}
     try:
         return CandidatePlan.from_dict(data)
     except PlanDecodingError as exc:

@@ -36,13 +36,16 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
-from prefect_aether.catalog.roles import says_write, writes
+from prefect_aether.catalog.roles import action_verbs, is_verb, says_write, writes
+from prefect_aether.catalog.specs import same_structure
 from prefect_aether.catalog.words import STOPWORDS, stem, tokenize
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._goal import Clause, Goal, read_goal
+from prefect_aether.planning._leftovers import write_leftovers
 from prefect_aether.planning._served import lead_word, served
 from prefect_aether.planning._wiring import STRUCTURED, Setting, Wiring, resource_fits
 from prefect_aether.planning.base import (
@@ -61,6 +64,11 @@ _DIRECTION_BONUS = 1.5
 _COVERAGE_BONUS = 0.75
 _UNAVAILABLE_FACTOR = 0.6
 _UNASKED_EFFECT_FACTOR = 0.5
+_FEED_BONUS = 2.0
+# A clause is served by one of its best matches: the first few, at least this close to
+# the best, that do what it asks (`_served`).
+_SERVING_POOL = 5
+_SERVING_RATIO = 0.5
 _NEXT_BEST_RATIO = 0.8
 _TO = frozenset({"to", "into", "as", "in to"})
 _FROM = frozenset({"from", "in", "on", "within", "inside", "about", "based"})
@@ -83,6 +91,7 @@ class _Catalog:
     outputs: list[frozenset[str]]
     needs: list[frozenset[str]]
     effects: list[bool]
+    verbs: list[frozenset[str]]
 
 
 @dataclass
@@ -135,7 +144,8 @@ class HeuristicPlanner:
                 outs = {t for s in spec.outputs for t in tokenize(s.name)}
                 # `text_to_audio`, `csv2json`: the name says what goes in and what comes out.
                 direction = _NAME_DIRECTION.fullmatch(spec.name.lower())
-                if direction:
+                # `post_to_slack`, `load_to_warehouse`: a verb and a place, not data.
+                if direction and not is_verb(direction["source"]):
                     source, target = tokenize(direction["source"]), tokenize(direction["target"])
                     ins.update(source)
                     outs.update(target)
@@ -161,6 +171,10 @@ class HeuristicPlanner:
                 outputs=[outs & kinds for _, outs in per_action],
                 needs=[n & kinds for n in needs],
                 effects=[writes(spec.inputs) for spec in specs],
+                verbs=[
+                    frozenset(stem(v) for v in action_verbs(spec.name, spec.description))
+                    for spec in specs
+                ],
             )
             self._derived = (key, derived)
         return self._derived[1]
@@ -179,19 +193,32 @@ class HeuristicPlanner:
         for clause in goal.clauses:
             if clause.context or not clause.tokens:
                 continue
-            ranked = self._rank(clause, goal, overall, available, allowed)
-            pick = self._pick(ranked, chosen, clause, goal, derived) if ranked else None
+            ranked = self._rank(clause, goal, overall, available, allowed, [c.spec for c in chosen])
+            # Of the actions that fit the clause well enough, those that do what it asks.
+            close = [r for r in ranked[:_SERVING_POOL] if r[0] >= _SERVING_RATIO * ranked[0][0]]
+            options = {r[1]: self._choice(r, clause) for r in close}
+            serving = [
+                r
+                for r in close
+                if served(
+                    clause,
+                    options[r[1]].terms,
+                    options[r[1]].matched,
+                    writes=derived.effects[r[2]],
+                    verbs=derived.verbs[r[2]],
+                )
+            ]
+            pick = self._pick(serving, chosen, clause, goal, derived) if serving else None
             if pick is None:
-                # Nothing fits a clause that asks for something ("call the CTO"); a
-                # fragment ("top 5") only qualifies another clause.
-                if not ranked and lead_word(clause) is not None and len(clause.tokens) > 1:
+                # No action does what the clause asks ("call the CTO"); a fragment ("top 5")
+                # only qualifies another clause.
+                asks = ranked or (lead_word(clause) is not None and len(clause.tokens) > 1)
+                # A place the clause writes to gets a writer later (`write_leftovers`).
+                writes_place = any(goal.resources[i].direction == "write" for i in clause.resources)
+                if not serving and asks and not writes_place:
                     unserved.append(clause.said or clause.text)
                 continue
-            choice = self._choice(pick, clause)
-            if not served(clause, choice.terms, choice.matched, writes=derived.effects[pick[2]]):
-                unserved.append(clause.said or clause.text)
-                continue
-            chosen.append(choice)
+            chosen.append(options[pick[1]])
             available |= derived.outputs[pick[2]]
         if not chosen and not unserved and goal.clauses:
             # No clause asks for anything on its own: read the goal as one request.
@@ -215,8 +242,11 @@ class HeuristicPlanner:
         overall: dict[int, float],
         available: set[str],
         allowed: set[str] | None,
+        made: Sequence[ActionSpec] = (),
     ) -> list[tuple[float, str, int]]:
-        """Actions that fit `clause` above the threshold, best first: `(score, name, pos)`."""
+        """Actions that fit `clause` above the threshold, best first: `(score, name, pos)`.
+        An action that takes, whole, what an earlier clause's action returns (`made`)
+        fits better: its data is at hand."""
         derived = self._catalog()
         index = self.catalog.search_index()
         to_kinds, from_kinds = _cues(clause, derived.kinds)
@@ -255,6 +285,8 @@ class HeuristicPlanner:
             # than one that only shares its verb.
             shape += _COVERAGE_BONUS * (len(heard & (ins | outs)) - len(heard - (ins | outs)))
             score = base + _CONTEXT_WEIGHT * overall.get(position, 0) + shape
+            if made and _takes_whole(spec, made):
+                score += _FEED_BONUS
             if not derived.needs[position] <= available:
                 score *= _UNAVAILABLE_FACTOR
             if derived.effects[position] and not asks_effect:
@@ -351,6 +383,8 @@ class HeuristicPlanner:
             if choice.matched:
                 why += f" (matched {', '.join(dict.fromkeys(choice.matched))})"
             choice.step_id = builder.add(choice.spec, choice.clause, depth=0, reason=why)
+        writers = self.catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)
+        unserved += write_leftovers(builder, goal, writers, unserved)
         builder.feed_unused_outputs()
         # "then", "after that": order-only edges where no data already orders the two.
         for previous, choice in itertools.pairwise(choices):
@@ -432,6 +466,13 @@ _INDEPENDENT = re.compile(
     r"separately|independently|in any order)\b",
     re.I,
 )
+
+
+def _takes_whole(spec: ActionSpec, made: Sequence[ActionSpec]) -> bool:
+    """Whether every structured input `spec` requires is what one of `made` returns."""
+    data = [s for s in spec.inputs if s.required and s.type in STRUCTURED]
+    returns = [m.returns for m in made if m.returns is not None]
+    return bool(data) and all(any(same_structure(r, s) for r in returns) for s in data)
 
 
 def _has_effect(spec: ActionSpec) -> bool:

@@ -237,6 +237,13 @@ class ActionPlanner:
                 await emit(PlanningEvent(phase="validation", iteration=iteration, message=str(exc)))
                 messages.append({"role": "user", "content": _repair_decoding(str(exc))})
                 continue
+            unserved = [str(s) for s in plan.extras.get("unserved") or []]
+            if not plan.steps and unserved:
+                message = "no action can: " + "; ".join(unserved)
+                await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
+                return PlanResult(
+                    plan=None, validation=None, events=events, usage=usage, unserved=unserved
+                )
             validation = validate_plan(
                 plan,
                 self.catalog,
@@ -266,7 +273,13 @@ class ActionPlanner:
                         validation=validation,
                     )
                 )
-                return PlanResult(plan=plan, validation=validation, events=events, usage=usage)
+                return PlanResult(
+                    plan=plan,
+                    validation=validation,
+                    events=events,
+                    usage=usage,
+                    unserved=unserved,
+                )
             messages.append({"role": "user", "content": _repair(validation, ctx)})
         await emit(
             PlanningEvent(
@@ -293,7 +306,9 @@ Rules:
 - "after" (optional) lists steps that must finish first although this step reads none of
   their outputs ("book the taxi, then play a song"); inputs bound to a step already wait for it.
 - Steps may be listed in any order; the dependencies must not form a cycle.
-- Use the fewest steps that reach the goal."""
+- Use the fewest steps that reach the goal. Never use an action for something it does not do.
+- List in "unserved" the parts of the goal (in the user's words) that no listed action does;
+  when none of it can be done, answer {"steps": [], "unserved": ["<the goal>"]}."""
 
 
 def _repair_decoding(problem: str) -> str:

@@ -5,7 +5,8 @@ Locations are the values a plan gives inputs with a role (`IOSlot.role`): a lite
 a user value (known or not: `${user.k}` bound to a read and a write slot is one
 location). A default the step leaves in place is the flow author's choice of a
 shared resource (a registry, a database the flows are written to share) and is not
-checked. Paths are compared normalised (`./a/../b`
+checked; nor is a folder (an input named like one, or a value ending in `/`), which
+steps write by adding files. Paths are compared normalised (`./a/../b`
 is `b`; a URL without its trailing `/`). A write is fine when every read of its
 location comes after it (the file passes data from one step to the next); it is a
 conflict when a read may come first or run alongside (the plan would destroy its own
@@ -15,6 +16,7 @@ input), or when two writes have no order between them.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,15 @@ def _location(value: Any, user_inputs: Mapping[str, Any]) -> tuple[str, str] | N
     return normal, text
 
 
+_FOLDER = re.compile(r"(?:^|[_\-\s])(?:dir|directory|folder|outdir)(?:$|[_\-\s])", re.I)
+
+
+def _is_folder(name: str, value: str) -> bool:
+    """A folder is written by adding files to it, which overwrites nothing by itself:
+    steps writing into one folder (a log folder, an output folder) do not conflict."""
+    return bool(_FOLDER.search(name)) or value.endswith(("/", "\\"))
+
+
 def accesses(
     steps: Iterable[PlanStep],
     specs: Mapping[str, ActionSpec | None],
@@ -76,7 +87,7 @@ def accesses(
                 continue
             value = step.inputs[slot.name]
             where = _location(value, user_inputs)
-            if where is not None:
+            if where is not None and not _is_folder(slot.name, where[1]):
                 found.append(Access(step.id, slot.name, where[0], where[1], slot.role == "write"))
     return found
 
