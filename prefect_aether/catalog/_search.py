@@ -92,6 +92,11 @@ class SearchIndex:
                 self._in_names.setdefault(term, []).append(position)
 
     @property
+    def vocabulary(self) -> list[str]:
+        """Every term of the index (word stems of the actions' names and docs), sorted."""
+        return self._vocabulary
+
+    @property
     def specs(self) -> list[ActionSpec]:
         """The indexed specs; positions in `scores` refer to this list."""
         return self._specs

@@ -22,6 +22,7 @@ from prefect_aether.catalog.specs import RETURN_SLOT, feed_tier, same_structure
 from prefect_aether.catalog.words import stem, tokenize
 from prefect_aether.plan import PlanStep, iter_bindings
 from prefect_aether.planning._goal import Clause, Goal, Resource
+from prefect_aether.planning._values import bare_values
 
 __all__ = ["STRUCTURED", "Setting", "Wiring", "resource_fits"]
 
@@ -38,6 +39,8 @@ class Setting:
         asked: Actions the goal's clauses ask for (they get steps of their own).
         relevance: Per action, its match score for the whole goal.
         available: Data words the user supplies (inputs, goal resources, context).
+        vocabulary: Every word stem the catalog's names and docs use (a word of the goal
+            outside it may be a bare value: `_values`).
     """
 
     catalog: ActionCatalog
@@ -49,6 +52,7 @@ class Setting:
     asked: frozenset[str]
     relevance: Mapping[str, float]
     available: frozenset[str]
+    vocabulary: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -146,6 +150,12 @@ class Wiring:
             anywhere = [i for i in anywhere if resources[i].value not in bound]
             if anywhere:
                 return self._use_resource(anywhere[0])
+        mentioned = self.from_mentioned(slot, clause, exclude=bound)
+        if mentioned is not None:
+            return mentioned
+        bare = self._bare_value(slot, clause, taken)
+        if bare is not None:
+            return bare
         if depth < self.setting.max_depth and self._needs_producer(slot):
             producer = self.producer(slot, chain)
             if producer is not None:
@@ -157,6 +167,21 @@ class Wiring:
                 return _ref(made, output)
         return f"${{user.{slot.name}}}"
 
+    def _bare_value(self, slot: IOSlot, clause: Clause, taken: dict[str, Any]) -> str | None:
+        """A name the clause gives bare ("check payments health") for a required text
+        input that names no place and offers no choice."""
+        if (
+            not slot.required
+            or slot.type not in ("string", None)
+            or slot.role is not None
+            or "enum" in slot.json_schema
+        ):
+            return None
+        used = {v for s in self.state.steps for v in s.inputs.values() if isinstance(v, str)}
+        used |= {v for v in taken.values() if isinstance(v, str)}
+        found = bare_values(clause, self.setting.vocabulary, used)
+        return found[0] if found else None
+
     def _use_resource(self, index: int) -> Any:
         self.state.used_resources[index] += 1
         resource = self.state.goal.resources[index]
@@ -165,13 +190,9 @@ class Wiring:
         return "$" + resource.value if resource.value.startswith("${") else resource.value
 
     def _needs_producer(self, slot: IOSlot) -> bool:
-        """Structured data comes from a step; a place (a file, a URL, a table) and a value
-        the goal mentions come from the user."""
-        if slot.type in STRUCTURED:
-            return True
-        if slot.role is not None:
-            return False
-        return not (set(tokenize(slot.name)) & self.goal_words)
+        """Structured data comes from a step; a place (a file, a URL, a table) from the
+        user; other text from a step only when one says it makes it (`producer`)."""
+        return slot.type in STRUCTURED or slot.role is None
 
     def from_steps(self, slot: IOSlot, *, fresh: bool, exclude: set[str]) -> str | None:
         """An earlier step's output for `slot` (same name first, then a shared word);
@@ -197,11 +218,62 @@ class Wiring:
             if not pool:
                 continue
             best = max(pool)
-            if fresh and max(found)[0] > best[0]:
+            # A used output that the input's docs describe better wins over a fresh one,
+            # unless both are whole values of the input's type: then the latest result
+            # ("convert it, then load it") is the one meant.
+            if fresh and max(found)[0] > best[0] and best[3] != RETURN_SLOT:
                 best = max(found)
             self.state.used_outputs[(best[2], best[3])] += 1
             return _ref(best[2], best[3])
         return None
+
+    def from_mentioned(self, slot: IOSlot, clause: Clause, *, exclude: set[str]) -> str | None:
+        """The result of the latest earlier step the clause speaks of ("post *the
+        summary*" is what `summarize_incidents` made) for a required text input."""
+        if not slot.required or slot.type not in ("string", None) or slot.role is not None:
+            return None
+        said = set(clause.tokens)
+        built = {s.id for s in self.state.steps}
+        for sid in reversed(list(self.state.specs)):
+            spec = self.state.specs[sid]
+            whole = spec.returns
+            if sid not in built or whole is None or whole.type not in ("string", None):
+                continue
+            if not set(tokenize(spec.name)) & said or not compatible(
+                whole.json_schema, slot.json_schema
+            ):
+                continue
+            output = spec.outputs[0].name if len(spec.outputs) == 1 else RETURN_SLOT
+            ref = _ref(sid, output)
+            if ref not in exclude:
+                self.state.used_outputs[(sid, output)] += 1
+                return ref
+        return None
+
+    def _text_producers(
+        self, slot: IOSlot, chain: tuple[str, ...]
+    ) -> list[tuple[ActionSpec, IOSlot]]:
+        """Actions that make the text an input names ("summary" from `summarize_incidents`)
+        and change nothing to make it."""
+        on_chain = {self.state.specs[sid].name for sid in chain if sid in self.state.specs}
+        wanted = set(tokenize(slot.name))
+        found = []
+        for spec in self.setting.catalog.list_actions(
+            flow_ids=self.setting.flow_ids, plannable=True
+        ):
+            whole = spec.returns
+            if (
+                spec.name in on_chain
+                or whole is None
+                or whole.type != slot.type
+                or any(i.role == "write" for i in spec.inputs)
+                or not wanted & set(tokenize(spec.name))
+                or not compatible(whole.json_schema, slot.json_schema)
+            ):
+                continue
+            out = spec.outputs[0] if len(spec.outputs) == 1 else whole
+            found.append((spec, out))
+        return found
 
     def producer(self, slot: IOSlot, chain: tuple[str, ...]) -> tuple[ActionSpec, str] | None:
         """An action (not already on this chain) whose output can feed `slot`: first one
@@ -212,11 +284,7 @@ class Wiring:
         found = setting.catalog.producers(
             slot, flow_ids=setting.flow_ids, exclude=on_chain, plannable=True
         )
-        if not found:
-            return None
         ins = setting.needs
-        # A producer that needs the very thing it would give (`records` in, `records` out,
-        # or a list of orders in and out) only moves the gap.
         if slot.type not in STRUCTURED:
             # A plain value (a name, a number) comes from a step only when that step says
             # it makes exactly that, and changes nothing to make it.
@@ -224,7 +292,9 @@ class Wiring:
                 (spec, out)
                 for spec, out in found
                 if out.name == slot.name and not any(i.role == "write" for i in spec.inputs)
-            ]
+            ] + self._text_producers(slot, chain)
+        # A producer that needs the very thing it would give (`records` in, `records` out,
+        # or a list of orders in and out) only moves the gap.
         found = [
             (spec, out)
             for spec, out in found

@@ -376,6 +376,7 @@ class HeuristicPlanner:
             asked=frozenset(c.spec.name for c in choices),
             relevance=self.relevance(goal),
             available=frozenset(self._available(ctx, goal, derived)),
+            vocabulary=frozenset(self.catalog.search_index().vocabulary),
         )
         builder = Wiring(setting)
         for choice in choices:
