@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 from prefect_aether.catalog.words import STOPWORDS, stem
 from prefect_aether.planning._goal import Clause
 
-__all__ = ["bare_values", "is_name_like"]
+__all__ = ["bare_values", "is_name_like", "named_value"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9](?:[\w\-]*[A-Za-z0-9])?")
 # Everyday words a goal uses around its values, never values themselves.
@@ -67,3 +67,25 @@ def bare_values(
         after = tokens[position - 1].lower() in _BEFORE_VALUE if position else False
         found.append((0 if after else 1, position, token))
     return [token for _, _, token in sorted(found)]
+
+
+def named_value(slot: str, clause: Clause, vocabulary: Collection[str]) -> str | None:
+    """A value the clause gives right after the input's own name ("into the table
+    orders_raw", "with seed 7" is a number and left to numbers): the word after it,
+    when it is no everyday word and the catalog does not use it."""
+    names = {w.lower() for w in re.split(r"[_\-\s]+", slot) if w}
+    tokens = _TOKEN.findall(clause.text)
+    for position, token in enumerate(tokens[:-1]):
+        if token.lower() not in names:
+            continue
+        value: str = tokens[position + 1]
+        word = value.lower()
+        if (
+            word in STOPWORDS
+            or word in _COMMON
+            or word.isdigit()
+            or (not is_name_like(value) and stem(word) in vocabulary)
+        ):
+            continue
+        return value
+    return None

@@ -22,7 +22,7 @@ from prefect_aether.catalog.specs import RETURN_SLOT, feed_tier, same_structure
 from prefect_aether.catalog.words import stem, tokenize
 from prefect_aether.plan import PlanStep, iter_bindings
 from prefect_aether.planning._goal import Clause, Goal, Resource
-from prefect_aether.planning._values import bare_values
+from prefect_aether.planning._values import bare_values, named_value
 
 __all__ = ["STRUCTURED", "Setting", "Wiring", "resource_fits"]
 
@@ -119,6 +119,14 @@ class Wiring:
         if fresh_local:
             return self._use_resource(fresh_local[0])
         said = _named_choice(slot, clause)
+        if said is None and slot.type == "string":
+            named = named_value(slot.name, clause, self.setting.vocabulary)
+            # Only a value the input takes as it is ("June" is no date).
+            if (
+                named is not None
+                and self.setting.catalog.check_input(spec.name, slot.name, named) is None
+            ):
+                said = named
         if said is not None:
             return said
         if not slot.required:

@@ -65,6 +65,7 @@ _COVERAGE_BONUS = 0.75
 _UNAVAILABLE_FACTOR = 0.6
 _UNASKED_EFFECT_FACTOR = 0.5
 _FEED_BONUS = 2.0
+_PLACE_BONUS = 1.5
 # A clause is served by one of its best matches: the first few, at least this close to
 # the best, that do what it asks (`_served`).
 _SERVING_POOL = 5
@@ -287,6 +288,11 @@ class HeuristicPlanner:
             score = base + _CONTEXT_WEIGHT * overall.get(position, 0) + shape
             if made and _takes_whole(spec, made):
                 score += _FEED_BONUS
+            # A place the clause names, taken the way the goal moves it ("from x.csv" by
+            # an input it reads, "to https://..." by one it writes to).
+            score += _PLACE_BONUS * sum(
+                1 for r in places if any(s.role and resource_fits(r, s) for s in spec.inputs)
+            )
             if not derived.needs[position] <= available:
                 score *= _UNAVAILABLE_FACTOR
             if derived.effects[position] and not asks_effect:
