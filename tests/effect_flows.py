@@ -84,3 +84,23 @@ def tariff_for(meter: str, tariff_table: str = "tariffs.json") -> float:
         tariff_table: JSON of prices per meter.
     """
     return float(json.loads(Path(tariff_table).read_text()).get(meter, 0.3))
+
+
+@flow
+def meter_status(meter: str) -> str:
+    """Check whether a meter reports on time."""
+    return f"{meter}: ok"
+
+
+@flow
+def send_payload(url: str, payload: dict) -> int:  # type: ignore[type-arg]
+    """POST a JSON payload to a webhook (appends to outbox/hooks.jsonl).
+
+    Args:
+        url: Webhook URL.
+        payload: JSON body.
+    """
+    Path("outbox").mkdir(exist_ok=True)
+    with open("outbox/hooks.jsonl", "a") as fh:
+        fh.write(json.dumps({"url": url, "payload": payload}) + "\n")
+    return 200

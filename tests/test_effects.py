@@ -286,10 +286,14 @@ async def test_the_write_the_goal_asks_for_is_added_never_dropped(catalog: Actio
         "output_path": "out/usage.json",
     }
     assert "writes 'out/usage.json' as the goal asks" in steps["save-usage"].extras["reason"]
-    # Nothing writes a URL here: the clause is reported, not dropped.
-    none = await plan_for(catalog, "total usage of data/readings.csv -> https://example.com/u")
+    # With no action that can write it, the write is reported, not dropped.
+    readers = ActionCatalog()
+    for f in (effect_flows.read_meters, effect_flows.total_usage):
+        readers.register(f)
+    none = await plan_for(readers, "total usage of data/readings.csv -> out/usage.json")
     assert none.plan is not None
-    assert none.unserved == ["https://example.com/u"]
+    assert [s.action for s in none.plan.steps] == ["read-meters", "total-usage"]
+    assert none.unserved == ["out/usage.json"]
 
 
 async def test_values_the_goal_names_go_to_their_inputs(catalog: ActionCatalog) -> None:
@@ -297,3 +301,26 @@ async def test_values_the_goal_names_go_to_their_inputs(catalog: ActionCatalog) 
     assert result.plan is not None
     post = next(s for s in result.plan.steps if s.action == "post-note")
     assert post.inputs == {"text": "done", "channel": "#ops"}
+
+
+async def test_bare_names_and_inline_json_in_the_goal_are_values(catalog: ActionCatalog) -> None:
+    # A name the catalog never uses, given bare, is the value of the text input.
+    bare = await plan_for(catalog, "check boiler status")
+    assert bare.plan is not None
+    assert [(s.action, s.inputs) for s in bare.plan.steps] == [
+        ("meter-status", {"meter": "boiler"})
+    ]
+    # Right after the input's own name, even a word the catalog knows.
+    named = await plan_for(catalog, "check the status of meter m-42")
+    assert named.plan is not None
+    assert named.plan.steps[0].inputs == {"meter": "m-42"}
+    # An object written in the goal is a value; the URL goes where the action writes.
+    hook = await plan_for(catalog, 'POST {"state": "on", "n": 2} to https://hooks.example.com/x')
+    assert hook.plan is not None
+    assert [(s.action, s.inputs) for s in hook.plan.steps] == [
+        ("send-payload", {"url": "https://hooks.example.com/x", "payload": {"state": "on", "n": 2}})
+    ]
+    # Everyday words are no values: the user is asked.
+    asked = await plan_for(catalog, "check the status of the current one")
+    assert asked.plan is not None
+    assert asked.plan.steps[0].inputs == {"meter": "${user.meter}"}

@@ -10,9 +10,10 @@ URL or "Dr. Smith" and the commas inside quoted text cut nothing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import mimetypes
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prefect_aether.catalog.words import STOPWORDS, stem, tokenize, words
@@ -25,7 +26,7 @@ _QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d"}
 _FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])")
 # A chat channel or a handle: "#data-eng", "@oncall".
 _CHANNEL = re.compile(r"(?<![\w#@/.])([#@][A-Za-z0-9][\w.-]*[A-Za-z0-9])")
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s?(?:%|[a-zA-Z]{1,12}\b))?")
+_NUMBER = re.compile(r"(?<![\w.\-])-?\d+(?:[.,]\d+)*(?:\s?(?:%|[a-zA-Z]{1,12}\b))?")
 _ABBREVIATIONS = re.compile(
     r"\b(?:Dr|Mr|Mrs|Ms|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|approx|No|Inc|Ltd|Co|Fig)\.", re.I
 )
@@ -61,7 +62,8 @@ class Resource:
 
     Attributes:
         value: The text as the goal gives it (quotes removed).
-        kind: `url`, `file`, `channel` (`#name`, `@name`), `text` (quoted) or `number`.
+        kind: `url`, `file`, `channel` (`#name`, `@name`), `json` (an object or list
+            written inline: `{"status": "down"}`), `text` (quoted) or `number`.
         media: For files and URLs, the major MIME type (`image`, `audio`, ...) when known.
         words: Stems that name what it is (the MIME type and extension, "url", "text"...,
             and its cue).
@@ -168,6 +170,7 @@ def _mask(text: str) -> tuple[str, list[Resource]]:
         before = match.string[: match.start()]
         return keep(inner, "text", "." if inner[-1] in ".!?" else "", before)
 
+    text = _inline_json(text, keep)
     text = _URL.sub(lambda m: keep(m.group(0), "url"), text)
     text = _QUOTED.sub(quoted, text)
     text = _FILE.sub(
@@ -179,6 +182,30 @@ def _mask(text: str) -> tuple[str, list[Resource]]:
     )
     text = _ABBREVIATIONS.sub(lambda m: m.group(0)[:-1], text)
     return text, resources
+
+
+_JSON = json.JSONDecoder()
+
+
+def _inline_json(text: str, keep: Callable[[str, str], str]) -> str:
+    """Mask each JSON object or list written in the goal (`{"status": "degraded"}`)."""
+    out: list[str] = []
+    at = 0
+    while True:
+        start = min((i for i in (text.find("{", at), text.find("[", at)) if i >= 0), default=-1)
+        if start < 0:
+            return "".join(out) + text[at:]
+        try:
+            value, end = _JSON.raw_decode(text, start)
+        except ValueError:
+            out.append(text[at : start + 1])
+            at = start + 1
+            continue
+        if not value:
+            out.append(text[at:end])
+        else:
+            out.append(text[at:start] + keep(text[start:end], "json"))
+        at = end
 
 
 def _clauses(masked: str, resources: Sequence[Resource] = ()) -> list[Clause]:

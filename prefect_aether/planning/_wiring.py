@@ -10,6 +10,7 @@ inserted before it (backward chaining) when nobody can give the input; else a
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -22,7 +23,7 @@ from prefect_aether.catalog.specs import RETURN_SLOT, feed_tier, same_structure
 from prefect_aether.catalog.words import stem, tokenize
 from prefect_aether.plan import PlanStep, iter_bindings
 from prefect_aether.planning._goal import Clause, Goal, Resource
-from prefect_aether.planning._values import bare_values, named_value
+from prefect_aether.planning._values import bare_values, is_name_like, named_value
 
 __all__ = ["STRUCTURED", "Setting", "Wiring", "resource_fits"]
 
@@ -138,7 +139,8 @@ class Wiring:
             loose = [
                 i
                 for i in clause.resources
-                if resources[i].kind != "number"
+                if resources[i].kind in ("text", "file")
+                and resources[i].direction != "write"
                 and resources[i].media is None
                 and not self.state.used_resources[i]
                 and not any(resource_fits(resources[i], other) for other in spec.inputs)
@@ -165,7 +167,7 @@ class Wiring:
         if bare is not None:
             return bare
         if depth < self.setting.max_depth and self._needs_producer(slot):
-            producer = self.producer(slot, chain)
+            producer = self.producer(slot, chain, clause)
             if producer is not None:
                 spec_out, output = producer
                 what = "its result" if output == RETURN_SLOT else repr(output)
@@ -195,6 +197,8 @@ class Wiring:
         resource = self.state.goal.resources[index]
         if resource.kind == "number":
             return _number(resource.value)
+        if resource.kind == "json":
+            return json.loads(resource.value)
         return "$" + resource.value if resource.value.startswith("${") else resource.value
 
     def _needs_producer(self, slot: IOSlot) -> bool:
@@ -283,10 +287,14 @@ class Wiring:
             found.append((spec, out))
         return found
 
-    def producer(self, slot: IOSlot, chain: tuple[str, ...]) -> tuple[ActionSpec, str] | None:
+    def producer(
+        self, slot: IOSlot, chain: tuple[str, ...], clause: Clause | None = None
+    ) -> tuple[ActionSpec, str] | None:
         """An action (not already on this chain) whose output can feed `slot`: first one
-        whose inputs the user or the plan can give, then by name match, then by how well
-        it fits the goal, then by name."""
+        whose inputs the user or the plan can give, then one that takes a name the clause
+        gives bare ("the production model iris-clf-v1": the model is fetched by that
+        name, not trained anew), then by name match, then by how well it fits the goal,
+        then by name."""
         on_chain = {self.state.specs[sid].name for sid in chain if sid in self.state.specs}
         setting = self.setting
         found = setting.catalog.producers(
@@ -323,11 +331,20 @@ class Wiring:
         for sid in self.state.specs:
             have |= {t for out in self.state.specs[sid].outputs for t in tokenize(out.name)}
 
-        def rank(pair: tuple[ActionSpec, IOSlot]) -> tuple[int, int, int, float, str]:
+        named = clause is not None and any(
+            is_name_like(v) for v in bare_values(clause, setting.vocabulary)
+        )
+
+        def rank(pair: tuple[ActionSpec, IOSlot]) -> tuple[int, int, int, int, float, str]:
             spec, out = pair
+            takes_name = any(
+                i.required and i.type == "string" and i.role is None and "enum" not in i.json_schema
+                for i in spec.inputs
+            )
             return (
                 # An action a clause asks for gets its own step; another one feeds this input.
                 1 if spec.name in asked else 0,
+                0 if named and takes_name else 1,
                 0 if ins.get(spec.name, frozenset()) <= have else 1,
                 feed_tier(out, slot) or 0,
                 -setting.relevance.get(spec.name, 0.0),
@@ -398,6 +415,9 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
         return False
     if resource.kind == "channel":
         return slot.type in ("string", None) and bool(about & resource.words)
+    if resource.kind == "json":
+        shape = "object" if resource.value.lstrip().startswith("{") else "array"
+        return slot.type == shape
     if resource.kind == "number":
         return slot.type in ("integer", "number") and bool(about & resource.cue)
     if slot.type not in ("string", None):

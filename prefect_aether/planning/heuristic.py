@@ -65,7 +65,8 @@ _COVERAGE_BONUS = 0.75
 _UNAVAILABLE_FACTOR = 0.6
 _UNASKED_EFFECT_FACTOR = 0.5
 _FEED_BONUS = 2.0
-_PLACE_BONUS = 1.5
+_PLACE_BONUS = 2.5
+_CANNOT_WRITE_THERE = 0.6
 # A clause is served by one of its best matches: the first few, at least this close to
 # the best, that do what it asks (`_served`).
 _SERVING_POOL = 5
@@ -261,7 +262,11 @@ class HeuristicPlanner:
                 said |= resource.words & derived.kinds
         asks_effect = says_write(clause.words) or any(p.direction == "write" for p in places)
         terms = index.weights(clause.tokens)
-        acts = index.scores({t: w for t, w in terms.items() if t not in derived.kinds})
+        # What the clause asks to do: its words that are not data kinds, and its lead verb
+        # even when actions also name data after it ("train a model" / a `train` input).
+        lead = lead_word(clause)
+        verb = stem(lead) if lead else None
+        acts = index.scores({t: w for t, w in terms.items() if t not in derived.kinds or t == verb})
         ranked: list[tuple[float, str, int]] = []
         for position, base in index.scores(terms).items():
             spec = derived.specs[position]
@@ -290,9 +295,13 @@ class HeuristicPlanner:
                 score += _FEED_BONUS
             # A place the clause names, taken the way the goal moves it ("from x.csv" by
             # an input it reads, "to https://..." by one it writes to).
-            score += _PLACE_BONUS * sum(
-                1 for r in places if any(s.role and resource_fits(r, s) for s in spec.inputs)
-            )
+            takes = [any(s.role and resource_fits(r, s) for s in spec.inputs) for r in places]
+            score += _PLACE_BONUS * sum(takes)
+            if any(
+                r.direction == "write" and not took for r, took in zip(places, takes, strict=True)
+            ):
+                # Asked to write somewhere it cannot write to ("POST ... to https://...").
+                score *= _CANNOT_WRITE_THERE
             if not derived.needs[position] <= available:
                 score *= _UNAVAILABLE_FACTOR
             if derived.effects[position] and not asks_effect:
