@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 from prefect_aether.catalog.registry import ActionCatalog
-from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted, LLMError
+from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted
 from prefect_aether.execution.events import ApprovalCallback, EventCallback, ExecutionResult
 from prefect_aether.execution.executor import BackgroundExecutionHandle, PlanExecutor
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._memory import cache_scope, cached_plan, worked_examples
+from prefect_aether.planning.auto import AutoPlanner
 from prefect_aether.planning.heuristic import HeuristicPlanner
 from prefect_aether.planning.inputs import ParsedInputs, parse_inputs, user_input_schemas
 from prefect_aether.planning.llm_planner import (
@@ -35,7 +36,6 @@ from prefect_aether.planning.llm_planner import (
     EventLog,
     PlanningCallback,
     PlanningContext,
-    PlanningEvent,
     PlanResult,
 )
 from prefect_aether.runinfo import Identity, RunInfo, holder
@@ -131,12 +131,17 @@ class PlannerService:
                 self._planner = HeuristicPlanner(self.catalog)
             else:
                 settings = current_settings()
-                self._planner = ActionPlanner(
+                llm_planner = ActionPlanner(
                     self.catalog,
                     self.llm,
                     max_iter=settings.planner_max_iter,
                     retrieval_threshold=settings.planner_retrieval_threshold,
                     top_k=settings.planner_top_k,
+                )
+                self._planner = (
+                    AutoPlanner(self.catalog, llm_planner)
+                    if self.planner_kind == "auto"
+                    else llm_planner
                 )
         return self._planner
 
@@ -190,7 +195,7 @@ class PlannerService:
         emit = EventLog(on_event)
         if self.store is not None:
             if cache:
-                hit = await cached_plan(self.store, self.catalog, ctx, emit)
+                hit = await cached_plan(self.store, self.catalog, ctx, emit, self.planner_key)
                 if hit is not None:
                     return hit
             settings = current_settings()
@@ -208,7 +213,7 @@ class PlannerService:
             await self.store.save_plan(
                 result.plan,
                 goal=ctx.goal,
-                catalog_fingerprint=cache_scope(self.catalog, ctx),
+                catalog_fingerprint=cache_scope(self.catalog, ctx, self.planner_key),
                 input_keys=ctx.user_inputs,
                 validation=result.validation,
                 planner=result.planner,
@@ -217,17 +222,18 @@ class PlannerService:
         return result
 
     async def _plan_once(self, ctx: PlanningContext, emit: EventLog) -> PlanResult:
-        planner = self.planner
-        try:
-            result = await planner.plan(ctx, on_event=emit)
-        except LLMError as exc:
-            if self.planner_kind != "auto":
-                raise
-            message = f"LLM unavailable ({exc}); planning with the heuristic planner instead"
-            logger.warning(message)
-            await emit(PlanningEvent(phase="fallback", iteration=0, message=message))
-            result = await HeuristicPlanner(self.catalog).plan(ctx, on_event=emit)
+        # `auto` never raises for the LLM (`AutoPlanner` falls back); `llm` does.
+        result = await self.planner.plan(ctx, on_event=emit)
         return result.model_copy(update={"events": emit.events})
+
+    @property
+    def planner_key(self) -> str:
+        """The planner as the plan cache tells plans apart: its kind, and for an LLM its
+        base URL and model."""
+        if self.planner_kind == "heuristic" or self.llm is None:
+            return "heuristic"
+        base = getattr(self.llm, "base_url", type(self.llm).__name__)
+        return f"{self.planner_kind}|{base}|{getattr(self.llm, 'model', '')}"
 
     async def parse_inputs(
         self,

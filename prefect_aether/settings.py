@@ -78,6 +78,14 @@ class AetherSettings(PrefectBaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, description="API key for the LLM.")
     llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per LLM request.")
     llm_max_retries: int = Field(default=3, ge=0, description="Retries per LLM request.")
+    planning_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "Seconds one LLM planning call may take in all: connects, slow answers, retries "
+            "and repair rounds. Past it, planner='auto' uses the heuristic plan."
+        ),
+    )
     planner_max_iter: int = Field(default=3, ge=1, description="Most LLM planning rounds.")
     planner_retrieval_threshold: int = Field(
         default=40,

@@ -23,6 +23,8 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Seconds between the body's bytes: a server that sends its answer slowly.
+    trickle: float = 0.0
 
     @classmethod
     def chat(cls, content: str, *, prompt_tokens: int = 10, completion_tokens: int = 5) -> Reply:
@@ -91,7 +93,13 @@ class ScriptedLLMServer:
                     for key, value in reply.headers.items():
                         self.send_header(key.replace("_", "-"), value)
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if reply.trickle:
+                        for byte in reply.body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.trickle)
+                    else:
+                        self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

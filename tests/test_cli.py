@@ -191,10 +191,16 @@ def test_run_goal_with_the_llm_planner(
         ]
     }
     llm_server.script(Reply.chat(json.dumps(plan)))
-    result = runner.invoke(app, ["run", "--goal", "clean five rows", "-m", PIPELINE])
+    llm_run = ["run", "--goal", "clean five rows", "-m", PIPELINE, "--planner", "llm"]
+    result = runner.invoke(app, llm_run)
     assert result.exit_code == 0, result.output
     assert '"dropped": 0' in result.output
     assert len(llm_server.requests) == 1
+    # `auto` keeps the heuristic plan unless the LLM's is strictly better, and says so.
+    llm_server.script(Reply.chat(json.dumps(plan)))
+    auto = runner.invoke(app, [*llm_run[:-1], "auto", "--no-cache"])
+    assert auto.exit_code == 0, auto.output
+    assert "using the heuristic planner's plan" in " ".join(auto.output.split())
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -204,7 +210,7 @@ def test_run_goal_falls_back_to_heuristic_when_llm_is_down(monkeypatch: pytest.M
     monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MAX_RETRIES", "0")
     result = runner.invoke(app, ["run", "--goal", "load the sales data", "-m", PIPELINE])
     assert result.exit_code == 0, result.output
-    assert "LLM unavailable" in result.output
+    assert "the LLM failed (LLMError: ConnectError" in " ".join(result.output.split())
     assert "(heuristic)" in result.output
     assert '"row_count": 120' in result.output
 

@@ -9,6 +9,7 @@ from prefect import flow
 
 from prefect_aether import ActionCatalog, PlanDecodingError
 from prefect_aether.plan import CandidatePlan
+from prefect_aether.planning._answer import answer_schema
 from prefect_aether.planning.llm import OpenAICompatibleLLM
 from prefect_aether.planning.llm_planner import (
     ActionPlanner,
@@ -29,6 +30,21 @@ def catalog() -> ActionCatalog:
     catalog = ActionCatalog()
     catalog.register_module(load_script_as_module(str(ROOT / "flows" / "pipeline.py")))
     return catalog
+
+
+def assert_strict(schema: Any) -> None:
+    """Strict structured-output rules (OpenAI's strict mode): every object lists all its
+    properties as required and forbids others."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("type") == "object":
+                assert node.get("additionalProperties") is False, node
+                assert sorted(node.get("required", [])) == sorted(node["properties"]), node
+            stack.extend(node.values())
 
 
 def planner(server: ScriptedLLMServer, catalog: ActionCatalog, **kwargs: Any) -> ActionPlanner:
@@ -74,7 +90,9 @@ async def test_happy_path(llm_server: ScriptedLLMServer, catalog: ActionCatalog)
     assert "Goal: revenue by region from the sales csv" in prompt
     assert "User inputs available as ${user.<key>}: csv (str)" in prompt
     assert catalog.render() in prompt
-    assert request.body["response_format"]["json_schema"]["schema"] == CandidatePlan.json_schema()
+    schema = request.body["response_format"]["json_schema"]["schema"]
+    assert schema == answer_schema(catalog.list_actions())
+    assert_strict(schema)
 
 
 @pytest.mark.parametrize(

@@ -36,23 +36,28 @@ async def worked_examples(
     return found
 
 
-def cache_scope(catalog: ActionCatalog, ctx: PlanningContext) -> str:
-    """What a cached plan is keyed by besides goal and input keys: the catalog and the
+def cache_scope(catalog: ActionCatalog, ctx: PlanningContext, planner: str = "") -> str:
+    """What a cached plan is keyed by besides goal and input keys: the catalog, the
     actions the caller may use (`flow_ids`), so a plan made for a wider caller is
-    never served to a narrower one."""
+    never served to a narrower one, and the planner (its kind, and an LLM's base URL
+    and model), so configuring or changing an LLM plans afresh."""
     fingerprint = catalog.fingerprint
-    if ctx.flow_ids is None:
+    if ctx.flow_ids is None and not planner:
         return fingerprint
-    scope = "\0".join([fingerprint, *sorted(set(ctx.flow_ids))])
+    scope = "\0".join([fingerprint, planner, *sorted(set(ctx.flow_ids or []))])
     return hashlib.sha256(scope.encode()).hexdigest()[: len(fingerprint)]
 
 
 async def cached_plan(
-    store: PlanStore, catalog: ActionCatalog, ctx: PlanningContext, emit: EventLog
+    store: PlanStore,
+    catalog: ActionCatalog,
+    ctx: PlanningContext,
+    emit: EventLog,
+    planner: str = "",
 ) -> PlanResult | None:
     """The stored plan for this goal, catalog, allowed actions and input keys, if it may
     still be used (validated again, within `flow_ids` and without manual actions)."""
-    hit = await store.find_cached(ctx.goal, cache_scope(catalog, ctx), ctx.user_inputs)
+    hit = await store.find_cached(ctx.goal, cache_scope(catalog, ctx, planner), ctx.user_inputs)
     if hit is None:
         return None
     validation = validate_plan(

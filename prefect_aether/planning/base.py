@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from prefect_aether._internal.callbacks import notify
 from prefect_aether.exceptions import PlanDecodingError
 from prefect_aether.plan import CandidatePlan
+from prefect_aether.planning._answer import normalize_answer
 from prefect_aether.settings import current_settings
 from prefect_aether.validation.validate import ValidationResult
 
@@ -235,6 +236,8 @@ def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:
         raise PlanDecodingError(f"the JSON plan is {what}", raw=text) from None
     if isinstance(data, list):
         data = {"steps": data}
+    if isinstance(data, dict):
+        data = normalize_answer(data)
     if isinstance(data, dict) and "unserved" in data:
         # What the LLM says it cannot do travels with the plan, as the heuristic
         # planner's does: a bounded list of short texts.

@@ -18,7 +18,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -33,6 +34,8 @@ logger = logging.getLogger("prefect_aether.llm")
 
 Usage = dict[str, int]
 RETRY_STATUSES = frozenset({408, 409, 429})
+# Who hears about each retry (a planner reporting its progress); None: nobody.
+RETRIES: ContextVar[Callable[[str], None] | None] = ContextVar("aether_llm_retries", default=None)
 _BODY_PREVIEW = 500
 
 
@@ -43,7 +46,8 @@ class OpenAICompatibleLLM:
         base_url: The API root, e.g. `https://api.openai.com/v1`.
         model: The model name.
         api_key: Sent only as `Authorization: Bearer ...`; never logged or shown.
-        timeout: Seconds for the whole request (read, write, pool).
+        timeout: Seconds for each whole request, from connect to the last byte of the
+            answer (a server that sends its answer slowly is cut off too).
         connect_timeout: Seconds to connect.
         max_retries: Retries after the first attempt, on connect errors,
             timeouts, 408, 409, 429 and 5xx. Other 4xx are never retried.
@@ -88,6 +92,7 @@ class OpenAICompatibleLLM:
             api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
         )
         self.timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self.request_seconds = float(timeout)
         self.max_retries = max_retries
         self.temperature = temperature
         self.max_response_bytes = max_response_bytes
@@ -149,7 +154,17 @@ class OpenAICompatibleLLM:
             while True:
                 delay: float | None
                 try:
-                    status, text, retry_after = await self._post_once(client, url, headers, body)
+                    # One bound for the whole request, from connect to the last byte: a
+                    # server that trickles its answer cannot hold the caller longer.
+                    status, text, retry_after = await asyncio.wait_for(
+                        self._post_once(client, url, headers, body), self.request_seconds
+                    )
+                except asyncio.TimeoutError:
+                    failure = LLMError(
+                        f"no complete answer from {self.base_url} within "
+                        f"{self.request_seconds:g} s (timeout)"
+                    )
+                    delay = None
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     failure = LLMError(
                         f"{type(exc).__name__} talking to {self.base_url}: {self._redact(str(exc))}"
@@ -172,7 +187,12 @@ class OpenAICompatibleLLM:
                         status_code=failure.status_code,
                         body=failure.body,
                     )
-                await asyncio.sleep(self._backoff(attempt, delay))
+                wait = self._backoff(attempt, delay)
+                listener = RETRIES.get()
+                if listener is not None:
+                    said = f"retry {attempt + 1} of {self.max_retries} in {wait:.1f} s: {failure}"
+                    listener(said)
+                await asyncio.sleep(wait)
                 attempt += 1
 
     async def _post_once(
@@ -261,5 +281,9 @@ def _content(payload: dict[str, Any]) -> str:
 
 
 def _usage(payload: dict[str, Any]) -> Usage:
-    raw = payload.get("usage") or {}
-    return {k: int(v) for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}
+    raw = payload.get("usage")
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(k): int(v) for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)
+    }

@@ -9,14 +9,16 @@ Examples:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 from prefect_aether._internal.text import sanitize
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
-from prefect_aether.exceptions import AetherUsageError, PlanDecodingError
+from prefect_aether.exceptions import AetherUsageError, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
+from prefect_aether.planning._answer import answer_schema
 from prefect_aether.planning._retrieval import Retriever
 from prefect_aether.planning.base import (
     ChatModel,
@@ -28,6 +30,7 @@ from prefect_aether.planning.base import (
     PlanResult,
     decode_plan,
 )
+from prefect_aether.planning.llm import RETRIES
 from prefect_aether.settings import current_settings
 from prefect_aether.validation.validate import ValidationResult, producer_text, validate_plan
 
@@ -84,6 +87,7 @@ class ActionPlanner:
         self.llm = llm
         self.max_iter = max_iter
         self.max_tokens = settings.max_planning_tokens
+        self.deadline = settings.planning_timeout
         self.retrieval_threshold = retrieval_threshold
         self.top_k = top_k
         self._retriever = Retriever(catalog)
@@ -166,12 +170,33 @@ class ActionPlanner:
     async def plan(
         self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
     ) -> PlanResult:
-        """Ask the LLM for a plan, validate it, and repair it up to `max_iter` rounds.
+        """Ask the LLM for a plan, validate it, and repair it up to `max_iter` rounds,
+        all within `planning_timeout` seconds.
 
         Raises:
-            LLMError: The LLM could not be reached (a caller may fall back).
+            LLMError: The LLM could not be reached, or the whole call took longer than
+                `planning_timeout` (a caller may fall back).
         """
         emit = EventLog(on_event)
+        pending: set[asyncio.Future[None]] = set()
+
+        def retried(message: str) -> None:
+            event = PlanningEvent(phase="llm_request", iteration=0, message=message)
+            told = asyncio.ensure_future(emit(event))
+            pending.add(told)
+            told.add_done_callback(pending.discard)
+
+        token = RETRIES.set(retried)
+        try:
+            return await asyncio.wait_for(self._plan(ctx, emit), self.deadline)
+        except asyncio.TimeoutError:
+            raise LLMError(
+                f"planning took longer than {self.deadline:g} s (planning_timeout)"
+            ) from None
+        finally:
+            RETRIES.reset(token)
+
+    async def _plan(self, ctx: PlanningContext, emit: EventLog) -> PlanResult:
         events = emit.events
         usage: dict[str, int] = {}
         counted = 0
@@ -204,7 +229,7 @@ class ActionPlanner:
                 )
             )
             content, used = await self.llm.chat(
-                messages, json_schema=CandidatePlan.json_schema(), schema_name="plan"
+                messages, json_schema=answer_schema(shown), schema_name="plan"
             )
             for key, value in used.items():
                 usage[key] = usage.get(key, 0) + value

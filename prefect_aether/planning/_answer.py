@@ -1,0 +1,169 @@
+"""The shape of the LLM's answer: a JSON schema valid under strict structured-output
+rules, and the answer read back into a plan (private to `llm_planner` and `base`).
+
+Strict rules (OpenAI's strict mode; llama.cpp's grammar enforces the same schema):
+every object lists all its properties as required and sets `additionalProperties:
+false`; an optional value is nullable instead of missing. So each step names every
+input of its action (null for one it leaves at its default), says why it is there
+(`reason`), and lists its order-only predecessors (`after`, maybe empty); the
+answer lists what no action can do (`unserved`, maybe empty).
+
+With few actions shown, each action gets a step schema of its own (`anyOf`): the
+model can only name real inputs with values of their type or bindings. With many, a
+step names its action from an enum and gives its inputs as `{name, value}` pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect_aether.catalog.specs import ActionSpec, IOSlot
+
+__all__ = ["PER_ACTION_LIMIT", "answer_schema", "normalize_answer"]
+
+PER_ACTION_LIMIT = 24
+"""Most actions shown with a step schema each; above it, one generic step schema."""
+
+_TEXT: dict[str, Any] = {"type": "string"}
+_SCALAR: dict[str, Any] = {"type": ["string", "number", "integer", "boolean", "null"]}
+
+
+def answer_schema(actions: Sequence[ActionSpec]) -> dict[str, Any]:
+    """The strict JSON schema of an answer over `actions`.
+
+    Examples:
+        >>> from prefect_aether.catalog.specs import ActionSpec, IOSlot
+        >>> path = IOSlot(name="path", type="string")
+        >>> spec = ActionSpec(name="load", ref="flow:load", inputs=[path])
+        >>> step = answer_schema([spec])["properties"]["steps"]["items"]["anyOf"][0]
+        >>> step["properties"]["inputs"]["required"], step["additionalProperties"]
+        (['path'], False)
+    """
+    if len(actions) <= PER_ACTION_LIMIT:
+        items: dict[str, Any] = {"anyOf": [_action_step(spec) for spec in actions]}
+    else:
+        items = _generic_step(actions)
+    return _object(
+        {
+            "steps": {"type": "array", "items": items},
+            "unserved": {
+                "type": "array",
+                "items": _TEXT,
+                "description": "Parts of the goal, in the user's words, that no action does.",
+            },
+        }
+    )
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _step(action: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    return _object(
+        {
+            "id": {"type": "string", "description": "Unique step id, e.g. 'load'."},
+            "action": action,
+            "inputs": inputs,
+            "after": {"type": "array", "items": _TEXT},
+            "reason": {"type": "string", "description": "Why this step is in the plan."},
+        }
+    )
+
+
+def _action_step(spec: ActionSpec) -> dict[str, Any]:
+    inputs = _object({slot.name: _value(slot) for slot in spec.inputs})
+    return _step({"type": "string", "enum": [spec.name]}, inputs)
+
+
+def _generic_step(actions: Sequence[ActionSpec]) -> dict[str, Any]:
+    names = sorted({slot.name for spec in actions for slot in spec.inputs}) or ["_"]
+    pair = _object({"name": {"type": "string", "enum": names}, "value": _SCALAR})
+    return _step(
+        {"type": "string", "enum": [spec.name for spec in actions]},
+        {"type": "array", "items": pair},
+    )
+
+
+def _value(slot: IOSlot) -> dict[str, Any]:
+    """A binding (text) or a literal of the input's own type; null for a default."""
+    options: list[dict[str, Any]] = [dict(_TEXT)]
+    if slot.type in ("integer", "number", "boolean"):
+        options.append({"type": slot.type})
+    elif slot.type in ("array", "object"):
+        strict = _strict(slot.json_schema)
+        if strict is not None:
+            options.append(strict)
+    if not slot.required:
+        options.append({"type": "null"})
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def _strict(schema: dict[str, Any], depth: int = 0) -> dict[str, Any] | None:
+    """`schema` under strict rules, or None when it cannot be said strictly (a free-form
+    map, a recursive type): the model then writes a binding."""
+    if depth > 6 or "$ref" in schema:
+        return None
+    kind = schema.get("type")
+    if isinstance(schema.get("enum"), list):
+        values = [v for v in schema["enum"] if isinstance(v, str | int | float | bool)]
+        return {"enum": values} if values else None
+    if kind in ("string", "integer", "number", "boolean"):
+        return {"type": kind}
+    if kind == "array":
+        items = schema.get("items")
+        inner = _strict(items, depth + 1) if isinstance(items, dict) else None
+        return {"type": "array", "items": inner} if inner is not None else None
+    if kind == "object":
+        properties = schema.get("properties")
+        if not isinstance(properties, dict) or not properties:
+            return None
+        required = set(schema.get("required") or [])
+        out: dict[str, Any] = {}
+        for name, sub in properties.items():
+            strict = _strict(sub, depth + 1) if isinstance(sub, dict) else None
+            if strict is None:
+                return None
+            out[name] = strict if name in required else {"anyOf": [strict, {"type": "null"}]}
+        return _object(out)
+    options = schema.get("anyOf")
+    if isinstance(options, list):
+        strict_options = [_strict(o, depth + 1) for o in options if isinstance(o, dict)]
+        if strict_options and all(o is not None for o in strict_options):
+            return {"anyOf": strict_options}
+    return None
+
+
+def normalize_answer(data: dict[str, Any]) -> dict[str, Any]:
+    """An answer in the strict shape as a plan's dict: `{name, value}` pairs become
+    inputs, null inputs (left at their defaults) are dropped, and each step's `reason`
+    goes to its extras. Anything else is left for the plan's own validation."""
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return data
+    out = []
+    for step in steps:
+        if not isinstance(step, dict):
+            out.append(step)
+            continue
+        step = dict(step)
+        inputs = step.get("inputs")
+        if isinstance(inputs, list) and all(
+            isinstance(p, dict) and isinstance(p.get("name"), str) for p in inputs
+        ):
+            inputs = {p["name"]: p.get("value") for p in inputs}
+        if isinstance(inputs, dict):
+            step["inputs"] = {k: v for k, v in inputs.items() if v is not None}
+        reason = step.pop("reason", None)
+        if isinstance(reason, str) and reason.strip():
+            extras = step.get("extras")
+            kept = extras if isinstance(extras, dict) else {}
+            step["extras"] = {**kept, "reason": reason.strip()[:300]}
+        out.append(step)
+    return {**data, "steps": out}

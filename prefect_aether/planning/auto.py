@@ -1,0 +1,118 @@
+"""`planner="auto"`: the LLM planner, never worse than the offline heuristic planner.
+
+Both plan the goal. The LLM's plan is taken only when it is valid and strictly better
+than the heuristic planner's by this rule, in order:
+
+1. a plan beats no plan;
+2. a complete plan (no `${user.*}` value left to give) beats a partial one;
+3. a plan that serves more of the goal (fewer `unserved` parts) beats one that
+   serves less;
+4. a plan that asks the user for fewer values beats one that asks for more.
+
+On a tie the heuristic planner's plan stays: it is deterministic and made only of
+what the goal says. Whenever the LLM's plan is not taken (invalid after its repair
+rounds, garbage, empty, late, or the server failed in any way), a `fallback` event
+says why in one line.
+
+Examples:
+    >>> from prefect_aether.planning.base import PlanResult
+    >>> better(PlanResult(plan=None, validation=None), PlanResult(plan=None, validation=None))
+    False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prefect_aether.catalog.registry import ActionCatalog
+from prefect_aether.planning.base import (
+    EventLog,
+    PlanningCallback,
+    PlanningContext,
+    PlanningEvent,
+    PlanResult,
+)
+from prefect_aether.planning.heuristic import HeuristicPlanner
+from prefect_aether.planning.llm_planner import ActionPlanner
+
+__all__ = ["AutoPlanner", "better"]
+
+logger = logging.getLogger("prefect_aether.planner")
+
+
+def _rank(result: PlanResult) -> tuple[int, int, int, int]:
+    """Higher is better: (has a plan, complete, -unserved parts, -user values asked)."""
+    if result.plan is None or result.validation is None:
+        return (0, 0, 0, 0)
+    validation = result.validation
+    return (
+        1,
+        1 if validation.ok else 0,
+        -len(result.unserved),
+        -len(validation.missing_user_bindings),
+    )
+
+
+def better(candidate: PlanResult, incumbent: PlanResult) -> bool:
+    """Whether `candidate` is strictly better than `incumbent` by the module's rule."""
+    return _rank(candidate) > _rank(incumbent)
+
+
+class AutoPlanner:
+    """Plans with the LLM and the heuristic planner, and returns the better plan.
+
+    Args:
+        catalog: The actions to plan with.
+        llm_planner: The LLM planner (its deadline bounds the LLM's part).
+    """
+
+    name = "auto"
+
+    def __init__(self, catalog: ActionCatalog, llm_planner: ActionPlanner) -> None:
+        self.catalog = catalog
+        self.llm_planner = llm_planner
+        self.heuristic = HeuristicPlanner(catalog)
+
+    async def plan(
+        self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
+    ) -> PlanResult:
+        emit = EventLog(on_event)
+        heuristic = await self.heuristic.plan(ctx)
+        why = ""
+        try:
+            result = await self.llm_planner.plan(ctx, on_event=emit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of the LLM's part: the offline plan stands
+            result = None
+            why = f"the LLM failed ({type(exc).__name__}: {_line(str(exc))})"
+        if result is not None and better(result, heuristic):
+            return result.model_copy(update={"events": emit.events, "planner": "llm"})
+        if result is not None:
+            why = _why_not(result, heuristic)
+        message = f"{why}; using the heuristic planner's plan" + (
+            "" if heuristic.plan is not None else " (it has none either)"
+        )
+        logger.info(message)
+        await emit(PlanningEvent(phase="fallback", iteration=0, message=message))
+        for event in heuristic.events:
+            await emit(event)
+        usage = result.usage if result is not None else {}
+        return heuristic.model_copy(
+            update={"events": emit.events, "usage": usage, "planner": "heuristic"}
+        )
+
+
+def _why_not(llm: PlanResult, heuristic: PlanResult) -> str:
+    if llm.plan is None:
+        last = next((e.message for e in reversed(llm.events) if e.phase == "failure"), "")
+        return f"the LLM gave no acceptable plan ({_line(last) or 'none'})"
+    if _rank(llm) == _rank(heuristic):
+        return "the LLM's plan is no better than the heuristic planner's"
+    return "the LLM's plan is worse than the heuristic planner's (less complete)"
+
+
+def _line(text: str, limit: int = 200) -> str:
+    first = " ".join(text.split())
+    return first if len(first) <= limit else first[: limit - 1] + "…"

@@ -1,0 +1,172 @@
+"""`planner="auto"` never makes a plan worse than the heuristic planner's, and a planning
+call is bounded in time however the LLM server behaves (scripted faults)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+
+from prefect_aether import ActionCatalog, LLMError, PlannerService, PlanningContext
+from prefect_aether.planning.auto import AutoPlanner
+from prefect_aether.planning.heuristic import HeuristicPlanner
+from prefect_aether.planning.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm_planner import ActionPlanner
+from prefect_aether.store import PlanStore
+from tests.llm_server import Reply, ScriptedLLMServer
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL = "revenue by region from the sales csv"
+
+
+@pytest.fixture(scope="module")
+def catalog() -> ActionCatalog:
+    catalog = ActionCatalog()
+    catalog.register_module(str(ROOT / "flows" / "pipeline.py"))
+    return catalog
+
+
+def llm(server: ScriptedLLMServer, **kwargs: Any) -> OpenAICompatibleLLM:
+    return OpenAICompatibleLLM(server.base_url, "m", **{"max_retries": 0, **kwargs})
+
+
+def auto(server: ScriptedLLMServer, catalog: ActionCatalog, **kwargs: Any) -> AutoPlanner:
+    return AutoPlanner(catalog, ActionPlanner(catalog, llm(server, **kwargs), max_iter=2))
+
+
+INVALID = json.dumps({"steps": [{"id": "x", "action": "no_such_action", "inputs": {}}]})
+
+
+@pytest.mark.parametrize(
+    ("replies", "why"),
+    [
+        ([Reply.chat("not json at all"), Reply.chat("still not json")], "no acceptable plan"),
+        ([Reply.chat(INVALID), Reply.chat(INVALID)], "no acceptable plan"),
+        ([Reply.chat(json.dumps({"steps": []})), Reply.chat("{}")], "no acceptable plan"),
+        ([Reply.error(500, "boom")], "the LLM failed (LLMError: LLM server answered HTTP 500"),
+        ([Reply.error(401, "bad key")], "the LLM failed (LLMError: LLM server answered HTTP 401"),
+        ([Reply(body=b'{"choices": []}')], "the LLM failed (LLMError: LLM answer has no choices"),
+    ],
+)
+async def test_auto_keeps_the_heuristic_plan_when_the_llm_fails_in_any_way(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog, replies: list[Reply], why: str
+) -> None:
+    ctx = PlanningContext(goal=GOAL, user_inputs={"csv": "x.csv"})
+    offline = await HeuristicPlanner(catalog).plan(ctx)
+    assert offline.plan is not None
+    llm_server.script(*replies)
+    result = await auto(llm_server, catalog).plan(ctx)
+    assert result.plan == offline.plan
+    assert result.planner == "heuristic"
+    fallback = next(e for e in result.events if e.phase == "fallback")
+    assert why in fallback.message
+    assert fallback.message.endswith("using the heuristic planner's plan")
+    assert "\n" not in fallback.message
+
+
+async def test_a_late_llm_yields_the_heuristic_plan_within_the_deadline(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_PLANNING_TIMEOUT", "1")
+    llm_server.script(Reply(body=Reply.chat(INVALID).body, delay=5))
+    started = time.monotonic()
+    result = await auto(llm_server, catalog, timeout=30).plan(PlanningContext(goal=GOAL))
+    assert time.monotonic() - started < 4
+    assert result.plan is not None
+    assert result.planner == "heuristic"
+    assert "planning took longer than 1 s (planning_timeout)" in result.events[-2].message or any(
+        "planning took longer than 1 s" in e.message for e in result.events
+    )
+
+
+@flow(name="read_rows")
+def read_rows(path: str) -> list[dict[str, str]]:
+    """Read the rows of a CSV file."""
+    return []
+
+
+@flow(name="count_rows")
+def count_rows(rows: list[dict[str, str]]) -> int:
+    """Count rows."""
+    return len(rows)
+
+
+async def test_a_strictly_better_llm_plan_is_taken(llm_server: ScriptedLLMServer) -> None:
+    small = ActionCatalog()
+    small.register(read_rows)
+    small.register(count_rows)
+    # The goal names no file: the heuristic plan asks for one; the LLM's is complete.
+    ctx = PlanningContext(goal="count the rows", user_inputs={"file": "data.csv"})
+    offline = await HeuristicPlanner(small).plan(ctx)
+    assert offline.validation is not None
+    assert offline.validation.missing_user_bindings
+    assert not offline.validation.ok
+    steps = [
+        {"id": "read", "action": "read_rows", "inputs": {"path": "${user.file}"}},
+        {"id": "count", "action": "count_rows", "inputs": {"rows": "${read}"}},
+    ]
+    llm_server.script(Reply.chat(json.dumps({"steps": steps, "unserved": []})))
+    result = await auto(llm_server, small).plan(ctx)
+    assert result.planner == "llm"
+    assert result.plan is not None
+    assert [s.id for s in result.plan.steps] == ["read", "count"]
+    assert result.validation is not None
+    assert result.validation.ok
+
+
+async def test_a_trickling_answer_is_cut_at_the_timeout(llm_server: ScriptedLLMServer) -> None:
+    llm_server.script(Reply(body=Reply.chat("{}").body, trickle=0.2))
+    started = time.monotonic()
+    with pytest.raises(LLMError, match=r"no complete answer .* within 1 s"):
+        await llm(llm_server, timeout=1).chat([{"role": "user", "content": "hi"}])
+    assert time.monotonic() - started < 3
+
+
+async def test_usage_that_is_not_an_object_is_ignored(llm_server: ScriptedLLMServer) -> None:
+    payload = json.loads(Reply.chat("ok").body)
+    payload["usage"] = "lots"
+    llm_server.script(Reply(body=json.dumps(payload).encode()))
+    content, usage = await llm(llm_server).chat([{"role": "user", "content": "hi"}])
+    assert (content, usage) == ("ok", {})
+
+
+async def test_each_retry_is_a_planning_event(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    steps = [{"id": "load", "action": "load_sales", "inputs": {"path": "x.csv"}}]
+    llm_server.script(Reply.error(503, "busy"), Reply.chat(json.dumps({"steps": steps})))
+    planner = ActionPlanner(catalog, llm(llm_server, max_retries=1, backoff_seconds=0.01))
+    events: list[Any] = []
+    result = await planner.plan(PlanningContext(goal="load the sales"), on_event=events.append)
+    assert result.plan is not None
+    retries = [e.message for e in events if e.message.startswith("retry ")]
+    assert len(retries) == 1
+    assert "retry 1 of 1" in retries[0]
+    assert "HTTP 503" in retries[0]
+
+
+async def test_the_plan_cache_tells_planners_and_models_apart(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog, tmp_path: Path
+) -> None:
+    store = PlanStore(f"sqlite+aiosqlite:///{tmp_path}/cache.db")
+    steps = [{"id": "load", "action": "load_sales", "inputs": {"path": "${user.csv}"}}]
+    offline = PlannerService(catalog, planner="heuristic", store=store)
+    first = await offline.plan("load the sales", user_inputs={"csv": "a.csv"})
+    assert first.plan is not None
+    assert (await offline.plan("load the sales", user_inputs={"csv": "b.csv"})).cached
+    # Configuring an LLM plans afresh; so does another model on the same server.
+    for model in ("m1", "m2"):
+        llm_server.script(Reply.chat(json.dumps({"steps": steps})))
+        service = PlannerService(
+            catalog, planner="llm", llm=OpenAICompatibleLLM(llm_server.base_url, model), store=store
+        )
+        fresh = await service.plan("load the sales", user_inputs={"csv": "a.csv"})
+        assert not fresh.cached
+        assert len(llm_server.requests) == 1
+        again = await service.plan("load the sales", user_inputs={"csv": "a.csv"})
+        assert again.cached
+    await store.close()
