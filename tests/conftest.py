@@ -174,3 +174,16 @@ async def page() -> AsyncIterator[Any]:
             yield await browser.new_page()
         finally:
             await browser.close()
+
+
+@pytest.fixture(scope="session")
+def real_llm() -> Iterator[str]:
+    """A real model on loopback: llama.cpp's server and a 1.5B instruct model, installed
+    into a cache outside the repository (tests/llama.py); its base URL."""
+    from tests.llama import LlamaServer
+
+    server = LlamaServer()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()

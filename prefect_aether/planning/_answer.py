@@ -5,7 +5,8 @@ Strict rules (OpenAI's strict mode; llama.cpp's grammar enforces the same schema
 every object lists all its properties as required and sets `additionalProperties:
 false`; an optional value is nullable instead of missing. So each step names every
 input of its action (null for one it leaves at its default), says why it is there
-(`reason`), and lists its order-only predecessors (`after`, maybe empty); the
+(`reason`), and lists the earlier steps it waits for without reading them
+(`wait_for`, read back as `after`; maybe empty); the
 answer lists what no action can do (`unserved`, maybe empty).
 
 With few actions shown, each action gets a step schema of its own (`anyOf`): the
@@ -15,12 +16,15 @@ step names its action from an enum and gives its inputs as `{name, value}` pairs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from prefect_aether.catalog.specs import ActionSpec, IOSlot
+from prefect_aether.exceptions import BindingError
+from prefect_aether.plan import CandidatePlan, iter_strings, parse_binding
 
-__all__ = ["PER_ACTION_LIMIT", "answer_schema", "normalize_answer"]
+__all__ = ["PER_ACTION_LIMIT", "answer_schema", "drop_cyclic_after", "normalize_answer"]
 
 PER_ACTION_LIMIT = 24
 """Most actions shown with a step schema each; above it, one generic step schema."""
@@ -32,13 +36,15 @@ _SCALAR: dict[str, Any] = {"type": ["string", "number", "integer", "boolean", "n
 def answer_schema(actions: Sequence[ActionSpec]) -> dict[str, Any]:
     """The strict JSON schema of an answer over `actions`.
 
-    Examples:
-        >>> from prefect_aether.catalog.specs import ActionSpec, IOSlot
-        >>> path = IOSlot(name="path", type="string")
-        >>> spec = ActionSpec(name="load", ref="flow:load", inputs=[path])
-        >>> step = answer_schema([spec])["properties"]["steps"]["items"]["anyOf"][0]
-        >>> step["properties"]["inputs"]["required"], step["additionalProperties"]
-        (['path'], False)
+            Examples:
+                >>> from prefect_aether.catalog.specs import ActionSpec, IOSlot
+        from prefect_aether.exceptions import BindingError
+    from prefect_aether.plan import CandidatePlan, iter_strings, parse_binding
+                >>> path = IOSlot(name="path", type="string")
+                >>> spec = ActionSpec(name="load", ref="flow:load", inputs=[path])
+                >>> step = answer_schema([spec])["properties"]["steps"]["items"]["anyOf"][0]
+                >>> step["properties"]["inputs"]["required"], step["additionalProperties"]
+                (['path'], False)
     """
     if len(actions) <= PER_ACTION_LIMIT:
         items: dict[str, Any] = {"anyOf": [_action_step(spec) for spec in actions]}
@@ -71,7 +77,11 @@ def _step(action: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
             "id": {"type": "string", "description": "Unique step id, e.g. 'load'."},
             "action": action,
             "inputs": inputs,
-            "after": {"type": "array", "items": _TEXT},
+            "wait_for": {
+                "type": "array",
+                "items": _TEXT,
+                "description": "Ids of earlier steps this one waits for without reading them.",
+            },
             "reason": {"type": "string", "description": "Why this step is in the plan."},
         }
     )
@@ -147,12 +157,13 @@ def normalize_answer(data: dict[str, Any]) -> dict[str, Any]:
     steps = data.get("steps")
     if not isinstance(steps, list):
         return data
+    renamed = _step_ids(steps)
     out = []
     for step in steps:
         if not isinstance(step, dict):
             out.append(step)
             continue
-        step = dict(step)
+        step = _renamed(dict(step), renamed)
         inputs = step.get("inputs")
         if isinstance(inputs, list) and all(
             isinstance(p, dict) and isinstance(p.get("name"), str) for p in inputs
@@ -160,6 +171,10 @@ def normalize_answer(data: dict[str, Any]) -> dict[str, Any]:
             inputs = {p["name"]: p.get("value") for p in inputs}
         if isinstance(inputs, dict):
             step["inputs"] = {k: v for k, v in inputs.items() if v is not None}
+        if "wait_for" in step:
+            waits = step.pop("wait_for")
+            if "after" not in step:
+                step["after"] = waits
         reason = step.pop("reason", None)
         if isinstance(reason, str) and reason.strip():
             extras = step.get("extras")
@@ -167,3 +182,101 @@ def normalize_answer(data: dict[str, Any]) -> dict[str, Any]:
             step["extras"] = {**kept, "reason": reason.strip()[:300]}
         out.append(step)
     return {**data, "steps": out}
+
+
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _step_ids(steps: list[Any]) -> dict[str, str]:
+    """New ids for step ids that are no identifiers (an action's name such as
+    `export-summary` used as an id): `-`, `.` and spaces become `_`, unless that id is
+    taken; the validator reports anything still wrong."""
+    taken = {s.get("id") for s in steps if isinstance(s, dict)}
+    renamed: dict[str, str] = {}
+    for step in steps:
+        sid = step.get("id") if isinstance(step, dict) else None
+        if not isinstance(sid, str) or _ID.fullmatch(sid):
+            continue
+        new = re.sub(r"[^A-Za-z0-9_]", "_", sid)
+        new = new if _ID.fullmatch(new) else f"s_{new}"
+        if new not in taken:
+            renamed[sid] = new
+            taken.add(new)
+    return renamed
+
+
+def _renamed(step: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
+    if not renamed:
+        return step
+    if step.get("id") in renamed:
+        step["id"] = renamed[step["id"]]
+    for key in ("after", "wait_for"):
+        if isinstance(step.get(key), list):
+            step[key] = [renamed.get(s, s) if isinstance(s, str) else s for s in step[key]]
+
+    def rename(text: str) -> str:
+        match = re.fullmatch(r"\$\{([^.}]+)(.*)\}", text)
+        if match is None or match.group(1) not in renamed:
+            return text
+        return "${" + renamed[match.group(1)] + match.group(2) + "}"
+
+    step["inputs"] = _map_strings(step.get("inputs"), rename)
+    return step
+
+
+def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_strings(v, change) for k, v in value.items()}
+    return value
+
+
+def drop_cyclic_after(plan: CandidatePlan) -> CandidatePlan:
+    """`plan` without the order-only edges that close a cycle: data bindings say what a
+    step needs, so an `after` edge to a step that needs this one is a misread order
+    (small models list successors there), not a dependency to keep."""
+    steps = {s.id: s for s in plan.steps}
+    upstream = {sid: _needs(s.inputs, steps) for sid, s in steps.items()}
+    changed = False
+    kept_steps = []
+    for step in plan.steps:
+        kept = []
+        for before in step.after:
+            if before != step.id and not _reaches(upstream, before, step.id):
+                kept.append(before)
+                upstream[step.id].append(before)
+        if kept != step.after:
+            changed = True
+            step = step.model_copy(update={"after": kept})
+        kept_steps.append(step)
+    return plan.model_copy(update={"steps": kept_steps}) if changed else plan
+
+
+def _needs(inputs: Any, steps: Collection[str]) -> list[str]:
+    """The steps whose outputs `inputs` bind (malformed bindings are the validator's)."""
+    found = []
+    for _, text in iter_strings(inputs):
+        try:
+            binding = parse_binding(text)
+        except BindingError:
+            continue
+        if binding.step_id is not None and binding.step_id in steps:
+            found.append(binding.step_id)
+    return found
+
+
+def _reaches(upstream: dict[str, list[str]], start: str, target: str) -> bool:
+    """Whether `start` waits, directly or not, for `target`."""
+    seen, stack = set(), [start]
+    while stack:
+        current = stack.pop()
+        if current == target:
+            return True
+        if current in seen:
+            continue
+        seen.add(current)
+        stack.extend(upstream.get(current, ()))
+    return False

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Any
 
 from prefect_aether._internal.text import sanitize
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
 from prefect_aether.exceptions import AetherUsageError, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
-from prefect_aether.planning._answer import answer_schema
+from prefect_aether.planning._answer import answer_schema, drop_cyclic_after
 from prefect_aether.planning._retrieval import Retriever
 from prefect_aether.planning.base import (
     ChatModel,
@@ -255,14 +256,20 @@ class ActionPlanner:
                     raw_llm_output=content,
                 )
             )
-            messages.append({"role": "assistant", "content": content})
+            # Only the last answer and what is wrong with it go back: a small model's context
+            # (4k tokens) holds the prompt and one round, not every round.
+            messages = [*messages[:2], {"role": "assistant", "content": content}]
             try:
-                plan = decode_plan(content).resolve_actions(self.catalog)
+                plan = drop_cyclic_after(decode_plan(content).resolve_actions(self.catalog))
             except PlanDecodingError as exc:
                 await emit(PlanningEvent(phase="validation", iteration=iteration, message=str(exc)))
                 messages.append({"role": "user", "content": _repair_decoding(str(exc))})
                 continue
-            unserved = [str(s) for s in plan.extras.get("unserved") or []]
+            # A part the plan's own steps do is served, whatever the answer says.
+            planned = {_plain(n) for s in plan.steps for n in (s.id, s.action)}
+            unserved = [
+                str(s) for s in plan.extras.get("unserved") or [] if _plain(str(s)) not in planned
+            ]
             if not plan.steps and unserved:
                 message = "no action can: " + "; ".join(unserved)
                 await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
@@ -319,7 +326,8 @@ class ActionPlanner:
 
 _SYSTEM = """You plan workflows out of the listed actions (Prefect flows).
 Answer with one JSON object and nothing else:
-{"steps": [{"id": ..., "action": ..., "inputs": {...}, "after": [...]}]}.
+{"steps": [{"id": ..., "action": ..., "inputs": {...}, "wait_for": [...], "reason": ...}],
+ "unserved": [...]}.
 Rules:
 - Use only the listed actions and their listed inputs; give every required input.
 - Step ids are short names of letters, digits, '_' or '-', unique in the plan.
@@ -328,10 +336,12 @@ Rules:
   one field of it; a dotted path may follow ("${load.rows.0}"). Pass a whole model to an
   input of that type with "${<step_id>}". A binding must be the whole string. Bindings may
   sit inside lists and objects.
-- "after" (optional) lists steps that must finish first although this step reads none of
-  their outputs ("book the taxi, then play a song"); inputs bound to a step already wait for it.
+- "wait_for" lists the ids of EARLIER steps this step must wait for although it reads none of
+  their outputs ("book the taxi, then play a song": play waits for book); usually empty.
+- "reason" says in a few words why the step is there.
 - Steps may be listed in any order; the dependencies must not form a cycle.
 - Use the fewest steps that reach the goal. Never use an action for something it does not do.
+- Write compact JSON on one line.
 - List in "unserved" the parts of the goal (in the user's words) that no listed action does;
   when none of it can be done, answer {"steps": [], "unserved": ["<the goal>"]}."""
 
@@ -431,3 +441,7 @@ def _compact(plan: CandidatePlan) -> str:
 
 def _kind(value: Any) -> str:
     return type(value).__name__
+
+
+def _plain(name: str) -> str:
+    return " ".join(re.split(r"[\s_\-.]+", name.lower())).strip()

@@ -1,0 +1,98 @@
+"""The LLM planner against a real model: llama.cpp's server and Qwen2.5-Coder-1.5B-Instruct
+on loopback (tests/llama.py installs both; the scripted server stays for faults).
+
+A planning call takes 30-60 s on two cores, so these tests are few and each plans once
+or twice; temperature 0 makes the answers repeatable on one machine."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_aether import ActionCatalog, CandidatePlan, PlanningContext
+from prefect_aether.plan import iter_bindings
+from prefect_aether.planning.auto import AutoPlanner
+from prefect_aether.planning.llm import OpenAICompatibleLLM
+from prefect_aether.planning.llm_planner import ActionPlanner
+
+ROOT = Path(__file__).resolve().parent.parent
+REALWORLD = Path(os.environ.get("AETHER_REALWORLD_DIR", ROOT.parent / "shared" / "realworld"))
+DEMO_GOAL = "revenue by region, monthly trend, detect anomalies, then build the report and save it"
+
+
+@pytest.fixture(autouse=True)
+def long_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small model on two cores: a round takes up to a minute.
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_PLANNING_TIMEOUT", "400")
+
+
+def planner(base_url: str, catalog: ActionCatalog, max_iter: int) -> ActionPlanner:
+    llm = OpenAICompatibleLLM(base_url, "qwen2.5-coder-1.5b", timeout=240, max_retries=0)
+    return ActionPlanner(catalog, llm, max_iter=max_iter)
+
+
+def shape(plan: CandidatePlan) -> tuple[list[str], set[tuple[str, str, str]]]:
+    """A plan by what it does: its actions, and which action's output feeds which input."""
+    action = {s.id: s.action for s in plan.steps}
+    edges = {
+        (action.get(b.step_id or "", "?"), s.action, name)
+        for s in plan.steps
+        for name, value in s.inputs.items()
+        for _, b in iter_bindings({name: value})
+        if b.kind == "step_output"
+    }
+    return sorted(action.values()), edges
+
+
+def catalog_of(path: Path) -> ActionCatalog:
+    catalog = ActionCatalog()
+    catalog.register_module(str(path))
+    return catalog
+
+
+async def test_the_demo_goal_plans_like_the_hand_written_plan(real_llm: str) -> None:
+    catalog = catalog_of(ROOT / "flows" / "pipeline.py")
+    events: list[Any] = []
+    ctx = PlanningContext(goal=DEMO_GOAL, user_inputs={"title": "Sales 2026", "output_dir": "out"})
+    result = await planner(real_llm, catalog, 2).plan(ctx, on_event=events.append)
+    assert result.plan is not None, [e.message for e in events]
+    hand_written = CandidatePlan.from_dict(json.loads((ROOT / "flows" / "plan.json").read_text()))
+    assert shape(result.plan) == shape(hand_written)
+    # LLM plans say why each step is there.
+    assert all(step.extras.get("reason") for step in result.plan.steps)
+    assert result.usage["prompt_tokens"] > 0
+
+
+@pytest.mark.skipif(not (REALWORLD / "catalogs").is_dir(), reason="no real-world set")
+async def test_a_real_world_goal_goes_through_a_repair_round(real_llm: str) -> None:
+    catalog = catalog_of(REALWORLD / "catalogs" / "ml_pipeline.py")
+    goal = (
+        "load iris.csv, split it 70/30 with seed 1, train the centroid classifier and "
+        "register it as iris-centroid"
+    )
+    events: list[Any] = []
+    await planner(real_llm, catalog, 2).plan(PlanningContext(goal=goal), on_event=events.append)
+    rounds = [e for e in events if e.phase == "llm_request"]
+    checked = [e for e in events if e.phase == "validation"]
+    assert len(rounds) == 2
+    # The first real answer had issues, and the repair prompt named them.
+    assert checked[0].validation is not None
+    assert not checked[0].validation.ok
+    # Every answer kept the strict schema: each decoded into a plan.
+    assert all(e.plan_dict is not None for e in checked)
+
+
+@pytest.mark.skipif(not (REALWORLD / "catalogs").is_dir(), reason="no real-world set")
+async def test_an_impossible_goal_comes_back_with_unserved(real_llm: str) -> None:
+    catalog = catalog_of(REALWORLD / "catalogs" / "orders_etl.py")
+    events: list[Any] = []
+    result = await AutoPlanner(catalog, planner(real_llm, catalog, 1)).plan(
+        PlanningContext(goal="Email the CFO the quarterly PDF"), on_event=events.append
+    )
+    assert any(e.phase == "llm_response" for e in events)  # the model was asked
+    assert result.plan is None
+    assert result.unserved == ["Email the CFO the quarterly PDF"]
