@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest docs demo demo-plan bench bench-scale clean
+.PHONY: install test lint typecheck pytest docs demo demo-plan bench bench-scale bench-llm clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/realworld.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/catalog.py
+
+# A real local model (llama.cpp + a 1.5B instruct model, installed into ~/.cache): the LLM
+# planner beside the heuristic one on the real-world set and 60 TaskBench requests. Hours on
+# two cores for every goal; BENCH_LLM_FLAGS="--limit 3 --taskbench 10" for a short run.
+BENCH_LLM_FLAGS :=
+
+bench-llm: $(STAMP)
+	$(BIN)/python bench/llm.py $(BENCH_LLM_FLAGS)
 
 # PostgreSQL and two `prefect server start` processes (PostgreSQL, SQLite): minutes.
 bench-scale: $(STAMP)

@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(root: Path, domain: str) -> dict[str, Any]:
+async def run(
+    root: Path,
+    domain: str,
+    *,
+    make_planner: Callable[[ActionCatalog], Any] | None = None,
+    sample: int | None = None,
+) -> dict[str, Any]:
+    """Plan every request of `domain` (or a fixed, evenly spread `sample` of them) with
+    the heuristic planner, or with `make_planner(catalog)`, and score the plans."""
     samples_doc = json.loads((root / "data" / domain / "samples.json").read_text())
     mapping = json.loads((root / "catalogs" / f"{domain}_mapping.json").read_text())
     tool_desc = json.loads((root / "data" / domain / "tool_desc.json").read_text())
@@ -103,7 +112,10 @@ async def run(root: Path, domain: str) -> dict[str, Any]:
     catalog = ActionCatalog()
     catalog.register_module(str(root / "catalogs" / f"{domain}_flows.py"))
     catalog_seconds = time.perf_counter() - started
-    planner = HeuristicPlanner(catalog)
+    planner = make_planner(catalog) if make_planner is not None else HeuristicPlanner(catalog)
+    samples = samples_doc["samples"]
+    if sample is not None and sample < len(samples):
+        samples = samples[:: len(samples) // sample][:sample]
 
     expected_nodes: list[set[str]] = []
     planned_nodes: list[set[str]] = []
@@ -111,12 +123,12 @@ async def run(root: Path, domain: str) -> dict[str, Any]:
     planned_edges: list[set[Link]] = []
     latencies: list[float] = []
     status = {"valid": 0, "partial": 0, "failed": 0}
-    for sample in samples_doc["samples"]:
-        names = [fix(node["task"]) for node in sample["task_nodes"]]
+    for request in samples:
+        names = [fix(node["task"]) for node in request["task_nodes"]]
         expected_nodes.append(set(names))
-        expected_edges.append(expected_links(sample, names, resource))
+        expected_edges.append(expected_links(request, names, resource))
         t0 = time.perf_counter()
-        result = await planner.plan(PlanningContext(goal=sample["user_request"]))
+        result = await planner.plan(PlanningContext(goal=request["user_request"]))
         latencies.append((time.perf_counter() - t0) * 1000)
         if result.plan is None:
             status["failed"] += 1

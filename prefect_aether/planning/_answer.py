@@ -36,15 +36,13 @@ _SCALAR: dict[str, Any] = {"type": ["string", "number", "integer", "boolean", "n
 def answer_schema(actions: Sequence[ActionSpec]) -> dict[str, Any]:
     """The strict JSON schema of an answer over `actions`.
 
-            Examples:
-                >>> from prefect_aether.catalog.specs import ActionSpec, IOSlot
-        from prefect_aether.exceptions import BindingError
-    from prefect_aether.plan import CandidatePlan, iter_strings, parse_binding
-                >>> path = IOSlot(name="path", type="string")
-                >>> spec = ActionSpec(name="load", ref="flow:load", inputs=[path])
-                >>> step = answer_schema([spec])["properties"]["steps"]["items"]["anyOf"][0]
-                >>> step["properties"]["inputs"]["required"], step["additionalProperties"]
-                (['path'], False)
+    Examples:
+        >>> from prefect_aether.catalog.specs import ActionSpec, IOSlot
+        >>> path = IOSlot(name="path", type="string")
+        >>> spec = ActionSpec(name="load", ref="flow:load", inputs=[path])
+        >>> step = answer_schema([spec])["properties"]["steps"]["items"]["anyOf"][0]
+        >>> step["properties"]["inputs"]["required"], step["additionalProperties"]
+        (['path'], False)
     """
     if len(actions) <= PER_ACTION_LIMIT:
         items: dict[str, Any] = {"anyOf": [_action_step(spec) for spec in actions]}

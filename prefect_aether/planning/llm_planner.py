@@ -61,6 +61,7 @@ class ActionPlanner:
         retrieval_threshold: Catalogs larger than this are not rendered whole:
             only the `top_k` actions most relevant to the goal, plus those it names.
         top_k: How many actions retrieval keeps.
+        use_draft: Show the LLM the offline heuristic planner's plan as a draft.
 
     Examples:
         >>> from prefect_aether import ActionCatalog
@@ -77,6 +78,7 @@ class ActionPlanner:
         *,
         retrieval_threshold: int = 40,
         top_k: int = 15,
+        use_draft: bool = True,
     ) -> None:
         settings = current_settings()
         if not 1 <= max_iter <= settings.max_planning_iterations:
@@ -91,6 +93,7 @@ class ActionPlanner:
         self.deadline = settings.planning_timeout
         self.retrieval_threshold = retrieval_threshold
         self.top_k = top_k
+        self.use_draft = use_draft
         self._retriever = Retriever(catalog)
 
     def relevant_actions(
@@ -110,7 +113,10 @@ class ActionPlanner:
 
     def draft(self, ctx: PlanningContext) -> CandidatePlan | None:
         """The offline heuristic planner's plan for the goal (None when it finds none):
-        shown to the LLM as a draft, and its actions are always among those shown."""
+        shown to the LLM as a draft, and its actions are always among those shown
+        (None with `use_draft=False`)."""
+        if not self.use_draft:
+            return None
         from prefect_aether.planning.heuristic import HeuristicPlanner
 
         try:
