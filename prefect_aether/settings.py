@@ -98,6 +98,14 @@ class AetherSettings(PrefectBaseSettings):
         description="Most worked examples (plans that ran well for similar goals) in a prompt.",
     )
     planner_top_k: int = Field(default=15, ge=1, description="How many actions retrieval keeps.")
+    planner_catalog_tokens: int = Field(
+        default=3000,
+        ge=200,
+        description=(
+            "Most prompt tokens (bytes / 4) the actions shown to the LLM may take; a small "
+            "model's context (4k tokens) holds them, the goal and the answer."
+        ),
+    )
 
     catalog_modules: list[str] = Field(
         default_factory=list,

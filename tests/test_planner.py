@@ -321,3 +321,21 @@ async def test_the_llm_may_answer_that_no_action_can(
 def test_an_unserved_list_that_is_not_texts_is_a_decoding_error() -> None:
     with pytest.raises(PlanDecodingError, match="'unserved' must be a list of texts"):
         decode_plan(json.dumps({"steps": [], "unserved": [{"x": 1}]}))
+
+
+def test_what_the_llm_is_shown_fits_a_small_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_PLANNER_CATALOG_TOKENS", "600")
+    catalog = ActionCatalog()
+    for i in range(60):
+
+        @flow(name=f"report_part_{i}")
+        def part(rows: list[int], note: str = "") -> int:
+            """Count the rows of a sales report part, and many more words that describe at
+            length what the part holds, so that each action costs real prompt tokens."""
+            return len(rows)
+
+        catalog.register(part)
+    planner = ActionPlanner(catalog, llm=None)  # type: ignore[arg-type]
+    shown = planner.relevant_actions(PlanningContext(goal="count the rows of the sales report"))
+    assert 0 < len(shown) <= 60 // 4
+    assert sum(len(catalog.render([s]).encode()) + 1 for s in shown) / 4 <= 600

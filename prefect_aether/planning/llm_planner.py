@@ -17,6 +17,7 @@ from typing import Any
 
 from prefect_aether._internal.text import sanitize
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
+from prefect_aether.catalog.specs import render_spec
 from prefect_aether.exceptions import AetherUsageError, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
 from prefect_aether.planning._answer import answer_schema, drop_cyclic_after
@@ -104,12 +105,29 @@ class ActionPlanner:
         drafted actions, the best matches of the goal and of each clause, and their
         producers and consumers along the type graph)."""
         pool = self.catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)
-        if len(pool) <= self.retrieval_threshold:
+        budget = current_settings().planner_catalog_tokens
+        if len(pool) <= self.retrieval_threshold and _tokens(pool) <= budget:
             return pool
         drafted = [step.action for step in draft.steps] if draft is not None else []
-        return self._retriever.select(
+        found = self._retriever.select(
             ctx.goal, top_k=self.top_k, allowed=pool, given=ctx.user_inputs, must=drafted
         )
+        # Within budget: at most a quarter of a large catalog, and the token budget; the
+        # draft's actions always, then the others in the order retrieval found them.
+        most = (
+            max(len(drafted), len(pool) // 4) if len(pool) > self.retrieval_threshold else len(pool)
+        )
+        kept: list[ActionSpec] = [s for s in found if s.name in drafted]
+        spent = _tokens(kept)
+        for spec in found:
+            if spec.name in drafted:
+                continue
+            cost = _tokens([spec])
+            if len(kept) >= most or spent + cost > budget:
+                continue
+            kept.append(spec)
+            spent += cost
+        return [s for s in found if s in kept]
 
     def draft(self, ctx: PlanningContext) -> CandidatePlan | None:
         """The offline heuristic planner's plan for the goal (None when it finds none):
@@ -451,3 +469,8 @@ def _kind(value: Any) -> str:
 
 def _plain(name: str) -> str:
     return " ".join(re.split(r"[\s_\-.]+", name.lower())).strip()
+
+
+def _tokens(actions: list[ActionSpec]) -> int:
+    """Prompt tokens of the actions as the LLM reads them (bytes / 4, as `local_tokens`)."""
+    return -(-sum(len(render_spec(spec).encode()) + 1 for spec in actions) // 4)
