@@ -54,7 +54,7 @@ async def test_saved_block_keeps_the_key_secret_and_plans_with_it(
     catalog.register_module("tests.hitl_flows")
     plan = '{"steps": [{"id": "hi", "action": "greet", "inputs": {"name": "ada"}}]}'
     llm_server.script(Reply.chat(plan))
-    result = await PlannerService(catalog, llm=llm).plan("greet ada")
+    result = await PlannerService(catalog, llm=llm, planner="llm").plan("greet ada")
     assert result.plan is not None
     assert result.planner == "llm"
     request = llm_server.requests[-1]

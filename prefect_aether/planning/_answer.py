@@ -195,9 +195,12 @@ def _step_ids(steps: list[Any]) -> dict[str, str]:
         sid = step.get("id") if isinstance(step, dict) else None
         if not isinstance(sid, str) or _ID.fullmatch(sid):
             continue
-        new = re.sub(r"[^A-Za-z0-9_]", "_", sid)
-        new = new if _ID.fullmatch(new) else f"s_{new}"
-        if new not in taken:
+        # Only the separators of names ("export-summary", "step 1"); any other character
+        # (shell syntax, invisible ones) leaves the id as it is, for the validator to refuse.
+        new = re.sub(r"[-. ]", "_", sid)
+        if not _ID.fullmatch(new):
+            new = f"s_{new}"
+        if _ID.fullmatch(new) and new not in taken:
             renamed[sid] = new
             taken.add(new)
     return renamed
