@@ -23,11 +23,12 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from prefect_aether._internal.callbacks import notify
+from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import PlanDecodingError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._answer import normalize_answer
 from prefect_aether.settings import current_settings
-from prefect_aether.validation.validate import ValidationResult
+from prefect_aether.validation.validate import ValidationResult, validate_plan
 
 __all__ = [
     "ChatModel",
@@ -143,6 +144,30 @@ class PlanResult(BaseModel):
             "nothing of the goal can be done; with a plan, it does the rest."
         ),
     )
+
+
+async def checked(
+    plan: CandidatePlan,
+    catalog: ActionCatalog,
+    ctx: PlanningContext,
+    emit: EventLog,
+    iteration: int,
+) -> ValidationResult:
+    """Validate a planner's plan as every planner must (its caller's `flow_ids`, no
+    `aether:manual` action) and report it as a `validation` event."""
+    validation = validate_plan(
+        plan, catalog, user_inputs=ctx.user_inputs, flow_ids=ctx.flow_ids, allow_manual=False
+    )
+    await emit(
+        PlanningEvent(
+            phase="validation",
+            iteration=iteration,
+            message=validation.summary(),
+            plan_dict=plan.to_dict(),
+            validation=validation,
+        )
+    )
+    return validation
 
 
 class EventLog:

@@ -54,8 +54,8 @@ from prefect_aether.planning.base import (
     PlanningContext,
     PlanningEvent,
     PlanResult,
+    checked,
 )
-from prefect_aether.validation.validate import validate_plan
 
 __all__ = ["HeuristicPlanner"]
 
@@ -426,22 +426,7 @@ class HeuristicPlanner:
 
         await emit(PlanningEvent(phase="start", iteration=0, message=f"planning: {ctx.goal}"))
         plan = self.build(ctx)
-        validation = validate_plan(
-            plan,
-            self.catalog,
-            user_inputs=ctx.user_inputs,
-            flow_ids=ctx.flow_ids,
-            allow_manual=False,
-        )
-        await emit(
-            PlanningEvent(
-                phase="validation",
-                iteration=1,
-                message=validation.summary(),
-                plan_dict=plan.to_dict(),
-                validation=validation,
-            )
-        )
+        validation = await checked(plan, self.catalog, ctx, emit, 1)
         unserved = list(plan.extras.get("unserved") or [])
         accepted = validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())
         if not accepted:

@@ -30,11 +30,12 @@ from prefect_aether.planning.base import (
     PlanningEvent,
     PlanningPhase,
     PlanResult,
+    checked,
     decode_plan,
 )
 from prefect_aether.planning.llm import RETRIES
 from prefect_aether.settings import current_settings
-from prefect_aether.validation.validate import ValidationResult, producer_text, validate_plan
+from prefect_aether.validation.validate import ValidationResult, producer_text
 
 __all__ = [
     "ActionPlanner",
@@ -300,22 +301,7 @@ class ActionPlanner:
                 return PlanResult(
                     plan=None, validation=None, events=events, usage=usage, unserved=unserved
                 )
-            validation = validate_plan(
-                plan,
-                self.catalog,
-                user_inputs=ctx.user_inputs,
-                flow_ids=ctx.flow_ids,
-                allow_manual=False,
-            )
-            await emit(
-                PlanningEvent(
-                    phase="validation",
-                    iteration=iteration,
-                    message=validation.summary(),
-                    plan_dict=plan.to_dict(),
-                    validation=validation,
-                )
-            )
+            validation = await checked(plan, self.catalog, ctx, emit, iteration)
             if validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok()):
                 plan = plan.model_copy(
                     update={"extras": {**plan.extras, "goal": ctx.goal, "planner": "llm"}}
