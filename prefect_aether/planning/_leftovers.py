@@ -13,8 +13,9 @@ from collections.abc import Iterable
 
 from prefect_aether.catalog.specs import ActionSpec, same_structure
 from prefect_aether.catalog.words import tokenize
+from prefect_aether.planning._fits import STRUCTURED, resource_fits
 from prefect_aether.planning._goal import Clause, Goal
-from prefect_aether.planning._wiring import STRUCTURED, Wiring, resource_fits
+from prefect_aether.planning._wiring import Wiring
 
 __all__ = ["write_leftovers"]
 

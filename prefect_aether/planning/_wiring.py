@@ -18,17 +18,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, IOSlot
-from prefect_aether.catalog.schemas import compatible, is_structured
+from prefect_aether.catalog.schemas import compatible
 from prefect_aether.catalog.specs import RETURN_SLOT, feed_tier, same_structure
-from prefect_aether.catalog.words import stem, tokenize
+from prefect_aether.catalog.words import tokenize
 from prefect_aether.plan import PlanStep, iter_bindings
-from prefect_aether.planning._goal import Clause, Goal, Resource
+from prefect_aether.planning._fits import (
+    STRUCTURED,
+    fit,
+    named_choice,
+    number,
+    passable,
+    ref,
+    resource_fits,
+    same_thing,
+    words_of,
+)
+from prefect_aether.planning._goal import Clause, Goal
 from prefect_aether.planning._values import bare_values, is_name_like, named_value
 
-__all__ = ["STRUCTURED", "Setting", "Wiring", "resource_fits"]
-
-STRUCTURED = frozenset({"array", "object"})
-_MEDIA = frozenset(stem(w) for w in ("image", "audio", "video", "text"))
+__all__ = ["Setting", "Wiring"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ class Wiring:
         fresh_local = [i for i in local if not self.state.used_resources[i]]
         if fresh_local:
             return self._use_resource(fresh_local[0])
-        said = _named_choice(slot, clause)
+        said = named_choice(slot, clause)
         if said is None and slot.type == "string":
             named = named_value(slot.name, clause, self.setting.vocabulary)
             # Only a value the input takes as it is ("June" is no date).
@@ -174,7 +182,7 @@ class Wiring:
                 why = f"produces {what} for {spec.name}.{slot.name}"
                 made = self.add(spec_out, clause, depth=depth + 1, reason=why, chain=chain)
                 self.state.used_outputs[(made, output)] += 1
-                return _ref(made, output)
+                return ref(made, output)
         return f"${{user.{slot.name}}}"
 
     def _bare_value(self, slot: IOSlot, clause: Clause, taken: dict[str, Any]) -> str | None:
@@ -196,7 +204,7 @@ class Wiring:
         self.state.used_resources[index] += 1
         resource = self.state.goal.resources[index]
         if resource.kind == "number":
-            return _number(resource.value)
+            return number(resource.value)
         if resource.kind == "json":
             return json.loads(resource.value)
         return "$" + resource.value if resource.value.startswith("${") else resource.value
@@ -220,8 +228,8 @@ class Wiring:
                 if sid not in built:
                     continue
                 spec = self.state.specs[sid]
-                for out in _passable(spec):
-                    if _ref(sid, out.name) in exclude or _fit(spec, out, slot) != wanted:
+                for out in passable(spec):
+                    if ref(sid, out.name) in exclude or fit(spec, out, slot) != wanted:
                         continue
                     said = set(tokenize(f"{out.description or ''} {spec.name}"))
                     found.append((len(wanted_words & said), position, sid, out.name))
@@ -236,7 +244,7 @@ class Wiring:
             if fresh and max(found)[0] > best[0] and best[3] != RETURN_SLOT:
                 best = max(found)
             self.state.used_outputs[(best[2], best[3])] += 1
-            return _ref(best[2], best[3])
+            return ref(best[2], best[3])
         return None
 
     def from_mentioned(self, slot: IOSlot, clause: Clause, *, exclude: set[str]) -> str | None:
@@ -256,10 +264,10 @@ class Wiring:
             ):
                 continue
             output = spec.outputs[0].name if len(spec.outputs) == 1 else RETURN_SLOT
-            ref = _ref(sid, output)
-            if ref not in exclude:
+            binding = ref(sid, output)
+            if binding not in exclude:
                 self.state.used_outputs[(sid, output)] += 1
-                return ref
+                return binding
         return None
 
     def _text_producers(
@@ -318,7 +326,7 @@ class Wiring:
                 i.required
                 and (
                     i.name == out.name
-                    or _words_of(i.name) == _words_of(out.name)
+                    or words_of(i.name) == words_of(out.name)
                     or (out.name == RETURN_SLOT and same_structure(i, out))
                 )
                 for i in spec.inputs
@@ -380,7 +388,7 @@ class Wiring:
                             for s in target.inputs
                             if not s.required
                             and s.name not in later.inputs
-                            and (feed_tier(out, s) == 0 or _same_thing(out, s, about))
+                            and (feed_tier(out, s) == 0 or same_thing(out, s, about))
                         ),
                         None,
                     )
@@ -401,96 +409,6 @@ class Wiring:
         return sid
 
 
-def _words_of(name: str) -> frozenset[str]:
-    return frozenset(tokenize(name))
-
-
-def resource_fits(resource: Resource, slot: IOSlot) -> bool:
-    """Whether a value the goal gives can be this input: a number for a numeric input
-    the goal names ("a z threshold of 2.5", "10 rows"); quoted text for a text input or
-    one its cue names ("titled 'Q3'"); a file or URL for an input about its kind."""
-    name = set(tokenize(slot.name))
-    about = name | set(tokenize(slot.description or ""))
-    if resource.kind in _PLACES and not _same_way(resource, slot):
-        return False
-    if resource.kind == "channel":
-        return slot.type in ("string", None) and bool(about & resource.words)
-    if resource.kind == "json":
-        shape = "object" if resource.value.lstrip().startswith("{") else "array"
-        return slot.type == shape
-    if resource.kind == "number":
-        return slot.type in ("integer", "number") and bool(about & resource.cue)
-    if slot.type not in ("string", None):
-        return False
-    if resource.kind == "text":
-        return bool(name & resource.words or about & resource.cue)
-    # An input that says which media it takes ("the audio file") takes no other.
-    wanted = about & _MEDIA
-    if wanted and resource.media is not None and not wanted & resource.words:
-        return False
-    return bool(about & resource.words)
-
-
-def _named_choice(slot: IOSlot, clause: Clause) -> Any:
-    """The value of a choice input (an enum or `Literal`) that the clause names by itself
-    ("open a P1 ticket", "promote it to production")."""
-    values: list[Any] = []
-    for option in (slot.json_schema, *(slot.json_schema.get("anyOf") or [])):
-        if isinstance(option, dict) and isinstance(option.get("enum"), list):
-            values.extend(option["enum"])
-    named = {str(v).lower(): v for v in values if isinstance(v, str) and v}
-    said = [w for w in clause.words if w in named]
-    return named[said[0]] if len(set(said)) == 1 else None
-
-
-def _passable(spec: ActionSpec) -> list[IOSlot]:
-    """What a step of `spec` can pass on: a structured whole return value (`${step}`),
-    then its outputs."""
-    whole = spec.returns
-    structured = whole is not None and is_structured(whole.json_schema)
-    return [whole, *spec.outputs] if whole is not None and structured else list(spec.outputs)
-
-
-def _ref(sid: str, output: str) -> str:
-    """The binding to step `sid`'s output, or to its whole return value."""
-    return f"${{{sid}}}" if output == RETURN_SLOT else f"${{{sid}.{output}}}"
-
-
-_PLACES = frozenset({"file", "url", "channel"})
-
-
-def _same_way(resource: Resource, slot: IOSlot) -> bool:
-    """A place the goal writes to goes only to an input the action writes; any other
-    place (read, or said neither way) only to one it does not write."""
-    if resource.direction == "write":
-        return slot.role == "write"
-    return slot.role != "write"
-
-
-def _fit(spec: ActionSpec, out: IOSlot, slot: IOSlot) -> int | None:
-    """`feed_tier` (0 too for a whole value of the structure the input takes), plus 2 for
-    an action's only output when the action says it makes what the input names
-    (`summarize_text` -> `result` for a `text` input)."""
-    if out.name == RETURN_SLOT:
-        return 0 if same_structure(out, slot) else None
-    tier = feed_tier(out, slot)
-    if tier is not None or len(spec.outputs) != 1 or out.type is None or slot.type is None:
-        return tier
-    said = set(tokenize(f"{spec.name} {out.description or ''}"))
-    return (
-        2
-        if set(tokenize(slot.name)) & said and compatible(out.json_schema, slot.json_schema)
-        else None
-    )
-
-
-def _same_thing(out: IOSlot, slot: IOSlot, about: set[str]) -> bool:
-    """An optional input named like an output and its action: all of the input's name
-    words are said of the output (its name, description or action)."""
-    name = set(tokenize(slot.name))
-    return bool(name) and name <= about and compatible(out.json_schema, slot.json_schema)
-
-
 def _upstream(step: PlanStep) -> list[str]:
     found = [b.step_id for _, b in iter_bindings(step.inputs) if b.step_id]
     return [*found, *step.after]
@@ -508,14 +426,3 @@ def _reaches(steps: dict[str, PlanStep], start: str, target: str) -> bool:
         seen.add(current)
         stack.extend(_upstream(steps[current]))
     return False
-
-
-def _number(text: str) -> int | float | str:
-    digits = re.match(r"-?\d+(?:[.,]\d+)*", text)
-    if digits is None:
-        return text
-    raw = digits.group(0).replace(",", "")
-    try:
-        return int(raw) if raw.lstrip("-").isdigit() else float(raw)
-    except ValueError:
-        return text

@@ -41,13 +41,14 @@ from dataclasses import dataclass
 
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
 from prefect_aether.catalog.roles import action_verbs, is_verb, says_write, writes
-from prefect_aether.catalog.specs import same_structure
 from prefect_aether.catalog.words import STOPWORDS, stem, tokenize
 from prefect_aether.plan import CandidatePlan
+from prefect_aether.planning._clues import INDEPENDENT, cues, has_effect, takes_whole
+from prefect_aether.planning._fits import STRUCTURED, resource_fits
 from prefect_aether.planning._goal import Clause, Goal, read_goal
 from prefect_aether.planning._leftovers import write_leftovers
 from prefect_aether.planning._served import lead_word, served
-from prefect_aether.planning._wiring import STRUCTURED, Setting, Wiring, resource_fits
+from prefect_aether.planning._wiring import Setting, Wiring
 from prefect_aether.planning.base import (
     EventLog,
     PlanningCallback,
@@ -72,14 +73,7 @@ _CANNOT_WRITE_THERE = 0.6
 _SERVING_POOL = 5
 _SERVING_RATIO = 0.5
 _NEXT_BEST_RATIO = 0.8
-_TO = frozenset({"to", "into", "as", "in to"})
-_FROM = frozenset({"from", "in", "on", "within", "inside", "about", "based"})
-_SKIP = frozenset(
-    {"a", "an", "the", "this", "that", "my", "your", "our", "its", "their", "some", "new"}
-    | {"another", "additional", "given", "provided", "following", "resulting", "generated"}
-)
 _NAME_DIRECTION = re.compile(r"(?P<source>[a-z0-9]+)[_\- ]*(?:to|2)[_\- ]*(?P<target>[a-z0-9]+)")
-_MAKE = frozenset(stem(w) for w in ("generate", "draw", "render", "get", "output", "return"))
 _PLACES = frozenset({"file", "url", "channel"})
 
 
@@ -251,7 +245,7 @@ class HeuristicPlanner:
         fits better: its data is at hand."""
         derived = self._catalog()
         index = self.catalog.search_index()
-        to_kinds, from_kinds = _cues(clause, derived.kinds)
+        to_kinds, from_kinds = cues(clause, derived.kinds)
         said = set(clause.tokens) & derived.kinds
         places = []
         for i in clause.resources:
@@ -291,7 +285,7 @@ class HeuristicPlanner:
             # than one that only shares its verb.
             shape += _COVERAGE_BONUS * (len(heard & (ins | outs)) - len(heard - (ins | outs)))
             score = base + _CONTEXT_WEIGHT * overall.get(position, 0) + shape
-            if made and _takes_whole(spec, made):
+            if made and takes_whole(spec, made):
                 score += _FEED_BONUS
             # A place the clause names, taken the way the goal moves it ("from x.csv" by
             # an input it reads, "to https://..." by one it writes to).
@@ -408,8 +402,8 @@ class HeuristicPlanner:
                 builder.order_after(choice.step_id, previous.step_id)
         # Effects (writing, sending, changing something) happen in the order the goal
         # lists them, unless it says they are independent; computations stay concurrent.
-        if not _INDEPENDENT.search(ctx.goal):
-            effects = [c for c in choices if _has_effect(c.spec)]
+        if not INDEPENDENT.search(ctx.goal):
+            effects = [c for c in choices if has_effect(c.spec)]
             for previous, choice in itertools.pairwise(effects):
                 builder.order_after(choice.step_id, previous.step_id)
         extras: dict[str, object] = {"goal": ctx.goal, "planner": self.name}
@@ -460,46 +454,6 @@ class HeuristicPlanner:
         return PlanResult(
             plan=plan, validation=validation, events=events, planner=self.name, unserved=unserved
         )
-
-
-_INDEPENDENT = re.compile(
-    r"\b(?:in parallel|at the same time|simultaneously|concurrently|meanwhile|"
-    r"separately|independently|in any order)\b",
-    re.I,
-)
-
-
-def _takes_whole(spec: ActionSpec, made: Sequence[ActionSpec]) -> bool:
-    """Whether every structured input `spec` requires is what one of `made` returns."""
-    data = [s for s in spec.inputs if s.required and s.type in STRUCTURED]
-    returns = [m.returns for m in made if m.returns is not None]
-    return bool(data) and all(any(same_structure(r, s) for r in returns) for s in data)
-
-
-def _has_effect(spec: ActionSpec) -> bool:
-    """An action run for what it does to the world: it writes to a place, or returns
-    nothing."""
-    return writes(spec.inputs) or spec.returns is None
-
-
-def _cues(clause: Clause, kinds: frozenset[str]) -> tuple[set[str], set[str]]:
-    """Data words of a clause said as a result ("into text", "generate an image") and as
-    a source ("from the image", "in the audio")."""
-    to_kinds: set[str] = set()
-    from_kinds: set[str] = set()
-    for i, word in enumerate(clause.words):
-        kind = stem(word)
-        if kind not in kinds or word in STOPWORDS:
-            continue
-        j, skipped = i - 1, 0
-        while j >= 0 and clause.words[j] in _SKIP and skipped < 3:
-            j, skipped = j - 1, skipped + 1
-        before = clause.words[j] if j >= 0 else ""
-        if before in _TO or stem(before) in _MAKE:
-            to_kinds.add(kind)
-        elif before in _FROM:
-            from_kinds.add(kind)
-    return to_kinds, from_kinds
 
 
 def _describe(spec: ActionSpec) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect_aether.catalog.policy import MANUAL, policy_problems
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec, IOSlot
-from prefect_aether.catalog.schemas import MISSING, coarse_type, mismatch, schema_at_path
+from prefect_aether.catalog.schemas import mismatch, schema_at_path
 from prefect_aether.exceptions import BindingError
 from prefect_aether.plan import (
     SECRET_NAMESPACE,
@@ -33,6 +33,7 @@ from prefect_aether.validation._issues import (
     secret_slot,
 )
 from prefect_aether.validation._levels import order_levels
+from prefect_aether.validation._outputs import output_problem
 
 _UNCHECKED: Any = object()
 # Step ids become flow run names, tags and graph labels: identifiers only.
@@ -409,47 +410,10 @@ class Validator:
         source = self.specs.get(source_id)
         if source is None:
             return
-        source_spec, outputs = source.spec, source.outputs
-        out = source.spec.returns if binding.output is None else outputs.get(binding.output)
-        if out is None:
-            said = (
-                "returns nothing"
-                if binding.output is None
-                else f"has no output {binding.output!r}; its outputs are "
-                f"{', '.join(outputs) or '(none)'}"
-            )
-            self.issue(
-                "unknown_output",
-                f"{binding.raw}: action {source_spec.name!r} (step {source_id!r}) {said}.",
-                step,
-                field=where,
-                outputs=list(outputs),
-            )
-            return
-        produced = (
-            schema_at_path(out.json_schema, binding.path) if binding.path else out.json_schema
-        )
-        if produced is MISSING:
-            self.issue(
-                "unknown_output",
-                f"{binding.raw}: {_what(binding)} of step {source_id!r} has no path "
-                f"{'.'.join(str(p) for p in binding.path)!r}.",
-                step,
-                field=where,
-                output_schema=out.json_schema,
-            )
-            return
-        problem = None if target is None or target is MISSING else self._mismatch(produced, target)
-        if problem is not None:
-            self.issue(
-                "type_mismatch",
-                f"{binding.raw} gives {_kind(produced)} but {where} expects {_kind(target)}: "
-                f"{problem}.",
-                step,
-                field=where,
-                produced=produced,
-                expected=target,
-            )
+        found = output_problem(binding, source.spec, source.outputs, where, target, self._mismatch)
+        if found is not None:
+            kind, message, details = found
+            self.issue(kind, message, step, field=where, **details)
 
     def _mismatch(self, produced: dict[str, Any], target: dict[str, Any]) -> str | None:
         key = (id(produced), id(target))
@@ -504,13 +468,3 @@ class Validator:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _kind(schema: Any) -> str:
-    title = schema.get("title") if isinstance(schema, dict) else None
-    kind = coarse_type(schema) or "any"
-    return f"{kind} ({title})" if isinstance(title, str) and title else kind
-
-
-def _what(binding: Binding) -> str:
-    return "the return value" if binding.output is None else f"output {binding.output!r}"
