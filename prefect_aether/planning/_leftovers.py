@@ -9,6 +9,7 @@ action can write it, the clause that asked is reported as not served.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 from prefect_aether.catalog.specs import ActionSpec, same_structure
@@ -46,12 +47,11 @@ def write_leftovers(
         if writer is None or clause is None:
             unserved.append(said)
             continue
-        sid = wiring.add(
-            writer, clause, depth=0, reason=f"writes {resource.value!r} as the goal asks"
-        )
+        before = copy.deepcopy(wiring.state)
+        wiring.add(writer, clause, depth=0, reason=f"writes {resource.value!r} as the goal asks")
         if not wiring.state.used_resources[index]:
-            wiring.state.steps = [s for s in wiring.state.steps if s.id != sid]
-            del wiring.state.specs[sid]
+            # The writer took the place elsewhere: undo it, and whatever it brought along.
+            wiring.state = before
             unserved.append(said)
     return unserved
 
