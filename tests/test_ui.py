@@ -123,7 +123,12 @@ async def test_the_plan_artifact_reads_as_a_table_in_both_uis(
     [artifact] = response.json()
     for ui, prefix in UIS.items():
         await page.goto(f"{ui_server.ui_url}{prefix}/artifacts/artifact/{artifact['id']}")
-        await page.wait_for_selector("table", timeout=30_000)
+        # The new UI draws the page in parts: wait for the plan's own rows, not any table.
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('table td')]"
+            ".some(c => c.innerText.trim() === 'clean_sales')",
+            timeout=30_000,
+        )
         text = await page.inner_text("body")
         assert "graph TD" not in text, ui  # no raw diagram source
         assert "-->" not in text, ui
