@@ -16,6 +16,7 @@ from prefect_aether.catalog.words import stem, tokenize
 from prefect_aether.planning._goal import Clause, Resource
 
 __all__ = [
+    "PLACES",
     "STRUCTURED",
     "fit",
     "named_choice",
@@ -29,6 +30,8 @@ __all__ = [
 
 STRUCTURED = frozenset({"array", "object"})
 _MEDIA = frozenset(stem(w) for w in ("image", "audio", "video", "text"))
+# Values of the goal that name a place (they carry a direction: read or written).
+PLACES = frozenset({"file", "url", "channel"})
 
 
 def words_of(name: str) -> frozenset[str]:
@@ -41,7 +44,7 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
     one its cue names ("titled 'Q3'"); a file or URL for an input about its kind."""
     name = set(tokenize(slot.name))
     about = name | set(tokenize(slot.description or ""))
-    if resource.kind in _PLACES and not _same_way(resource, slot):
+    if resource.kind in PLACES and not _same_way(resource, slot):
         return False
     if resource.kind == "channel":
         return slot.type in ("string", None) and bool(about & resource.words)
@@ -84,9 +87,6 @@ def passable(spec: ActionSpec) -> list[IOSlot]:
 def ref(sid: str, output: str) -> str:
     """The binding to step `sid`'s output, or to its whole return value."""
     return f"${{{sid}}}" if output == RETURN_SLOT else f"${{{sid}.{output}}}"
-
-
-_PLACES = frozenset({"file", "url", "channel"})
 
 
 def _same_way(resource: Resource, slot: IOSlot) -> bool:

@@ -14,13 +14,11 @@ from collections.abc import Iterable
 
 from prefect_aether.catalog.specs import ActionSpec, same_structure
 from prefect_aether.catalog.words import tokenize
-from prefect_aether.planning._fits import STRUCTURED, resource_fits
+from prefect_aether.planning._fits import PLACES, STRUCTURED, resource_fits
 from prefect_aether.planning._goal import Clause, Goal
 from prefect_aether.planning._wiring import Wiring
 
 __all__ = ["write_leftovers"]
-
-_PLACES = frozenset({"file", "url", "channel"})
 
 
 def write_leftovers(
@@ -34,7 +32,7 @@ def write_leftovers(
     unserved: list[str] = []
     for index, resource in enumerate(goal.resources):
         if (
-            resource.kind not in _PLACES
+            resource.kind not in PLACES
             or resource.direction != "write"
             or wiring.state.used_resources[index]
         ):

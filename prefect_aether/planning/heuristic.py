@@ -44,7 +44,7 @@ from prefect_aether.catalog.roles import action_verbs, is_verb, says_write, writ
 from prefect_aether.catalog.words import STOPWORDS, stem, tokenize
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._clues import INDEPENDENT, cues, has_effect, takes_whole
-from prefect_aether.planning._fits import STRUCTURED, resource_fits
+from prefect_aether.planning._fits import PLACES, STRUCTURED, resource_fits
 from prefect_aether.planning._goal import Clause, Goal, read_goal
 from prefect_aether.planning._leftovers import write_leftovers
 from prefect_aether.planning._served import lead_word, served
@@ -74,7 +74,6 @@ _SERVING_POOL = 5
 _SERVING_RATIO = 0.5
 _NEXT_BEST_RATIO = 0.8
 _NAME_DIRECTION = re.compile(r"(?P<source>[a-z0-9]+)[_\- ]*(?:to|2)[_\- ]*(?P<target>[a-z0-9]+)")
-_PLACES = frozenset({"file", "url", "channel"})
 
 
 @dataclass
@@ -250,7 +249,7 @@ class HeuristicPlanner:
         places = []
         for i in clause.resources:
             resource = goal.resources[i]
-            if resource.kind in _PLACES:
+            if resource.kind in PLACES:
                 places.append(resource)
             else:
                 said |= resource.words & derived.kinds
