@@ -118,6 +118,8 @@ def write_conflicts(
                         conflicts.append((write, other, "two steps write it with no order"))
                 elif other.step_id == write.step_id:
                     conflicts.append((write, other, "the same step reads it"))
+                elif before.reaches(write.step_id, other.step_id):
+                    conflicts.append((write, other, "the plan would overwrite what it read"))
                 elif not before.reaches(other.step_id, write.step_id):
                     conflicts.append((write, other, "it may be read before it is written"))
     return conflicts
