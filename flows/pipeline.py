@@ -171,7 +171,7 @@ def build_report(
     region_totals: dict[str, float],
     top_region: str,
     growth_pct: float,
-    anomaly_count: int = 0,
+    anomaly_count: int | None = None,
 ) -> Report:
     """Write a markdown sales report from regional totals, the trend and anomalies.
 
@@ -180,12 +180,12 @@ def build_report(
         region_totals: Revenue per region.
         top_region: The best region.
         growth_pct: Revenue growth over the period, in percent.
-        anomaly_count: Number of anomalous records found.
+        anomaly_count: Number of anomalous records found; unset when nothing looked for them.
     """
     highlights = [
         f"Top region: {top_region} ({region_totals.get(top_region, 0):,.2f})",
         f"Growth over the period: {growth_pct:+.1f}%",
-        f"Anomalous records: {anomaly_count}",
+        f"Anomalous records: {'not checked' if anomaly_count is None else anomaly_count}",
     ]
     lines = [
         f"# {title}",

@@ -23,6 +23,7 @@ from typing import Any
 from prefect.context import FlowRunContext, TaskRunContext
 from pydantic import BaseModel, Field
 
+from prefect_aether._internal.dispatch import sync_compatible
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.exceptions import AetherUsageError
@@ -168,23 +169,23 @@ class NodePlanner:
             extra_tags=[*self.context.node_tags(), *(tags or [])],
         )
 
-    async def plan(self, goal: str, **kwargs: Any) -> PlanResult:
+    async def aplan(self, goal: str, **kwargs: Any) -> PlanResult:
         """`PlannerService.plan`."""
-        return await self.service.plan(goal, **kwargs)
+        return await self.service.aplan(goal, **kwargs)
 
-    async def plan_with_context(
+    async def aplan_with_context(
         self, ctx: PlanningContext, *, on_event: PlanningCallback | None = None
     ) -> PlanResult:
         """`PlannerService.plan_with_context`."""
-        return await self.service.plan_with_context(ctx, on_event=on_event)
+        return await self.service.aplan_with_context(ctx, on_event=on_event)
 
-    async def parse_inputs(
+    async def aparse_inputs(
         self, message: str, missing_keys: Iterable[str], **kwargs: Any
     ) -> ParsedInputs:
         """`PlannerService.parse_inputs`."""
-        return await self.service.parse_inputs(message, missing_keys, **kwargs)
+        return await self.service.aparse_inputs(message, missing_keys, **kwargs)
 
-    async def execute(
+    async def aexecute(
         self,
         plan: CandidatePlan,
         *,
@@ -199,7 +200,7 @@ class NodePlanner:
         """Execute `plan` for this node; `run` overrides fields of `run_info`
         (`resume`, `execution_id`, `flow_ids` and `approved` as in
         `PlanExecutor.execute`)."""
-        return await self.service.execute_plan(
+        return await self.service.aexecute_plan(
             plan,
             user_inputs=user_inputs,
             on_event=on_event,
@@ -228,7 +229,7 @@ class NodePlanner:
             run=self.run_info(**run),
         )
 
-    async def plan_and_execute(
+    async def aplan_and_execute(
         self,
         goal: str,
         *,
@@ -239,7 +240,7 @@ class NodePlanner:
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, ExecutionResult | None]:
         """`PlannerService.plan_and_execute` for this node; `run` overrides `run_info` fields."""
-        return await self.service.plan_and_execute(
+        return await self.service.aplan_and_execute(
             goal,
             user_inputs=user_inputs,
             allow_partial=allow_partial,
@@ -248,7 +249,7 @@ class NodePlanner:
             **plan_kwargs,
         )
 
-    async def plan_and_execute_background(
+    async def aplan_and_execute_background(
         self,
         goal: str,
         *,
@@ -259,7 +260,7 @@ class NodePlanner:
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, BackgroundExecutionHandle | None]:
         """`PlannerService.plan_and_execute_background` for this node."""
-        return await self.service.plan_and_execute_background(
+        return await self.service.aplan_and_execute_background(
             goal,
             user_inputs=user_inputs,
             allow_partial=allow_partial,
@@ -267,6 +268,13 @@ class NodePlanner:
             run=self.run_info(**dict(run or {})),
             **plan_kwargs,
         )
+
+    plan = sync_compatible(aplan)
+    plan_with_context = sync_compatible(aplan_with_context)
+    parse_inputs = sync_compatible(aparse_inputs)
+    execute = sync_compatible(aexecute)
+    plan_and_execute = sync_compatible(aplan_and_execute)
+    plan_and_execute_background = sync_compatible(aplan_and_execute_background)
 
 
 def get_planner(

@@ -1,12 +1,10 @@
 """`PlannerService`: one object that plans, asks for missing values and executes.
 
-It wires the pieces together: the catalog, a planner chosen from settings (the
-LLM planner when an LLM is configured, the heuristic planner otherwise, and the
-heuristic planner again when the LLM cannot be reached), and a `PlanExecutor`.
-It never executes a plan that is invalid, nor a partial plan when partial
-plans are not allowed. Who asked and why travels as run tags (`user:`,
-`session:`, `agent:`, `app:`, `origin:`, `visibility:`, `importance:`), since
-Prefect runs have no such fields.
+It wires together the catalog, a planner chosen from settings (the LLM planner when
+an LLM is configured, else, or when the LLM cannot be reached, the heuristic planner)
+and a `PlanExecutor`. It never executes an invalid plan, nor a partial one when partial
+plans are not allowed. Who asked and why travels as run tags (`user:`, `session:`,
+`agent:`, `app:`, `origin:`, `visibility:`, `importance:`).
 
 Examples:
     >>> from prefect_aether import ActionCatalog
@@ -21,6 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
+from prefect_aether._internal.callbacks import warn_in_run
+from prefect_aether._internal.dispatch import sync_compatible
+from prefect_aether.catalog.policy import is_manual
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted
 from prefect_aether.execution.events import ApprovalCallback, EventCallback, ExecutionResult
@@ -28,8 +29,10 @@ from prefect_aether.execution.executor import BackgroundExecutionHandle, PlanExe
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._memory import cache_scope, cached_plan, worked_examples
 from prefect_aether.planning.auto import AutoPlanner
+from prefect_aether.planning.base import checked_goal
 from prefect_aether.planning.heuristic import HeuristicPlanner
 from prefect_aether.planning.inputs import ParsedInputs, parse_inputs, user_input_schemas
+from prefect_aether.planning.llm import llm_from_settings
 from prefect_aether.planning.llm_planner import (
     ActionPlanner,
     ChatModel,
@@ -39,7 +42,7 @@ from prefect_aether.planning.llm_planner import (
     PlanResult,
 )
 from prefect_aether.runinfo import Identity, RunInfo, holder
-from prefect_aether.settings import AetherSettings, current_settings
+from prefect_aether.settings import current_settings
 from prefect_aether.store import PlanStore
 
 __all__ = [
@@ -147,7 +150,7 @@ class PlannerService:
 
     # -- planning -----------------------------------------------------------------------
 
-    async def plan(
+    async def aplan(
         self,
         goal: str,
         *,
@@ -175,9 +178,9 @@ class PlannerService:
             memory_snippets=list(memory_snippets or []),
             artifact_snippets=list(artifact_snippets or []),
         )
-        return await self.plan_with_context(ctx, on_event=on_event, cache=cache)
+        return await self.aplan_with_context(ctx, on_event=on_event, cache=cache)
 
-    async def plan_with_context(
+    async def aplan_with_context(
         self,
         ctx: PlanningContext,
         *,
@@ -192,6 +195,7 @@ class PlannerService:
         With a store, a cached plan is returned without planning (unless
         `cache=False`), and every new plan is stored.
         """
+        checked_goal(ctx.goal)
         emit = EventLog(on_event)
         if self.store is not None:
             if cache:
@@ -201,7 +205,12 @@ class PlannerService:
             settings = current_settings()
             if not ctx.memory_snippets:
                 limit = settings.history_snippets
-                snippets = await self.store.memory_snippets(ctx.goal, limit=limit) if limit else []
+                manual = [s.name for s in self.catalog if is_manual(s)]
+                snippets = (
+                    await self.store.memory_snippets(ctx.goal, limit=limit, exclude_actions=manual)
+                    if limit
+                    else []
+                )
                 ctx = ctx.model_copy(update={"memory_snippets": snippets})
             if not ctx.examples and settings.planner_examples:
                 examples = await worked_examples(
@@ -235,7 +244,7 @@ class PlannerService:
         base = getattr(self.llm, "base_url", type(self.llm).__name__)
         return f"{self.planner_kind}|{base}|{getattr(self.llm, 'model', '')}"
 
-    async def parse_inputs(
+    async def aparse_inputs(
         self,
         message: str,
         missing_keys: Iterable[str],
@@ -254,7 +263,7 @@ class PlannerService:
 
     # -- execution ----------------------------------------------------------------------
 
-    async def execute_plan(
+    async def aexecute_plan(
         self,
         plan: CandidatePlan,
         *,
@@ -314,7 +323,7 @@ class PlannerService:
             else None
         )
         try:
-            result = await self.executor.execute(plan, execution_id=identity, **options)
+            result = await self.executor.aexecute(plan, execution_id=identity, **options)
         except BaseException as exc:
             if store is not None and record is not None:
                 await store.finish_execution(
@@ -331,7 +340,7 @@ class PlannerService:
                 record,
                 ok=result.ok,
                 flow_run_id=result.flow_run_id,
-                outputs=result.outputs,
+                output_preview=result.output_preview,
                 error=f"{first_error[0]}: {first_error[1]}" if first_error else None,
             )
         return result
@@ -356,7 +365,6 @@ class PlannerService:
         """
         self.executor.check(plan, user_inputs, flow_ids=flow_ids)
         self.executor.check_approved(plan, approved=approved)
-        handle = BackgroundExecutionHandle(plan.plan_id)
         url, timeout = (self.store.url, self.store.timeout) if self.store else (None, None)
 
         async def main() -> ExecutionResult:
@@ -376,8 +384,7 @@ class PlannerService:
                 if store is not None:
                     await store.close()
 
-        handle._start(main, on_complete)
-        return handle
+        return BackgroundExecutionHandle.launch(plan.plan_id, main, on_complete)
 
     async def _plan_for_execution(
         self,
@@ -390,23 +397,31 @@ class PlannerService:
     ) -> tuple[PlanResult, dict[str, Any] | None]:
         """Plan, then get the values a partial plan misses; None when it must not run."""
         values = dict(user_inputs or {})
-        result = await self.plan(
+        result = await self.aplan(
             goal, user_inputs=values, allow_partial=allow_partial, on_event=on_event, **plan_kwargs
         )
         plan, validation = result.plan, result.validation
-        if plan is None or validation is None or validation.has_structural_errors:
-            return result, None
-        missing = validation.missing_user_bindings
-        if not missing:
-            return result, values
-        if not allow_partial or ask_missing is None:
-            return result, None
-        schemas = user_input_schemas(plan, self.catalog)
-        given = await ask_missing({key: schemas.get(key, {}) for key in missing})
-        values.update(given)
-        return result, values
+        missing = validation.missing_user_bindings if validation is not None else {}
+        if plan is not None and validation is not None and not validation.has_structural_errors:
+            if not missing:
+                return result, values
+            if allow_partial and ask_missing is not None:
+                schemas = user_input_schemas(plan, self.catalog)
+                values.update(await ask_missing({k: schemas.get(k, {}) for k in missing}))
+                return result, values
+        # Nothing runs: say why where the caller looks (the run's log), not just in `result`.
+        why = (
+            f"it needs values nobody gave ({', '.join(sorted(missing))}); pass them in "
+            "user_inputs, or allow_partial=True with an ask_missing handler"
+            if missing
+            else f"no action can: {'; '.join(result.unserved)}"
+            if result.unserved
+            else (validation.summary().splitlines()[-1] if validation else "no plan")
+        )
+        warn_in_run(f"nothing ran for {goal!r}: {why}", logger)
+        return result, None
 
-    async def plan_and_execute(
+    async def aplan_and_execute(
         self,
         goal: str,
         *,
@@ -435,7 +450,7 @@ class PlannerService:
         )
         if result.plan is None or values is None:
             return result, None
-        executed = await self.execute_plan(
+        executed = await self.aexecute_plan(
             result.plan,
             user_inputs=values,
             on_event=execution_events_cb,
@@ -446,7 +461,7 @@ class PlannerService:
         )
         return result, executed
 
-    async def plan_and_execute_background(
+    async def aplan_and_execute_background(
         self,
         goal: str,
         *,
@@ -477,18 +492,9 @@ class PlannerService:
         )
         return result, handle
 
-
-def llm_from_settings(settings: AetherSettings | None = None) -> ChatModel | None:
-    """The LLM the settings describe (`PREFECT_INTEGRATIONS_AETHER_LLM_*`), or None."""
-    from prefect_aether.planning.llm import OpenAICompatibleLLM
-
-    settings = settings or current_settings()
-    if not settings.llm_configured():
-        return None
-    return OpenAICompatibleLLM(
-        settings.llm_base_url or "",
-        settings.llm_model or "",
-        api_key=settings.llm_api_key,
-        timeout=settings.llm_timeout,
-        max_retries=settings.llm_max_retries,
-    )
+    plan = sync_compatible(aplan)
+    plan_with_context = sync_compatible(aplan_with_context)
+    parse_inputs = sync_compatible(aparse_inputs)
+    execute_plan = sync_compatible(aexecute_plan)
+    plan_and_execute = sync_compatible(aplan_and_execute)
+    plan_and_execute_background = sync_compatible(aplan_and_execute_background)

@@ -54,6 +54,11 @@ class AetherSettings(PrefectBaseSettings):
         ge=1,
         description="Most LLM tokens (prompt + completion) spent on one plan.",
     )
+    max_goal_chars: int = Field(
+        default=20_000,
+        ge=1,
+        description="Longest goal accepted (characters); a longer one is refused before planning.",
+    )
     max_concurrent_steps: int = Field(
         default=64, ge=1, description="Most steps of one plan running at once."
     )
@@ -135,6 +140,21 @@ class AetherSettings(PrefectBaseSettings):
             "deployable flows' catalog parameter may name."
         ),
     )
+    action_tags: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            'The operator\'s policy tags per action, e.g. `{"delete_backups": '
+            '["aether:approval"]}`: added to every catalog built where this setting is '
+            "read (the worker of a deployment); no run parameter removes them."
+        ),
+    )
+    action_roles: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description=(
+            'The operator\'s read/write roles per action and input, e.g. `{"export": '
+            '{"dest": "write"}}`; over any other roles given for the same input.'
+        ),
+    )
     max_step_retries: int = Field(
         default=5, ge=0, description="Most retries a plan step may ask for (extras.retries)."
     )
@@ -170,6 +190,28 @@ class AetherSettings(PrefectBaseSettings):
     )
     history_snippets: int = Field(
         default=3, ge=0, description="Past executions of a goal summarised for the planner."
+    )
+
+    secret_blocks: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Prefect Secret blocks a plan may read with `${secret.<name>}`; none by default. "
+            "Any other `${secret.*}` is refused (secret_not_granted)."
+        ),
+    )
+    secret_inputs: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Per action, inputs that may take a secret besides those whose name or type says "
+            'so (`password`, `api_key`, `SecretStr`), e.g. `{"connect": ["dsn"]}`.'
+        ),
+    )
+    mcp_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token every HTTP request to `prefect-aether mcp --transport http` must "
+            "carry; the HTTP server does not start without it (stdio needs none)."
+        ),
     )
 
     def llm_configured(self) -> bool:

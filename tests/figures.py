@@ -37,6 +37,10 @@ GROUPS = {
             "prompt_injection",
             "unplanned_manual_actions",
             "unapproved_runs",
+            "policy_overrides",
+            "ungranted_secrets",
+            "derived_secret_leaks",
+            "agent_approvals",
         )
         for outcome in ("tried", "blocked")
     ),

@@ -10,6 +10,10 @@ from pydantic import SecretStr
 from prefect_aether import action_tags
 from prefect_aether.catalog.policy import APPROVAL, MANUAL
 
+# A careless module and flow print to standard output: over an MCP server's stdio, that
+# is the protocol's wire, which must stay clean.
+print("tests.guarded_flows imported")
+
 
 @flow(name="login", version="1")
 async def login(user: str, password: str, fail: bool = False) -> str:
@@ -50,6 +54,7 @@ async def purge_customers(log_dir: str) -> int:
 @flow(name="list_customers", version="1")
 async def list_customers(log_dir: str) -> int:
     """List the customer records."""
+    print("listing the customers")
     return 3
 
 

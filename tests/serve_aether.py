@@ -10,6 +10,10 @@ from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.flows import execute_plan, plan_and_execute
 
 SOURCE = CatalogSource(modules=["tests.hitl_flows"])
+# The operator's policy for flows that cannot be decorated, in the deployment's defaults.
+GUARDED = CatalogSource(
+    modules=["tests.guarded_flows"], action_tags={"delete_backups": ["aether:approval"]}
+)
 
 if __name__ == "__main__":
     serve(
@@ -20,5 +24,10 @@ if __name__ == "__main__":
         ),
         execute_plan.to_deployment(
             "served-plan", parameters={"catalog": SOURCE.model_dump()}, tags=["aether-served"]
+        ),
+        execute_plan.to_deployment(
+            "guarded-plan",
+            parameters={"catalog": GUARDED.model_dump(), "pause_timeout": 300},
+            tags=["aether-served"],
         ),
     )

@@ -83,6 +83,20 @@ async def test_a_late_llm_yields_the_heuristic_plan_within_the_deadline(
     )
 
 
+async def test_a_trickling_server_cannot_hold_auto_past_the_llm_timeout(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    """One byte every 0.15 s: each read is quick, the whole answer would take a minute.
+    `timeout` bounds the whole request, so `auto` falls back after it."""
+    llm_server.script(Reply(body=Reply.chat(INVALID).body, trickle=0.15))
+    started = time.monotonic()
+    result = await auto(llm_server, catalog, timeout=2).plan(PlanningContext(goal=GOAL))
+    assert time.monotonic() - started < 5
+    assert result.planner == "heuristic"
+    assert result.plan is not None
+    assert any(e.phase == "fallback" for e in result.events)
+
+
 @flow(name="read_rows")
 def read_rows(path: str) -> list[dict[str, str]]:
     """Read the rows of a CSV file."""
@@ -126,9 +140,12 @@ async def test_a_trickling_answer_is_cut_at_the_timeout(llm_server: ScriptedLLMS
     assert time.monotonic() - started < 3
 
 
-async def test_usage_that_is_not_an_object_is_ignored(llm_server: ScriptedLLMServer) -> None:
+@pytest.mark.parametrize("usage", ["lots", [1, 2], {"prompt_tokens": "many"}])
+async def test_usage_that_is_not_an_object_is_ignored(
+    llm_server: ScriptedLLMServer, usage: Any
+) -> None:
     payload = json.loads(Reply.chat("ok").body)
-    payload["usage"] = "lots"
+    payload["usage"] = usage
     llm_server.script(Reply(body=json.dumps(payload).encode()))
     content, usage = await llm(llm_server).chat([{"role": "user", "content": "hi"}])
     assert (content, usage) == ("ok", {})

@@ -4,12 +4,14 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from prefect_aether.cli.app import app
 from prefect_aether.store import PlanStore
+from tests import figures
 from tests.llm_server import Reply, ScriptedLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +82,50 @@ def test_bad_input_is_one_clear_line_and_exit_2(args: list[str], message: str) -
     assert "Traceback" not in result.output
 
 
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", PLAN, "-m", PIPELINE, "-i", f"t={'[' * 5000}{']' * 5000}"], "too deeply"),
+        (["validate", PLAN, "-m", PIPELINE, "-i", "csv_path=NaN"], "NaN and infinities"),
+        (["validate", PLAN, "-m", PIPELINE, "-i", "n=-Infinity"], "NaN and infinities"),
+        (["run", PLAN, "-m", PIPELINE, "--reuse-within", "nan"], "--reuse-within must be"),
+        (["run", PLAN, "-m", PIPELINE, "--reuse-within", "inf"], "--reuse-within must be"),
+        (["run", PLAN, "-m", PIPELINE, "--reuse-within", "1e308"], "--reuse-within must be"),
+        (["history", "--limit", "99999999999999999999"], "--limit must be between 1 and"),
+        (["history", "--limit", "0"], "--limit must be between 1 and"),
+        (["validate", "/dev/zero", "-m", PIPELINE], "over 1000000 bytes"),
+        (["plan", "x" * 5_000_000, "-m", PIPELINE], "at most 20000 are accepted"),
+        (["run", "--goal", "y" * 20_001, "-m", PIPELINE], "at most 20000 are accepted"),
+    ],
+)
+def test_hostile_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    """Each of these ended in a traceback, ran with NaN, or read without end."""
+    figures.add("bad_inputs.tried")
+    result = runner.invoke(app, args)
+    if "Traceback" in result.output or (result.exception and result.exit_code not in (0, 2)):
+        figures.add("bad_inputs.crashes")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    figures.add("bad_inputs.rejected")
+
+
+def test_nan_for_a_number_is_refused_by_validation(tmp_path: Path) -> None:
+    """`"NaN"` is a float to pydantic; a plan must not hand it to a flow."""
+    plan = tmp_path / "plan.json"
+    step = {
+        "id": "a",
+        "action": "detect_anomalies",
+        "inputs": {"records": [], "z_threshold": "NaN"},
+    }
+    plan.write_text(json.dumps({"steps": [step]}))
+    result = runner.invoke(app, ["validate", str(plan), "-m", PIPELINE])
+    assert result.exit_code == 2
+    assert "NaN and infinities are not accepted" in result.output
+
+
 @pytest.mark.parametrize(
     ("content", "suffix", "message"),
     [
@@ -129,7 +175,7 @@ def test_run_is_fresh_unless_asked_to_resume(tmp_path: Path) -> None:
     # --resume continues the first execution: its steps are reused (nothing runs).
     resumed = runner.invoke(app, [*args, "--resume", execution.group(1)[:10]])
     assert resumed.exit_code == 0, resumed.output
-    assert "reused from earlier runs of this execution: load, clean" in resumed.output
+    assert "reused (not run again): load, clean" in resumed.output
     assert f"(execution {execution.group(1)})" in resumed.output
     assert not report.exists()
     latest = runner.invoke(app, [*args, "--resume", "latest"])
@@ -144,12 +190,12 @@ def test_run_is_fresh_unless_asked_to_resume(tmp_path: Path) -> None:
 def test_run_refuses_a_partial_plan_without_running() -> None:
     result = runner.invoke(app, ["run", PLAN, "-m", PIPELINE])
     assert result.exit_code == 2
-    assert "cannot run" in result.output
-    assert "user.output_dir" in result.output
+    assert "the plan needs values nobody gave; add:" in result.output
+    assert "--input output_dir=<string: Directory to write into" in result.output
 
 
 def test_plan_command_writes_the_plan(tmp_path: Path) -> None:
-    out = tmp_path / "plan.json"
+    out = tmp_path / "plans" / "g1.json"  # its folder does not exist yet
     result = runner.invoke(
         app,
         [
@@ -190,12 +236,17 @@ def test_run_goal_with_the_llm_planner(
             {"id": "count", "action": "clean_sales", "inputs": {"rows": "${load.rows}"}},
         ]
     }
-    llm_server.script(Reply.chat(json.dumps(plan)))
+    wrong = {"steps": [{"id": "x", "action": "launch_rocket", "inputs": {}}]}
+    llm_server.script(Reply.chat(json.dumps(wrong)), Reply.chat(json.dumps(plan)))
     llm_run = ["run", "--goal", "clean five rows", "-m", PIPELINE, "--planner", "llm"]
     result = runner.invoke(app, llm_run)
     assert result.exit_code == 0, result.output
     assert '"dropped": 0' in result.output
-    assert len(llm_server.requests) == 1
+    assert len(llm_server.requests) == 2
+    # The repair round says what was wrong, not just that something was.
+    said = " ".join(result.output.split())
+    assert "planning validation: Plan is invalid: [unknown_action]" in said, said
+    assert said.count("using the heuristic planner's plan") == 0
     # `auto` keeps the heuristic plan unless the LLM's is strictly better, and says so.
     llm_server.script(Reply.chat(json.dumps(plan)))
     auto = runner.invoke(app, [*llm_run[:-1], "auto", "--no-cache"])
@@ -339,3 +390,140 @@ def test_the_demo_runs_on_a_fresh_prefect_home(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Anomalous records: 1" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _read_until(fd: int, wanted: str, seen: list[str], timeout: float) -> bool:
+    """Read a terminal's output until `wanted` shows (or it closes, or time is up)."""
+    import os
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while wanted not in "".join(seen):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        seen.append(chunk.decode(errors="replace"))
+    return True
+
+
+def test_run_goal_asks_a_terminal_for_missing_values(tmp_path: Path) -> None:
+    """On a terminal, `run --goal` asks for each value the plan misses, saying its type
+    and what it is for, refuses a bad answer, and runs; without one it names the
+    `--input` lines to add (see test_hostile_input... for the exit)."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.processes import BIN, ROOT
+
+    master, slave = pty.openpty()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")},
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "COLUMNS": "200",
+    }
+    module = "tests/sample_flows.py"
+    args = ["run", "--goal", "write the report", "-m", module, "--no-cache", "-i", "title=Q3"]
+    process = subprocess.Popen(
+        [str(BIN / "prefect-aether"), *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen: list[str] = []
+    try:
+        prompt = "score (number: Score to show)"
+        assert _read_until(master, prompt, seen, 120), "".join(seen)
+        os.write(master, b"lots\n")
+        assert _read_until(master, "try again", seen, 30), "".join(seen)
+        os.write(master, b"2.5\n")
+        _read_until(master, "\x00never", seen, 120)
+        assert process.wait(30) == 0, "".join(seen)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    text = "".join(seen)
+    assert "The plan needs 1 value(s)." in text
+    assert "Traceback" not in text
+
+
+def test_run_goal_without_a_terminal_names_the_inputs_to_add() -> None:
+    result = runner.invoke(
+        app, ["run", "--goal", "monthly trend, then build the report", "-m", PIPELINE]
+    )
+    assert result.exit_code == 2
+    assert "the plan needs values nobody gave; add:" in result.output
+    assert "--input title=<string: Report title>" in result.output
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.parametrize("binding", ["${a..b}", "${user.}", "${secret.X y}", "${clean"])
+def test_a_malformed_binding_in_a_plan_file_is_one_line(tmp_path: Path, binding: str) -> None:
+    plan = tmp_path / "plan.json"
+    step = {"id": "a", "action": "clean_sales", "inputs": {"rows": binding}}
+    plan.write_text(json.dumps({"steps": [step]}))
+    for command in ("run", "validate"):
+        result = runner.invoke(app, [command, str(plan), "-m", PIPELINE, "-i", "x=1"])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "invalid_binding" in result.output or "binding" in result.output
+
+
+def test_no_error_line_from_the_embedded_server(tmp_path: Path) -> None:
+    """A first command on a machine without internet access: Prefect's telemetry would
+    log an ERROR with a traceback; the CLI turns it off unless the user chose."""
+    import os
+    import subprocess
+
+    from tests.processes import BIN, ROOT
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "PREFECT_SERVER"))
+    }
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [str(BIN / "prefect-aether"), "run", PLAN, "-m", PIPELINE,
+         "-i", "csv_path=flows/data/sales.csv", "-i", f"output_dir={tmp_path / 'out'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ERROR" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+async def test_an_llm_failure_says_what_failed_once() -> None:
+    """An exception with no text (a bare timeout) still names itself; the fallback is
+    one event, not a log line too."""
+    from prefect_aether import ActionCatalog
+    from prefect_aether.planning.auto import AutoPlanner
+    from prefect_aether.planning.base import PlanningContext, PlanningEvent
+    from prefect_aether.planning.llm_planner import ActionPlanner
+
+    class Silent:
+        async def chat(self, messages: Any, **_: object) -> tuple[str, dict[str, int]]:
+            raise ConnectionResetError()
+
+    catalog = ActionCatalog()
+    catalog.register_module(PIPELINE)
+    events: list[PlanningEvent] = []
+    planner = AutoPlanner(catalog, ActionPlanner(catalog, Silent(), max_iter=1))  # type: ignore[arg-type]
+    result = await planner.plan(PlanningContext(goal="revenue by region"), on_event=events.append)
+    assert result.planner == "heuristic"
+    fallbacks = [e.message for e in events if e.phase == "fallback"]
+    assert len(fallbacks) == 1
+    assert fallbacks[0].startswith("the LLM failed (ConnectionResetError);")

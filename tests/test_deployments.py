@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-from prefect.deployments import arun_deployment
+from prefect.flow_runs import resume_flow_run
 
 from prefect_aether import ActionCatalog, CandidatePlan, CatalogError
 from prefect_aether.execution.executor import PlanExecutor
@@ -225,26 +225,30 @@ async def test_the_scheduled_deployment_in_prefect_yaml_plans_and_runs(
     )
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "aether-store/plans: created" in applied.stdout
+    # The recipe of flows/prefect.yaml, word for word: the worker is started with nothing
+    # of ours in its environment (no allow-list: the deployment brings it).
     prefect_cli(real_server, "work-pool", "create", "aether-process", "--type", "process")
     prefect_cli(real_server, "deploy", "--all", "--prefect-file", "flows/prefect.yaml")
     real_server.start(
         [str(BIN / "prefect"), "worker", "start", "--pool", "aether-process"],
         "worker",
         PREFECT_INTEGRATIONS_AETHER_STORE_BLOCK="plans",
+        PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES="[]",
     )
     name = "aether-plan-and-execute/daily-sales-report"
+    out = tmp_path / "report"
+    parameters = {"user_inputs": {"title": "Nightly", "output_dir": str(out)}}
+    started = prefect_cli(
+        real_server, "deployment", "run", name, "--params", json.dumps(parameters)
+    )
+    match = re.search(r"UUID: ([0-9a-f-]{36})", started)
+    assert match is not None, started
     with use_server(real_server):
         async with get_client() as client:
             deployment = await client.read_deployment_by_name(name)
         assert [s.schedule.cron for s in deployment.schedules] == ["0 6 * * *"]
         assert deployment.parameters["goal"].startswith("revenue by region")
-        out = tmp_path / "report"
-        flow_run = await arun_deployment(
-            name,
-            parameters={"user_inputs": {"title": "Nightly", "output_dir": str(out)}},
-            timeout=240,
-            poll_interval=1,
-        )
+        flow_run = await wait_for_flow_run(UUID(match.group(1)), timeout=240)
         assert flow_run.state is not None
         assert flow_run.state.is_completed(), (flow_run.state, real_server.processes[-1].tail())
         report = await flow_run.state.aresult()
@@ -266,13 +270,19 @@ async def test_the_scheduled_deployment_in_prefect_yaml_plans_and_runs(
     assert (execution.status, execution.execution_id) == ("Completed", report["execution_id"])
 
 
-async def wait_for_flow_run(flow_run_id: UUID, timeout: float) -> Any:
-    """The flow run once it is final (or as it is after `timeout` seconds)."""
+async def wait_for_flow_run(
+    flow_run_id: UUID, timeout: float, *, until_paused: bool = False
+) -> Any:
+    """The flow run once it is final, or paused with `until_paused` (or as it is after
+    `timeout` seconds)."""
     deadline = time.monotonic() + timeout
     async with get_client() as client:
         while True:
             run = await client.read_flow_run(flow_run_id)
-            if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
+            state = run.state
+            if state is not None and (state.is_final() or (until_paused and state.is_paused())):
+                return run
+            if time.monotonic() > deadline:
                 return run
             await asyncio.sleep(0.5)
 
@@ -314,7 +324,11 @@ async def test_served_flows_run_when_triggered_with_prefect_deployment_run(
         return all(
             httpx.get(f"{real_server.api_url}/deployments/name/{name}", timeout=5).status_code
             == 200
-            for name in ("aether-plan-and-execute/served-goal", "aether-execute-plan/served-plan")
+            for name in (
+                "aether-plan-and-execute/served-goal",
+                "aether-execute-plan/served-plan",
+                "aether-execute-plan/guarded-plan",
+            )
         )
 
     real_server.processes[-1].wait_until(served, 120, "serve the deployable flows")
@@ -365,3 +379,35 @@ async def test_served_flows_run_when_triggered_with_prefect_deployment_run(
         assert "PREFECT_INTEGRATIONS_AETHER_CATALOG_MODULES" in str(flow_run.state.message)
         assert not marker.exists()
         figures.add("guardrails.parameter_code_injection_blocked")
+
+    # The operator tagged delete_backups for approval in the deployment's own catalog; a
+    # run naming the same (allowed) module as its catalog does not drop that policy.
+    inputs = {"log_dir": str(tmp_path)}
+    delete = {"steps": [{"id": "d", "action": "delete_backups", "inputs": inputs}]}
+    for catalog in (
+        {"modules": ["tests.guarded_flows"]},
+        {"modules": ["tests.guarded_flows"], "action_tags": {"delete_backups": []}},
+    ):
+        figures.add("guardrails.policy_overrides_tried")
+        parameters = {"plan": delete, "catalog": catalog}
+        out = prefect_cli(
+            real_server,
+            "deployment",
+            "run",
+            "aether-execute-plan/guarded-plan",
+            "--params",
+            json.dumps(parameters),
+        )
+        match = re.search(r"UUID: ([0-9a-f-]{36})", out)
+        assert match is not None, out
+        with use_server(real_server):
+            paused = await wait_for_flow_run(UUID(match.group(1)), timeout=180, until_paused=True)
+            assert paused.state is not None
+            assert paused.state.is_paused(), paused.state
+            assert not (tmp_path / "backups-deleted").exists()
+            await resume_flow_run(paused.id, run_input={"decision": "reject", "approver": "ops"})
+            ended = await wait_for_flow_run(paused.id, timeout=120)
+        assert ended.state is not None
+        assert ended.state.is_cancelled(), ended.state
+        assert not (tmp_path / "backups-deleted").exists()
+        figures.add("guardrails.policy_overrides_blocked")

@@ -25,6 +25,7 @@ from prefect_aether import ActionCatalog, AetherUsageError, CandidatePlan, PlanV
 from prefect_aether.execution._results import ProcessLockManager
 from prefect_aether.execution.executor import ExecutionEvent, PlanExecutor
 from tests import exec_flows, figures
+from tests.artifacts import results
 from tests.exec_flows import executions
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -320,7 +321,7 @@ async def test_every_execution_is_fresh_and_resume_continues_one(
     assert executions(counter_dir, "double") == 1
     assert executions(counter_dir, "fail_once") == 2
     runs = await task_runs(second.flow_run_id, expected=3)
-    assert runs["a"].state_name == "Cached"
+    assert runs["a"].state_name == "Reused"
     assert runs["c"].state_name == "Completed"
     # A new execution (the default) runs every step again: nothing stale is reused.
     third = await PlanExecutor(catalog).execute(plan)
@@ -590,9 +591,10 @@ async def test_subflow_mode_draws_the_dag(catalog: ActionCatalog, counter_dir: P
     assert edges == {("a", "b"), ("b", "c"), ("a", "d")}
 
 
-async def test_artifacts_show_plan_and_results(catalog: ActionCatalog, counter_dir: Path) -> None:
-    plan = diamond(counter_dir, width=2)
-    result = await PlanExecutor(catalog).execute(plan)
+async def plan_and_results(
+    plan: CandidatePlan, result: Any
+) -> tuple[str, dict[str, dict[str, str]]]:
+    """The run's plan artifact (markdown) and its results, by step."""
     async with get_client() as client:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(
@@ -601,17 +603,57 @@ async def test_artifacts_show_plan_and_results(catalog: ActionCatalog, counter_d
                 )
             )
         )
-    by_type = {a.type: a for a in artifacts if str(a.flow_run_id) == result.flow_run_id}
-    markdown = str(by_type["markdown"].data)
+    by_key = {a.key: a for a in artifacts if str(a.flow_run_id) == result.flow_run_id}
+    return (
+        str(by_key[f"aether-plan-{plan.plan_id}"].data),
+        results(str(by_key[f"aether-results-{plan.plan_id}"].data)),
+    )
+
+
+async def test_artifacts_show_plan_and_results(catalog: ActionCatalog, counter_dir: Path) -> None:
+    plan = diamond(counter_dir, width=2)
+    result = await PlanExecutor(catalog).execute(plan)
+    markdown, rows = await plan_and_results(plan, result)
     assert "mermaid" not in markdown  # neither Prefect UI draws it: a table both read
     assert "4 steps in 3 levels." in markdown
     assert "| 2 | join | summarize | n0, n1 | values = " in markdown
     assert "| 3 | twice | double | join | value = " in markdown
-    table = by_type["table"].data
-    rows = table if isinstance(table, list) else __import__("json").loads(str(table))
-    assert [r["step"] for r in rows] == ["n0", "n1", "join", "twice"]
-    assert {r["state"] for r in rows} == {"Completed"}
-    assert rows[2]["output"] == '{"count":2,"total":3}'
+    assert list(rows) == ["n0", "n1", "join", "twice"]
+    assert {r["state"] for r in rows.values()} == {"Completed"}
+    assert rows["join"]["output"] == '{"count":2,"total":3}'
+
+
+async def test_artifacts_say_why_a_step_failed_or_was_skipped_and_what_values_ran(
+    catalog: ActionCatalog, counter_dir: Path
+) -> None:
+    log = str(counter_dir)
+    plan = CandidatePlan.from_dict(
+        {
+            "steps": [
+                {
+                    "id": "a",
+                    "action": "emit_number",
+                    "inputs": {"value": "${user.n}", "log_dir": "x"},
+                },
+                {"id": "boom", "action": "always_fail", "inputs": {"log_dir": log}, "after": ["a"]},
+                {"id": "b", "action": "double", "inputs": {"value": "${boom}", "log_dir": log}},
+            ]
+        }
+    )
+    plan.steps[0].inputs["log_dir"] = log
+    result = await PlanExecutor(catalog).execute(plan, user_inputs={"n": 21})
+    assert not result.ok
+    markdown, rows = await plan_and_results(plan, result)
+    # The binding, then the value it got.
+    [row_a] = [line for line in markdown.splitlines() if line.startswith("| 1 | a |")]
+    assert "user" in row_a
+    assert row_a.count("→ 21") == 1, row_a
+    why = {sid: (r["state"], r["why"]) for sid, r in rows.items()}
+    assert why["a"] == ("Completed", "")
+    assert why["boom"][0] == "Failed"
+    assert "RuntimeError: this step always fails" in why["boom"][1]
+    assert why["b"][0] == "Skipped"
+    assert "failed" in why["b"][1]
 
 
 async def test_event_callbacks_may_be_async_and_may_fail(
@@ -783,8 +825,8 @@ async def test_the_plan_run_log_tells_each_step_and_the_artifacts(
     for sid, action in (("n0", "emit_number"), ("join", "summarize"), ("twice", "double")):
         assert f"step {sid} (action {action}) started" in text
         assert re.search(
-            rf"step {sid} \(action {action}\) reused the result of execution "
-            rf"{first.execution_id} in \d+\.\d\d s",
+            rf"step {sid} \(action {action}\) reused its result from an earlier attempt of "
+            rf"this execution in \d+\.\d\d s",
             text,
         ), text
     assert f"artifacts aether-plan-{plan.plan_id} (the plan) and aether-results-" in text
@@ -861,12 +903,12 @@ async def test_a_failed_artifact_write_does_not_fail_the_plan(
 ) -> None:
     """Artifacts report a run: when the API refuses one, the steps' outputs are still
     the result, and the reason is logged."""
-    from prefect.artifacts import TableArtifact
+    from prefect.artifacts import MarkdownArtifact
 
     async def refuse(self: Any, client: Any = None) -> Any:
         raise RuntimeError("artifact storage is full")
 
-    monkeypatch.setattr(TableArtifact, "acreate", refuse)
+    monkeypatch.setattr(MarkdownArtifact, "acreate", refuse)
     with caplog.at_level("WARNING", logger="prefect_aether.execute"):
         result = await PlanExecutor(catalog).execute(diamond(counter_dir, width=1))
     assert result.ok, result.errors

@@ -132,7 +132,7 @@ async def test_sigkill_then_history_reconciles_and_resume_completes(
     (work.runs / "fast").write_text("")
     code, out = work.run("run", str(work.plan), "--module", MODULE, "--resume", killed.execution_id)
     assert code == 0, out
-    assert "reused from earlier runs of this execution: extract" in out
+    assert "reused (not run again): extract" in out
     assert (runs_of(work.runs, "extract"), runs_of(work.runs, "crunch")) == (1, 2)
     assert runs_of(work.runs, "publish") == 1
     [done] = await work.executions()
@@ -169,7 +169,7 @@ async def test_two_processes_resuming_one_execution_never_both_run_a_step(
     figures.add("executions.concurrent_resumes", 2)
     figures.add("executions.double_runs", runs_of(work.runs, "charge") - 1)
     assert runs_of(work.runs, "charge") == 1
-    assert sum("reused from earlier runs of this execution: charge" in o for o in outputs) == 1
+    assert sum("reused (not run again): charge" in o for o in outputs) == 1
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ async def test_an_api_outage_is_loud_bounded_and_resumable(
         "run", str(work.plan), "--module", MODULE, "--resume", interrupted.execution_id
     )
     assert code == 0, resumed
-    assert "reused from earlier runs of this execution: extract" in resumed
+    assert "reused (not run again): extract" in resumed
     assert (runs_of(work.runs, "extract"), runs_of(work.runs, "crunch")) == (1, 2)
     figures.add("executions.api_outages")
     figures.add("executions.gave_up_within_s", round(gave_up_after))

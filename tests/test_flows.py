@@ -151,7 +151,22 @@ async def test_rejected_plan_ends_the_run_and_nothing_executes() -> None:
         )
     run = await paused_run(tag)
     schema = await form_schema(run)
-    assert sorted(schema["properties"]) == ["approve", "approver", "comment"]
+    assert sorted(schema["properties"]) == ["approver", "comment", "decision"]
+    # Nothing chosen by default: the reviewer must pick approve or reject.
+    assert schema["required"] == ["decision"]
+    assert "default" not in schema["properties"]["decision"]
+    assert schema["properties"]["decision"]["enum"] == ["approve", "reject"]
+    # The form itself shows the plan: its steps, actions and the values they will get.
+    assert run.state is not None
+    async with get_client() as client:
+        description = json.loads(
+            await client.read_flow_run_input(
+                run.id, keyset_from_paused_state(run.state)["description"]
+            )
+        )
+    assert "| greet | greet |" in description
+    assert "ada" in description
+    assert "/v2/runs/flow-run/" in description
     async with get_client() as client:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="aether-approval-"))
@@ -161,7 +176,7 @@ async def test_rejected_plan_ends_the_run_and_nothing_executes() -> None:
     assert '| name | greet | \\"ada\\" |' in str(approval.data)
     await resume_flow_run(
         run.id,
-        run_input={"approve": False, "approver": "rita", "comment": "not \x1b[31mtoday"},
+        run_input={"decision": "reject", "approver": "rita", "comment": "not \x1b[31mtoday"},
     )
     state = await asyncio.wait_for(running, 60)
     assert state.is_cancelled()
@@ -244,19 +259,26 @@ async def test_approved_plan_runs() -> None:
     assert sorted((await form_schema(run))["properties"]) == ["name"]
     await resume_flow_run(run.id, run_input={"name": "lin"})
     run = await paused_run(tag)
-    assert sorted((await form_schema(run))["properties"]) == ["approve", "approver", "comment"]
-    await resume_flow_run(run.id, run_input={"approve": True, "comment": "looks fine"})
+    assert sorted((await form_schema(run))["properties"]) == ["approver", "comment", "decision"]
+    comment = "looks fine, see https://evil.example/steal or www.evil.example"
+    await resume_flow_run(
+        run.id,
+        run_input={"decision": "approve", "approver": "mallory@evil.example", "comment": comment},
+    )
     state = await asyncio.wait_for(running, 90)
     assert state.is_completed(), state.message
     report = await state.aresult()
     assert report["outputs"] == {"result": "hello lin"}
     assert report["planner"] == "heuristic"
     logs = await run_logs(run.id, "approved by")
-    assert "approved by someone (no name given): looks fine" in logs
+    # The new UI links URLs, addresses and www. names in log lines: none is left whole.
+    assert "approved by mallory\u200b@evil.example: looks fine, see https\u200b://" in logs
+    for link in ("https://", "www.evil", "mallory@evil"):
+        assert link not in logs
     [decision] = await decisions(run.id)
     assert decision["approved"] is True
     [event] = await plan_events("prefect-aether.plan.approved", run.id)
-    assert event.payload["comment"] == "looks fine"
+    assert event.payload["comment"] == comment
 
 
 async def test_nobody_answering_ends_the_run_with_a_clear_message() -> None:

@@ -134,6 +134,30 @@ def test_policy_tags_come_from_the_decorator_the_source_and_register(
     assert is_manual(other.register(list_customers, tags=["aether:manual"]))
 
 
+def test_the_operators_settings_policy_cannot_be_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`action_tags` and `action_roles` on the worker: every catalog built there has them,
+    whatever tags or roles a source (a run parameter) brings."""
+    from prefect_aether.catalog.policy import needs_approval
+
+    monkeypatch.setenv(
+        "PREFECT_INTEGRATIONS_AETHER_ACTION_TAGS", '{"delete_backups": ["aether:approval"]}'
+    )
+    monkeypatch.setenv(
+        "PREFECT_INTEGRATIONS_AETHER_ACTION_ROLES", '{"delete_backups": {"log_dir": "write"}}'
+    )
+    asked = CatalogSource(
+        modules=[GUARDED],
+        action_tags={"delete_backups": []},
+        roles={"delete_backups": {"log_dir": "read"}},
+    )
+    figures.add("guardrails.policy_overrides_tried")
+    spec = asked.build_local().get("delete_backups")
+    assert spec is not None
+    assert needs_approval(spec)
+    assert [slot.role for slot in spec.inputs] == ["write"]
+    figures.add("guardrails.policy_overrides_blocked")
+
+
 # -- aether:manual ---------------------------------------------------------------------------
 
 
@@ -257,9 +281,9 @@ async def test_the_deployable_flow_waits_for_an_approval_even_when_not_asked(
             )
         )
     run = await paused_run(tag)
-    assert sorted((await form_schema(run))["properties"]) == ["approve", "approver", "comment"]
+    assert sorted((await form_schema(run))["properties"]) == ["approver", "comment", "decision"]
     assert list(counter_dir.iterdir()) == []
-    await resume_flow_run(run.id, run_input={"approve": True, "approver": "ops"})
+    await resume_flow_run(run.id, run_input={"decision": "approve", "approver": "ops"})
     state = await asyncio.wait_for(running, 90)
     assert state.is_completed(), state.message
     assert (counter_dir / "charge-7.0").exists()
@@ -344,13 +368,30 @@ async def test_the_plan_cache_never_widens_flow_ids(tmp_path: Path, counter_dir:
 # -- secrets by reference ------------------------------------------------------------------
 
 
-def test_user_values_for_secrets_are_refused_with_a_hint(catalog: ActionCatalog) -> None:
+def test_user_values_for_secrets_are_refused_with_a_hint(
+    catalog: ActionCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_SECRET_BLOCKS", '["db-password"]')
+
     def login(password: Any, *, step_id: str = "l", **extras: Any) -> dict[str, Any]:
         inputs = {"user": "ada", "password": password}
         return {"steps": [{"id": step_id, "action": "login", "inputs": inputs, "extras": extras}]}
 
     refused = [
         *(login(f"${{user.{key}}}") for key in ("credential", "ssh_passphrase", "card_pin", "jwt")),
+        *(
+            login(f"${{user.{key}}}")
+            for key in (
+                "db_pass",
+                "password2",
+                "private_key_pem",
+                "bearer",
+                "auth",
+                "secret_value",
+                "pass",
+                "ssn",
+            )
+        ),
         login("${user.pw}"),  # an innocent key into a slot named like a secret
         {"steps": [{"id": "c", "action": "connect_db", "inputs": {"dsn": "x", "db": "${user.d}"}}]},
         login("${secret.Bad_Name}"),
@@ -407,3 +448,80 @@ async def test_history_reaches_the_prompt_as_quoted_data_without_outputs(
         figures.add("guardrails.prompt_injection_blocked")
     finally:
         await store.close()
+
+
+async def test_manual_actions_never_reach_a_prompt_through_history(
+    catalog: ActionCatalog, llm_server: ScriptedLLMServer, tmp_path: Path
+) -> None:
+    """A person ran a hand-written plan with a manual action for this goal: its history
+    line would show the planner the action it must never choose."""
+    store = PlanStore(f"sqlite+aiosqlite:///{tmp_path}/memory.db")
+    try:
+        for action in ("purge_customers", "list_customers"):
+            plan = CandidatePlan.from_dict(
+                {"steps": [{"id": "s", "action": action, "inputs": {"log_dir": "x"}}]}
+            )
+            await store.save_plan(plan, goal="tidy the customers", catalog_fingerprint="f")
+            record = await store.start_execution(plan.plan_id, execution_id=uuid.uuid4().hex)
+            await store.finish_execution(record, ok=True, flow_run_id=None)
+        listed = {"steps": [{"id": "l", "action": "list_customers", "inputs": {"log_dir": "x"}}]}
+        llm_server.script(Reply.chat(json.dumps(listed)))
+        llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
+        service = PlannerService(catalog, planner=ActionPlanner(catalog, llm), store=store)
+        figures.add("guardrails.unplanned_manual_actions_tried")
+        await service.plan("tidy the customers", cache=False)
+        prompt = llm_server.requests[-1].body["messages"][-1]["content"]
+        assert "s:list_customers" in prompt
+        assert "purge_customers" not in prompt
+        figures.add("guardrails.unplanned_manual_actions_blocked")
+    finally:
+        await store.close()
+
+
+@pytest.mark.usefixtures("prefect_server")
+async def test_results_are_never_kept_in_a_planted_folder(
+    catalog: ActionCatalog, tmp_path: Path
+) -> None:
+    """In a shared PREFECT_LOCAL_STORAGE_PATH, another user plants `aether-results` (a
+    symbolic link to their folder, or a folder of theirs): the step fails, nothing is
+    written there; the storage folder of our own is made private."""
+    import os
+
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    plan = CandidatePlan.from_dict(
+        {"steps": [{"id": "l", "action": "list_customers", "inputs": {"log_dir": "x"}}]}
+    )
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "aether-results").symlink_to(theirs)
+    plants = [shared]
+    if os.geteuid() == 0:
+        other = tmp_path / "other"
+        (other / "aether-results").mkdir(parents=True)
+        os.chown(other / "aether-results", 65534, 65534)
+        plants.append(other)
+    for storage in plants:
+        figures.add("guardrails.derived_secret_leaks_tried")
+        with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: storage}):
+            result = await PlanExecutor(catalog).execute(plan)
+        assert not result.ok
+        assert (
+            "step results and locks are kept only in a folder of this user's"
+            in (result.errors["l"])
+        )
+        assert list(theirs.iterdir()) == []
+        figures.add("guardrails.derived_secret_leaks_blocked")
+    assert shared.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.usefixtures("prefect_server")
+async def test_a_negative_pause_timeout_is_refused() -> None:
+    plan = {"steps": [{"id": "l", "action": "list_customers", "inputs": {"log_dir": "x"}}]}
+    state = await execute_plan(
+        plan, catalog=CatalogSource(modules=[GUARDED]), pause_timeout=-5, return_state=True
+    )
+    assert state.is_failed()
+    assert "pause_timeout must be at least 1 second, got -5" in str(state.message)

@@ -59,7 +59,7 @@ def test_plan_file_over_max_plan_bytes_is_refused(
     args = ["validate", str(path), "--module", str(ROOT / "flows" / "pipeline.py")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
-    assert "at most 200 are read (max_plan_bytes)" in result.output
+    assert "is over 200 bytes, the most that is read (max_plan_bytes)" in result.output
 
 
 async def test_llm_response_over_max_llm_response_bytes_is_an_llm_error(

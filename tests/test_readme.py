@@ -48,8 +48,29 @@ def documented_commands() -> list[tuple[str, str]]:
     return found
 
 
+def mcp_commands() -> list[str]:
+    """The documented `prefect-aether mcp` commands (tests/test_mcp.py serves agents with
+    them, as written; environment assignments in front of one are kept)."""
+    found = []
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                if "prefect-aether mcp" in line:
+                    found.append(line.split("  #", 1)[0].strip())
+    return found
+
+
+def served_commands() -> list[tuple[str, str]]:
+    """The documented commands that run and end (an MCP server serves until its client
+    leaves: tests/test_mcp.py runs those)."""
+    return [
+        (page, c) for page, c in documented_commands() if not c.startswith("prefect-aether mcp")
+    ]
+
+
 @pytest.mark.usefixtures("prefect_server")
-@pytest.mark.parametrize(("page", "command"), documented_commands())
+@pytest.mark.parametrize(("page", "command"), served_commands())
 def test_documented_commands_run(
     page: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,6 +100,8 @@ def test_documented_commands_run(
 def test_the_documented_commands_are_found() -> None:
     commands = [c for _, c in documented_commands()]
     assert len(commands) >= 10
+    assert "prefect-aether mcp --module flows/pipeline.py" in mcp_commands()
+    assert any("--transport http" in c for c in mcp_commands())
     assert any(c.startswith("prefect-aether validate") for c in commands)
     assert any("--resume" in c for c in commands)
 
@@ -97,3 +120,17 @@ def test_the_writing_flows_page_prints_what_it_says() -> None:
             assert output.getvalue() == match.group(2)
             checked += 1
     assert checked == 3
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/settings.md names each setting, README's summary too."""
+    from prefect_aether.settings import AetherSettings
+
+    page = (ROOT / "docs" / "settings.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        name.upper()
+        for name in AetherSettings.model_fields
+        if f"`{name.upper()}`" not in page or name.upper() not in readme
+    ]
+    assert missing == []

@@ -34,6 +34,7 @@ from prefect_aether.execution.executor import PlanExecutor
 from prefect_aether.planning.llm import OpenAICompatibleLLM
 from prefect_aether.planning.llm_planner import decode_plan
 from tests import figures
+from tests.artifacts import results
 from tests.llm_server import Reply, ScriptedLLMServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -211,7 +212,7 @@ async def test_previews_in_artifacts_and_events_are_truncated_and_stripped(
             if events:
                 break
             await asyncio.sleep(0.5)
-    previews = [str(row["output"]) for a in artifacts for row in json.loads(str(a.data))]
+    previews = [row["output"] for a in artifacts for row in results(str(a.data)).values()]
     previews += [str(e.payload.get("output_preview", "")) for e in events]
     assert len(previews) >= 2
     for text in previews:

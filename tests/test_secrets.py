@@ -158,6 +158,7 @@ async def test_a_secret_binding_never_leaks(
 
     store_path = tmp_path / "secret-binding.db"
     monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_STORE_URL", f"sqlite+aiosqlite:///{store_path}")
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_SECRET_BLOCKS", '["guard-db-password"]')
     await Secret(value=SECRET_CANARY).save("guard-db-password", overwrite=True)
     source = CatalogSource(modules=["tests.guarded_flows"])
 

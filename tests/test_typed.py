@@ -4,7 +4,6 @@ wiring checks, resume of model-typed steps, JSON previews (tests/typed_flows.py)
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -26,6 +25,7 @@ from prefect_aether import (
 )
 from prefect_aether._internal.text import preview
 from tests import typed_flows
+from tests.artifacts import results
 from tests.typed_flows import Manifest, Shipment, Speed, Window
 
 CSV = """parcel_id,carrier,shipped_on,weight_kg,fee
@@ -397,9 +397,7 @@ async def test_previews_are_json_in_the_results_artifact_and_events(
             )
         )
     mine = [a for a in artifacts if str(a.flow_run_id) == result.flow_run_id]
-    table = mine[0].data
-    rows = table if isinstance(table, list) else json.loads(str(table))
-    read_row = next(r for r in rows if r["step"] == "read")
+    read_row = results(str(mine[0].data))["read"]
     assert read_row["output"].startswith('{"result":[{"carrier":"dhl"')
     assert "parcel_id=" not in read_row["output"]
     assert "datetime.date" not in read_row["output"]

@@ -120,7 +120,8 @@ async def test_the_plan_artifact_reads_as_a_table_in_both_uis(
         },
         timeout=10,
     )
-    [artifact] = response.json()
+    [artifact] = [a for a in response.json() if a["key"].startswith("aether-plan-")]
+    await page.set_viewport_size({"width": 1280, "height": 800})
     for ui, prefix in UIS.items():
         await page.goto(f"{ui_server.ui_url}{prefix}/artifacts/artifact/{artifact['id']}")
         # The new UI draws the page in parts: wait for the plan's own rows, not any table.
@@ -139,6 +140,39 @@ async def test_the_plan_artifact_reads_as_a_table_in_both_uis(
         assert by_step["clean"][:4] == ["2", "clean", "clean_sales", "load"], (ui, by_step)
         assert by_step["audit"][3] == "regions (order)", ui
         assert set(by_step) >= {s["id"] for s in PLAN["steps"]}, ui
+        # The binding, then the value the run used.
+        assert "flows/data/sales.csv" in by_step["load"][4], (ui, by_step["load"])
+        assert await beyond_the_window(page) == [], ui
+    # The results table fits too, and says why a step did not run (here: none failed).
+    results = [
+        a
+        for a in httpx.post(
+            f"{ui_server.api_url}/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
+            timeout=10,
+        ).json()
+        if a["key"].startswith("aether-results-")
+    ]
+    for ui, prefix in UIS.items():
+        await page.goto(f"{ui_server.ui_url}{prefix}/artifacts/artifact/{results[0]['id']}")
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('table td')]"
+            ".some(c => c.innerText.trim() === 'clean_sales')",
+            timeout=30_000,
+        )
+        text = await page.inner_text("body")
+        assert "Outputs, and why a step failed or was skipped" in text, ui
+        assert await beyond_the_window(page) == [], ui
+
+
+async def beyond_the_window(page: Any) -> list[str]:
+    """Table cells whose right edge is past the window's (off-screen without scrolling)."""
+    found: list[str] = await page.evaluate(
+        "() => [...document.querySelectorAll('table td, table th')]"
+        ".filter(c => c.getBoundingClientRect().right > window.innerWidth + 1)"
+        ".map(c => c.innerText.slice(0, 60))"
+    )
+    return found
 
 
 async def paused(server: PrefectServer, tag: str, count: int) -> str:
@@ -242,10 +276,13 @@ async def test_the_input_and_approval_forms_show_their_fields_and_steps(
             text = await form_text(page, f"{ui_server.ui_url}{prefix}/runs/flow-run/{run_id}")
             for label in ("Run this plan?", "Your name, for the audit trail.", "Why"):
                 assert label in text, (ui, text)
+            # The plan is in the form itself: its steps, actions and the values they get.
+            for shown in ("Approve or reject it below", "greet", "ada", "loud"):
+                assert shown in text, (ui, shown, text)
         async with httpx.AsyncClient(timeout=10) as http:
             await http.post(
                 f"{ui_server.api_url}/flow_runs/{run_id}/resume",
-                json={"run_input": {"approve": False, "approver": "ui-test"}},
+                json={"run_input": {"decision": "reject", "approver": "ui-test"}},
             )
         runner.wait(120)
     finally:
@@ -319,7 +356,7 @@ async def test_untrusted_text_is_inert_in_both_uis(
         async with httpx.AsyncClient(timeout=10) as http:
             await http.post(
                 f"{ui_server.api_url}/flow_runs/{run_id}/resume",
-                json={"run_input": {"approve": True, "approver": "ui-test"}},
+                json={"run_input": {"decision": "approve", "approver": "ui-test"}},
             )
         assert runner.wait(180) == 0
         plan_run = httpx.post(
@@ -332,7 +369,9 @@ async def test_untrusted_text_is_inert_in_both_uis(
         ).json()
         assert plan_run, "the approved plan did not run"
         await check_artifacts(ui_server, page, plan_run[0]["id"], "aether-plan-")
-        await check_artifacts(ui_server, page, plan_run[0]["id"], "aether-results-", "table")
+        await check_artifacts(
+            ui_server, page, plan_run[0]["id"], "aether-results-", goal_shown=False
+        )
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -341,13 +380,13 @@ async def test_untrusted_text_is_inert_in_both_uis(
 
 
 async def check_artifacts(
-    ui_server: PrefectServer, page: Any, run_id: str, key: str, kind: str = "markdown"
+    ui_server: PrefectServer, page: Any, run_id: str, key: str, *, goal_shown: bool = True
 ) -> None:
     from tests import figures
 
     response = httpx.post(
         f"{ui_server.api_url}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": [kind]}}},
+        json={"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["markdown"]}}},
         timeout=10,
     )
     [artifact] = [a for a in response.json() if a["key"].startswith(key)]
@@ -364,7 +403,7 @@ async def check_artifacts(
         )
         assert found == {"details": 0, "links": 0, "images": 0, "bold": 0}, (ui, hrefs)
         text = await page.inner_text("body")
-        if kind == "markdown":
+        if goal_shown:
             # The attacker's text is there to read, as text.
             assert "Reviewed by SecOps" in text, ui
         rows = await page.eval_on_selector_all(

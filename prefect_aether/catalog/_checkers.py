@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from prefect_aether.catalog.schemas import json_kind, type_adapter
 from prefect_aether.catalog.specs import IOSlot
+from prefect_aether.plan import non_finite
 
 
 def make_checker(flow: Flow[..., Any] | None, hints: dict[str, Any], slot: IOSlot) -> Any:
@@ -27,17 +28,26 @@ def make_checker(flow: Flow[..., Any] | None, hints: dict[str, Any], slot: IOSlo
 
         def check_python(value: Any) -> str | None:
             try:
-                checked.validate_python(value)
+                result = checked.validate_python(value)
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
                 return f"{err['msg']}{f' at {where}' if where else ''} (got {_preview(value)})"
+            try:
+                # What the flow would get: "NaN" as a float is NaN too.
+                plain = checked.dump_python(result)
+            except Exception:
+                plain = value
+            if non_finite(value) or non_finite(plain):
+                return f"NaN and infinities are not accepted (got {_preview(value)})"
             return None
 
         return check_python
     validator = Draft202012Validator(slot.json_schema)
 
     def check_schema(value: Any) -> str | None:
+        if non_finite(value):
+            return f"NaN and infinities are not accepted (got {_preview(value)})"
         error = next(iter(validator.iter_errors(value)), None)
         return None if error is None else f"{error.message} (got {json_kind(value) or 'null'})"
 

@@ -45,6 +45,7 @@ from prefect_aether.catalog.specs import (
     same_structure,
 )
 from prefect_aether.exceptions import CatalogError
+from prefect_aether.settings import current_settings
 
 __all__ = ["ActionCatalog", "ActionSpec", "IOSlot"]
 
@@ -72,9 +73,18 @@ class ActionCatalog:
         action_tags: dict[str, list[str]] | None = None,
         roles: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        # Tags by action name added to whatever registers under that name (policy).
-        self._extra_tags = {k: list(v) for k, v in (action_tags or {}).items()}
-        self._roles = {action: dict(given) for action, given in (roles or {}).items()}
+        # Tags by action name added to whatever registers under that name (policy): those
+        # given here and the operator's (`action_tags` setting), which nothing removes.
+        settings = current_settings()
+        self._extra_tags: dict[str, list[str]] = {}
+        for given in (action_tags or {}, settings.action_tags):
+            for action, tags in given.items():
+                self._extra_tags[action] = sorted({*self._extra_tags.get(action, ()), *tags})
+        # Roles per action and input; the operator's (`action_roles` setting) win.
+        self._roles: dict[str, dict[str, str]] = {}
+        for given_roles in (roles or {}, settings.action_roles):
+            for action, slots in given_roles.items():
+                self._roles[action] = {**self._roles.get(action, {}), **slots}
         self._entries: dict[str, _Entry] = {}
         self._by_ref: dict[str, str] = {}
         self._index: SearchIndex | None = None

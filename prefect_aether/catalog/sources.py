@@ -49,6 +49,26 @@ class CatalogSource(BaseModel):
         ),
     )
 
+    def under(self, operator: CatalogSource) -> CatalogSource:
+        """This source (a run parameter) under the operator's policy (`operator`, the
+        deployment's own `catalog` default): the operator's action tags are added to
+        this source's (which may only add more), and only the operator's roles count.
+
+        Examples:
+            >>> asked = CatalogSource(modules=["m"], roles={"x": {"dest": "read"}})
+            >>> mine = CatalogSource(modules=["m"], action_tags={"x": ["aether:approval"]})
+            >>> under = asked.under(mine)
+            >>> under.action_tags, under.roles
+            ({'x': ['aether:approval']}, {})
+        """
+        tags = {
+            action: sorted(
+                {*self.action_tags.get(action, ()), *operator.action_tags.get(action, ())}
+            )
+            for action in {*self.action_tags, *operator.action_tags}
+        }
+        return self.model_copy(update={"action_tags": tags, "roles": dict(operator.roles)})
+
     @classmethod
     def from_settings(cls) -> CatalogSource:
         """Everything the `catalog_*` settings list (the deployable flows' default)."""

@@ -4,8 +4,10 @@ and the plan table (private to the CLI)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import ExecutionInterrupted, PlanValidationError, PrefectAetherError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.settings import current_settings
@@ -80,3 +83,27 @@ def show_plan(plan: CandidatePlan) -> None:
             escape(str(step.extras.get("reason", ""))),
         )
     console.print(table)
+
+
+def build_catalog(modules: list[str] | None, entrypoints: list[str] | None) -> ActionCatalog:
+    """A catalog of the flows in the given modules and entrypoints."""
+    if not modules and not entrypoints:
+        fail("no actions: pass --module and/or --entrypoint")
+    return add_local(ActionCatalog(), modules, entrypoints)
+
+
+def add_local(
+    catalog: ActionCatalog, modules: list[str] | None, entrypoints: list[str] | None
+) -> ActionCatalog:
+    """`catalog` with the flows of these modules (dotted names or `.py` files, found from
+    the working directory) and entrypoints registered."""
+    with clean_errors():
+        for module in modules or []:
+            if module.endswith(".py") or "/" in module:
+                if not Path(module).is_file():
+                    fail(f"module file {module!r} does not exist")
+                sys.path.insert(0, str(Path.cwd()))
+            catalog.register_module(module)
+        for entrypoint in entrypoints or []:
+            catalog.register_entrypoint(entrypoint)
+    return catalog

@@ -13,12 +13,17 @@ from prefect_aether.cli._common import clean_errors, console, fail, required_sto
 from prefect_aether.execution.reconcile import reconcile
 from prefect_aether.store import ExecutionRecord, PlanRecord
 
+#: Most executions `history --limit` lists.
+MAX_HISTORY = 10_000
+
 
 def history_command(
     goal: Annotated[str | None, typer.Option(help="Only executions of this goal.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many executions.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many executions (1 to 10,000).")] = 20,
 ) -> None:
     """The latest plan executions recorded in the plan store, newest first."""
+    if not 1 <= limit <= MAX_HISTORY:
+        fail(f"--limit must be between 1 and {MAX_HISTORY:,}, got {limit}")
 
     async def read() -> list[tuple[PlanRecord, ExecutionRecord]]:
         async with required_store() as store:

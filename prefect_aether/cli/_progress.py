@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from prefect_aether._internal.text import sanitize
 from prefect_aether.cli._common import CONSOLE, clean_errors, console, errors, fail, open_store
 from prefect_aether.exceptions import ExecutionInterrupted
 from prefect_aether.execution.events import ExecutionEvent, ExecutionResult
@@ -94,7 +95,7 @@ def run_with_progress(
                 service = PlannerService(
                     executor.catalog, planner="heuristic", executor=executor, store=store
                 )
-                return await service.execute_plan(
+                return await service.aexecute_plan(
                     plan,
                     user_inputs=values,
                     on_event=on_event,
@@ -176,8 +177,7 @@ def print_result(result: ExecutionResult) -> None:
     console.print(f"plan {result.plan_id} {verdict} (execution {result.execution_id})")
     if result.reused:
         console.print(
-            f"reused from earlier runs of this execution: {', '.join(result.reused)}",
-            highlight=False,
+            f"reused (not run again): {escape(', '.join(result.reused))}", highlight=False
         )
     if not result.ok and result.execution_id:
         console.print(
@@ -185,7 +185,14 @@ def print_result(result: ExecutionResult) -> None:
             highlight=False,
         )
     for sid, error in result.errors.items():
-        console.print(f"  [red]{sid}[/]: {error}", highlight=False)
+        console.print(
+            f"  [red]{escape(sid)}[/] failed: {escape(sanitize(error, 500))}", highlight=False
+        )
+    if result.skipped:
+        console.print(
+            f"  skipped, because a step they need failed: {escape(', '.join(result.skipped))}",
+            highlight=False,
+        )
     if result.outputs:
         console.print("outputs of the last step:", highlight=False)
         console.print_json(json.dumps(result.outputs, default=str))

@@ -25,9 +25,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from prefect_aether.catalog.registry import ActionCatalog
+from prefect_aether.cli._ask import missing_values
 from prefect_aether.cli._blocks import blocks_app
 from prefect_aether.cli._common import (
     CONSOLE,
+    build_catalog,
     clean_errors,
     console,
     errors,
@@ -37,11 +39,9 @@ from prefect_aether.cli._common import (
 )
 from prefect_aether.cli._history import history_command, show_command
 from prefect_aether.cli._progress import ask_approval, print_result, run_with_progress
-from prefect_aether.exceptions import (
-    PlanDecodingError,
-)
+from prefect_aether.exceptions import BindingError, PlanDecodingError
 from prefect_aether.execution.executor import PlanExecutor
-from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.plan import CandidatePlan, iter_bindings, non_finite
 from prefect_aether.planning.llm_planner import PlanningEvent, PlanResult, decode_plan
 from prefect_aether.service import PlannerKind, PlannerService
 from prefect_aether.settings import current_settings
@@ -54,6 +54,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+#: Longest `--reuse-within`: ten years (a `timedelta` holds at most about 2.7 million).
+MAX_REUSE_SECONDS = 10 * 365 * 86_400
 
 ModulesOpt = Annotated[
     list[str] | None,
@@ -80,12 +83,13 @@ InputsOpt = Annotated[
 def warn_unused(plan: CandidatePlan, values: dict[str, Any]) -> None:
     """Say which `--input` values the plan does not use, with the closest names it does
     (an unused `csv_pth=...` is a typo that would otherwise pass silently)."""
-    used = {
-        binding.key
-        for step in plan.steps
-        for _, binding in iter_bindings(step.inputs)
-        if binding.kind == "external" and binding.key is not None
-    }
+    used: set[str] = set()
+    for step in plan.steps:
+        try:
+            found = list(iter_bindings(step.inputs))
+        except BindingError:
+            return  # validation names the malformed binding; a guess here would mislead
+        used |= {b.key for _, b in found if b.kind == "external" and b.key is not None}
     for key in sorted(set(values) - used):
         close = difflib.get_close_matches(key, sorted(used), n=2, cutoff=0.6)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
@@ -95,31 +99,17 @@ def warn_unused(plan: CandidatePlan, values: dict[str, Any]) -> None:
         )
 
 
-def build_catalog(modules: list[str] | None, entrypoints: list[str] | None) -> ActionCatalog:
-    """A catalog of the flows in the given modules and entrypoints."""
-    if not modules and not entrypoints:
-        fail("no actions: pass --module and/or --entrypoint")
-    catalog = ActionCatalog()
-    with clean_errors():
-        for module in modules or []:
-            if module.endswith(".py") or "/" in module:
-                if not Path(module).is_file():
-                    fail(f"module file {module!r} does not exist")
-                sys.path.insert(0, str(Path.cwd()))
-            catalog.register_module(module)
-        for entrypoint in entrypoints or []:
-            catalog.register_entrypoint(entrypoint)
-    return catalog
-
-
 def load_plan(path: Path) -> CandidatePlan:
     """Read a plan from a JSON or YAML file."""
     limit = current_settings().max_plan_bytes
     try:
-        size = path.stat().st_size
-        if size > limit:
-            fail(f"plan {str(path)!r} is {size} bytes; at most {limit} are read (max_plan_bytes)")
-        raw = path.read_bytes()
+        # Bounded by the bytes actually read: `stat` says 0 for /dev/zero or a pipe.
+        with path.open("rb") as file:
+            raw = file.read(limit + 1)
+        if len(raw) > limit:
+            fail(
+                f"plan {str(path)!r} is over {limit} bytes, the most that is read (max_plan_bytes)"
+            )
     except OSError as exc:
         fail(f"cannot read plan {str(path)!r}: {exc.strerror or exc}")
     try:
@@ -152,9 +142,14 @@ def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             fail(f"--input {pair!r} must look like key=value")
         try:
-            values[key.strip()] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            values[key.strip()] = raw
+            value = raw
+        except RecursionError:
+            fail(f"--input {key.strip()} nests too deeply to read")
+        if non_finite(value):
+            fail(f"--input {key.strip()}: NaN and infinities are not numbers a plan accepts")
+        values[key.strip()] = value
     return values
 
 
@@ -212,6 +207,24 @@ def validate_command(
         raise typer.Exit(2)
 
 
+def event_line(message: str) -> str:
+    """A planning event's message on one line: a validation report's heading with its
+    first issue (and how many more), not the heading alone.
+
+    Examples:
+        >>> event_line("Plan is invalid:\\n- [cycle] a -> b\\n- [unknown_step] c")
+        'Plan is invalid: [cycle] a -> b (and 1 more issue)'
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if len(lines) == 1 or not lines[0].endswith(":"):
+        return lines[0]
+    more = len(lines) - 2
+    tail = f" (and {more} more issue{'s' if more > 1 else ''})" if more else ""
+    return f"{lines[0]} {lines[1].removeprefix('- ')}{tail}"
+
+
 def plan_goal(
     catalog: ActionCatalog, goal: str, values: dict[str, Any], kind: str, *, cache: bool = True
 ) -> CandidatePlan:
@@ -223,14 +236,17 @@ def plan_goal(
 
     def on_event(event: PlanningEvent) -> None:
         if event.phase in ("llm_request", "validation", "failure"):
-            errors.print(f"[dim]planning {event.phase}: {event.message.splitlines()[0]}[/]")
+            errors.print(
+                f"[dim]planning {event.phase}: {escape(event_line(event.message))}[/]",
+                highlight=False,
+            )
         elif event.phase == "fallback" or (event.phase == "success" and "cache" in event.message):
             errors.print(f"[yellow]{event.message}[/]")
 
     async def plan() -> PlanResult:
         async with open_store() as store:
             service = PlannerService(catalog, planner=cast(PlannerKind, kind), store=store)
-            return await service.plan(goal, user_inputs=values, on_event=on_event, cache=cache)
+            return await service.aplan(goal, user_inputs=values, on_event=on_event, cache=cache)
 
     with clean_errors():
         result = asyncio.run(plan())
@@ -270,9 +286,13 @@ def plan_command(
     )
     if output is not None:
         text = json.dumps(plan.to_dict(), indent=2)
-        output.write_text(
-            yaml.safe_dump(plan.to_dict()) if output.suffix in (".yaml", ".yml") else text
-        )
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(
+                yaml.safe_dump(plan.to_dict()) if output.suffix in (".yaml", ".yml") else text
+            )
+        except OSError as exc:
+            fail(f"cannot write the plan to {str(output)!r}: {exc.strerror or exc}")
         console.print(f"plan written to {output}", highlight=False)
 
 
@@ -328,8 +348,11 @@ def run_command(
         fail(f"--run-as must be task or subflow, got {run_as!r}")
     if max_concurrency is not None and max_concurrency < 1:
         fail(f"--max-concurrency must be at least 1, got {max_concurrency}")
-    if reuse_within is not None and reuse_within <= 0:
-        fail(f"--reuse-within must be a positive number of seconds, got {reuse_within:g}")
+    if reuse_within is not None and not 0 < reuse_within <= MAX_REUSE_SECONDS:
+        fail(
+            f"--reuse-within must be a number of seconds above 0 and at most "
+            f"{MAX_REUSE_SECONDS:,} (ten years), got {reuse_within:g}"
+        )
     executor = PlanExecutor(
         catalog,
         max_concurrency=max_concurrency,
@@ -339,6 +362,7 @@ def run_command(
         allow_overwrite=allow_overwrite,
     )
     warn_unused(candidate, values)
+    values = missing_values(catalog, candidate, values)
     with clean_errors():
         levels = executor.check(candidate, values)
         approve = approve or ask_approval(executor, candidate)
@@ -376,6 +400,52 @@ def resume_flag(argv: list[str]) -> list[str]:
     return out
 
 
+@app.command("mcp")
+def mcp_command(
+    module: ModulesOpt = None,
+    entrypoint: EntrypointsOpt = None,
+    deployment: Annotated[
+        list[str] | None,
+        typer.Option("--deployment", "-d", help="A deployment, 'flow name/deployment name'."),
+    ] = None,
+    deployment_tag: Annotated[
+        list[str] | None,
+        typer.Option(help="Every deployment with this tag becomes an action."),
+    ] = None,
+    flow_id: Annotated[
+        list[str] | None,
+        typer.Option(help="Agents may use only actions of these groups (and global ones)."),
+    ] = None,
+    planner: Annotated[str, typer.Option(help="auto, heuristic or llm.")] = "auto",
+    transport: Annotated[str, typer.Option(help="stdio, or http (streamable HTTP).")] = "stdio",
+    host: Annotated[str, typer.Option(help="With --transport http: the address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="With --transport http: the port.")] = 8000,
+    pause_timeout: Annotated[
+        int, typer.Option(help="Seconds a run waits for a person's approval.")
+    ] = 3600,
+) -> None:
+    """Serve the catalog to agents over the Model Context Protocol (stdio by default).
+
+    The actions are those of --module, --entrypoint, --deployment and --deployment-tag,
+    or, with none of them, the catalog_* settings. Over HTTP every request needs the
+    bearer token of PREFECT_INTEGRATIONS_AETHER_MCP_TOKEN.
+    """
+    from prefect_aether.cli._mcp import run_mcp_server
+
+    run_mcp_server(
+        modules=module or [],
+        entrypoints=entrypoint or [],
+        deployments=deployment or [],
+        deployment_tags=deployment_tag or [],
+        flow_ids=flow_id,
+        planner=planner,
+        transport=transport,
+        host=host,
+        port=port,
+        pause_timeout=pause_timeout,
+    )
+
+
 app.command("history")(history_command)
 app.command("show")(show_command)
 app.add_typer(blocks_app, name="blocks")
@@ -389,12 +459,21 @@ EMBEDDED_STARTUP_SECONDS = 120
 
 def main() -> None:  # pragma: no cover - console entry point
     from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED as ANALYTICS,
+    )
+    from prefect.settings import (
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as STARTUP,
     )
     from prefect.settings import temporary_settings
 
     CONSOLE["hard_exit"] = True
     # Prefect read its settings when it was imported: a change goes through its context.
-    longer = {} if STARTUP.name in os.environ else {STARTUP: EMBEDDED_STARTUP_SECONDS}
-    with temporary_settings(updates=longer):
+    updates: dict[Any, Any] = (
+        {} if STARTUP.name in os.environ else {STARTUP: EMBEDDED_STARTUP_SECONDS}
+    )
+    # The embedded server's telemetry heartbeat logs an ERROR with a traceback on every
+    # command where it cannot reach the internet: off, unless the user chose.
+    if ANALYTICS.name not in os.environ:
+        updates[ANALYTICS] = False
+    with temporary_settings(updates=updates):
         app(args=resume_flag(sys.argv[1:]), prog_name="prefect-aether")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import ssl
 from collections.abc import Iterable, Mapping
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect.events import emit_event
 
-from prefect_aether._internal.text import cell, inert
+from prefect_aether._internal.text import inert
 from prefect_aether.plan import CandidatePlan, canonical_json, iter_bindings
 
 if TYPE_CHECKING:
@@ -20,14 +21,27 @@ EVENT_PREFIX = "prefect-aether.step"
 _VALUE_CHARS = 120
 
 
-def _inputs_cell(inputs: Mapping[str, Any]) -> str:
-    return (
-        "; ".join(
-            f"{inert(name, 60)} = {inert(canonical_json(value), _VALUE_CHARS)}"
-            for name, value in inputs.items()
-        )
-        or "—"
-    )
+def _json(value: Any, limit: int) -> str:
+    """Untrusted JSON made inert, with spaces after its commas and colons so a table
+    cell can wrap it (canonical JSON has none: one long word overflows the page)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return inert(text, limit)
+
+
+def _inputs_cell(inputs: Mapping[str, Any], values: Mapping[str, Any] | None) -> str:
+    """Each input with its binding and, for a `${user.*}` binding whose value is known,
+    the value it gets (a secret-looking key's value is never shown)."""
+    from prefect_aether.validation.validate import looks_like_secret
+
+    parts = []
+    for name, value in inputs.items():
+        text = f"{inert(name, 60)} = {_json(value, _VALUE_CHARS)}"
+        key = value[7:-1] if isinstance(value, str) and value.startswith("${user.") else None
+        if key is not None and values is not None and key in values:
+            shown = "(secret, not shown)" if looks_like_secret(key) else _json(values[key], 80)
+            text += f" → {shown}"
+        parts.append(text)
+    return "; ".join(parts) or "—"
 
 
 def plan_markdown(
@@ -68,7 +82,7 @@ def plan_markdown(
             reason = inert(str(step.extras.get("reason", "")), 200) or "—"
             lines.append(
                 f"| {number} | {inert(sid, 60)} | {inert(step.action, 80)} | {waits or '—'} "
-                f"| {_inputs_cell(step.inputs)} | {reason} |"
+                f"| {_inputs_cell(step.inputs, user_inputs)} | {reason} |"
             )
     if user_inputs:
         used: dict[str, list[str]] = {}
@@ -91,22 +105,63 @@ def plan_markdown(
     return "\n".join(lines)
 
 
-def results_rows(
-    steps: Iterable[tuple[str, str, str, float | None, str]],
-) -> list[dict[str, Any]]:
-    """The results table artifact: per step (id, action, state, seconds, output preview)."""
-    # Prefect's classic UI reads table cells as markdown: actions and outputs are
-    # untrusted text, so no cell may hold a tag, a link or an image.
-    return [
-        {
-            "step": sid,
-            "action": cell(action),
-            "state": state,
-            "duration_s": duration,
-            "output": cell(output),
-        }
-        for sid, action, state, duration, output in steps
+def approval_markdown(plan: CandidatePlan, values: Mapping[str, Any], link: str) -> str:
+    """What the approval form shows above its fields: the plan's steps, their actions and
+    the values they will run with (secret-looking ones not shown), and the run's page."""
+    lines = [
+        f"**Plan {plan.plan_id}**: {len(plan.steps)} steps. Approve or reject it below.",
+        "",
+        "| step | action | inputs → values |",
+        "| --- | --- | --- |",
     ]
+    for step in plan.steps:
+        lines.append(
+            f"| {inert(step.id, 60)} | {inert(step.action, 80)} "
+            f"| {_inputs_cell(step.inputs, values)} |"
+        )
+    # The link is ours (the UI's URL and the run's id), not untrusted text.
+    lines += ["", f"The run: {link}"]
+    return "\n".join(lines)
+
+
+def results_markdown(
+    plan_id: str, steps: Iterable[tuple[str, str, str, float | None, str, str]]
+) -> str:
+    """The results artifact: a table of each step's action, state and seconds, then a
+    line per step with its output preview, or why it failed or was skipped (its masked
+    error, or the reason). The long texts are lines, not cells: the classic UI never
+    wraps a table cell, and both UIs wrap lines to the window. Every text that did not
+    come from this code is made inert, with break points in long words."""
+    table = [
+        f"# Results of plan {plan_id}",
+        "",
+        "| step | action | state | seconds |",
+        "| --- | --- | --- | --- |",
+    ]
+    details = ["", "Outputs, and why a step failed or was skipped:", ""]
+    for sid, action, state, duration, output, why in steps:
+        seconds = "—" if duration is None else f"{duration:.2f}"
+        table.append(f"| {inert(sid, 60)} | {inert(action, 80)} | {inert(state, 30)} | {seconds} |")
+        if why:
+            details.append(f"- {inert(sid, 60)} — why: {_wrappable(inert(why, 300))}")
+        elif output:
+            details.append(f"- {inert(sid, 60)} — output: {_wrappable(inert(output))}")
+    return "\n".join(table + details)
+
+
+_PUNCTUATION = re.compile(r"([,:;/])(?=\S)")
+_LONG_WORD = re.compile(r"([^\s\u200b]{30})(?=[^\s\u200b])")
+
+
+def _wrappable(text: str) -> str:
+    """`text` with a zero-width space after each comma, colon, semicolon and slash and
+    inside any 30 characters without a break, so a table cell wraps it to the window
+    (compact JSON is one long word that pushes the table off-screen).
+
+    >>> _wrappable('{"a":[1,2]}') == '{"a":\u200b[1,\u200b2]}'
+    True
+    """
+    return _LONG_WORD.sub("\\1\u200b", _PUNCTUATION.sub("\\1\u200b", text))
 
 
 def step_label(action: str) -> str:

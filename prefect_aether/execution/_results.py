@@ -24,6 +24,7 @@ import inspect
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -37,6 +38,8 @@ from prefect.locking.protocol import LockManager
 from prefect.results import ResultStore, aresolve_result_storage
 from prefect.serializers import PickleSerializer, Serializer
 from prefect.utilities.hashing import hash_objects
+
+from prefect_aether.exceptions import ExecutionError
 
 try:  # POSIX; elsewhere Prefect's own file lock manager (no release on a crash).
     import fcntl
@@ -72,11 +75,46 @@ class PlainJSONSerializer(Serializer):  # type: ignore[type-arg]
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) as a folder only its owner can enter (0700)."""
+    """Create `path` (and parents) as a folder only its owner can enter (0700).
+
+    A folder that is a symbolic link, or that another user made (in a shared
+    `PREFECT_LOCAL_STORAGE_PATH`, say), is refused: results and locks written there would
+    go where that user chose, or be theirs to read and forge.
+
+    Raises:
+        ExecutionError: `path` is a symbolic link, not a folder, or not ours.
+    """
     path = path.expanduser()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.lstat()
+    problem = (
+        "is a symbolic link"
+        if stat.S_ISLNK(info.st_mode)
+        else "is not a folder"
+        if not stat.S_ISDIR(info.st_mode)
+        else f"belongs to another user (uid {info.st_uid})"
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid()
+        else None
+    )
+    if problem is not None:
+        raise ExecutionError(
+            f"{path} {problem}; step results and locks are kept only in a folder of this "
+            "user's (remove it, or set PREFECT_LOCAL_STORAGE_PATH to a folder of yours)"
+        )
     path.chmod(0o700)
     return path
+
+
+def owner_only(path: Path) -> None:
+    """Make an existing folder of this user's private to them (0700); leave anything
+    else (missing, a symbolic link, another user's) as it is."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return
+    mine = not hasattr(os, "geteuid") or info.st_uid == os.geteuid()
+    if stat.S_ISDIR(info.st_mode) and mine and info.st_mode & 0o077:
+        path.chmod(0o700)
 
 
 class ProcessLockManager(LockManager):
@@ -264,6 +302,9 @@ class StepResults:
             from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 
             local = Path(str(PREFECT_LOCAL_STORAGE_PATH.value())).expanduser()
+            # Prefect writes persisted results there with the process's umask (a failed
+            # run's pickled error, 0644): the folder itself is kept private to its owner.
+            owner_only(local)
             if self.storage is None:
                 self._folder = private_dir(local / "aether-results")
                 block: Any = LocalFileSystem(basepath=str(self._folder))

@@ -37,6 +37,8 @@ class StepKeeper:
         self.execution_id = execution_id
         self.reuse_within = reuse_within
         self.code_hashes: dict[str, str] = {}
+        # Steps whose result came from another execution (`reuse_within`), not this one.
+        self.from_elsewhere: set[str] = set()
 
     def keys(
         self, step: PlanStep, spec: ActionSpec, flow: Flow[..., Any] | None, inputs: dict[str, Any]
@@ -73,9 +75,18 @@ class StepKeeper:
             written = dt.datetime.fromisoformat(shared["written_at"])
             age = (dt.datetime.now(dt.timezone.utc) - written).total_seconds()
             fresh = seconds is not None and 0 <= age <= seconds
-            return _value_of(shared["result"]) if fresh else MISSING
+            found = _value_of(shared["result"]) if fresh else MISSING
         except (TypeError, KeyError, ValueError):
             return MISSING
+        if found is not MISSING:
+            self.from_elsewhere.add(step.id)
+        return found
+
+    def reuse_message(self, step: PlanStep) -> str:
+        """Where a reused step's result came from, for its state and the log."""
+        if step.id in self.from_elsewhere:
+            return "reused the result of another execution with the same inputs and code"
+        return "reused its result from an earlier attempt of this execution"
 
     async def write(
         self, step: PlanStep, keys: list[str], value: Any, holder: str, log: _Log

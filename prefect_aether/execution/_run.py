@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from typing import Any, Protocol, cast
 
 from prefect import Flow, tags
-from prefect.artifacts import MarkdownArtifact, TableArtifact
+from prefect.artifacts import MarkdownArtifact
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext, TagsContext
@@ -31,6 +31,7 @@ from prefect_aether.execution._results import MISSING, StepResults
 from prefect_aether.execution._reuse import StepKeeper
 from prefect_aether.execution._watch import ApiOutage, watch_api
 from prefect_aether.execution.events import (
+    OUTPUT_PREVIEW_CHARS,
     PLAN_FLOW_NAME,
     EventCallback,
     ExecutionEvent,
@@ -48,6 +49,7 @@ class _StepRecord(BaseModel):
     started: float | None = None
     ended: float | None = None
     preview: str = ""
+    why: str = ""  # why it failed (the masked error) or was skipped
 
 
 class Options(Protocol):
@@ -105,8 +107,10 @@ class PlanRun:
         self.records = {sid: _StepRecord() for sid in self.order}
         self.flow_run_id: str | None = None
         self.tags: list[str] = []
-        # Values read from Secret blocks (`${secret.*}`), masked in errors and previews.
+        # Values read from Secret blocks (`${secret.*}`), masked in errors and previews,
+        # and the steps whose outputs hold one (as secret as the secret).
         self.secret_values: dict[str, str] = {}
+        self.tainted: set[str] = set()
         self.client: PrefectClient | None = None
         self.run_name = f"plan-{self.plan_id}"
         # The results artifact, written while Prefect finishes the parent run.
@@ -180,10 +184,12 @@ class PlanRun:
 
     def result(self, *, ok: bool) -> ExecutionResult:
         last = self.order[-1]
+        outputs = self.outputs.get(last, {})
         return ExecutionResult(
             ok=ok and not self.errors,
             plan_id=self.plan_id,
-            outputs=self.outputs.get(last, {}),
+            outputs=outputs,
+            output_preview=_secrets.scrub(preview(outputs, 500), self.secret_values.values()),
             step_outputs=self.outputs,
             errors=self.errors,
             skipped=self.skipped,
@@ -199,7 +205,9 @@ class PlanRun:
         # The plan artifact is written while the first steps start, not before them.
         plan_artifact = asyncio.ensure_future(
             MarkdownArtifact(
-                markdown=_report.plan_markdown(self.plan, self.levels, self.deps),
+                markdown=_report.plan_markdown(
+                    self.plan, self.levels, self.deps, user_inputs=self.user_inputs
+                ),
                 key=f"aether-plan-{self.plan_id}",
                 description=f"prefect-aether plan {self.plan_id}",
             ).acreate(self.client)
@@ -237,9 +245,10 @@ class PlanRun:
                 if record.started is not None and record.ended is not None
                 else None
             )
-            rows.append((sid, self.steps[sid].action, record.state, duration, record.preview))
-        await TableArtifact(
-            table=_report.results_rows(rows),
+            step = self.steps[sid]
+            rows.append((sid, step.action, record.state, duration, record.preview, record.why))
+        await MarkdownArtifact(
+            markdown=_report.results_markdown(self.plan_id, rows),
             key=f"aether-results-{self.plan_id}",
             description=f"prefect-aether step results of plan {self.plan_id}",
         ).acreate(self.client)
@@ -304,7 +313,7 @@ class PlanRun:
             if sid in self.skipped or sid in self.outputs or sid in self.errors:
                 continue
             self.skipped.append(sid)
-            self.records[sid].state = "Skipped"
+            self.records[sid].state, self.records[sid].why = "Skipped", reason
             await self.emit("step_skipped", sid, f"step {sid!r} skipped: {reason}")
 
     # -- one step -----------------------------------------------------------------------
@@ -346,6 +355,7 @@ class PlanRun:
                         tag_steps=self.executor.tag_steps,
                         upstream=[self.states[d] for d in self.deps[step.id] if d in self.states],
                         secrets=self.secret_values,
+                        tainted=any(dep in self.tainted for dep in self.deps[sid]),
                     )
                     await self.keeper.write(step, keys, value, holder, self.log())
                 outputs = _steps.outputs_of(spec, value)
@@ -353,7 +363,7 @@ class PlanRun:
             record.ended = time.monotonic()
             record.state = "Failed"
             error = _secrets.scrub(f"{type(exc).__name__}: {exc}", self.secret_values.values())
-            self.errors[sid] = error
+            self.errors[sid] = record.why = error
             self.log().error(
                 "step %s (action %s) failed after %.2f s: %s",
                 sid,
@@ -366,9 +376,13 @@ class PlanRun:
         self.states[sid] = state
         self.outputs[sid] = outputs
         self.values[sid] = value
+        if _secrets.reveals(value, self.secret_values.values()):
+            self.tainted.add(sid)
         record.ended = time.monotonic()
-        record.preview = _secrets.scrub(preview(outputs), self.secret_values.values())
-        reused = state.name == "Cached"
+        # Masked before it is cut: a secret across the cut must not show in part.
+        shown = _secrets.scrub(preview(outputs, OUTPUT_PREVIEW_CHARS), self.secret_values.values())
+        record.preview = sanitize(shown)
+        reused = state.name == _steps.REUSED
         if reused:
             self.reused.append(sid)
         record.state = state.name or "Completed"
@@ -376,25 +390,26 @@ class PlanRun:
             "step %s (action %s) %s in %.2f s",
             sid,
             step.action,
-            f"reused the result of execution {self.execution_id}" if reused else "finished",
+            self.keeper.reuse_message(step) if reused else "finished",
             record.ended - (record.started or record.ended),
         )
         verb = "reused its persisted result" if reused else "succeeded"
-        await self.emit("step_success", sid, f"step {sid!r} {verb}", step_outputs=outputs)
+        await self.emit(
+            "step_success", sid, f"step {sid!r} {verb}", step_outputs=outputs, output_preview=shown
+        )
         return True
 
     async def reuse(self, step: PlanStep, value: Any) -> State[Any]:
         """A step whose result this execution (or, when allowed, another) already has."""
         run_as = step.extras.get("run_as", self.executor.run_as)
         if run_as == "task":
-            # A task run that ends Cached at once keeps the step and its edges in the graph.
+            # A task run that ends Reused at once keeps the step and its edges in the graph.
             step_tags = [*self.tags, f"plan_step:{step.id}"] if self.executor.tag_steps else None
-            runner = _steps.reused_task(step, step_tags, self.execution_id)
+            runner = _steps.reused_task(step, step_tags, self.keeper.reuse_message(step))
             upstream = [self.states[d] for d in self.deps[step.id] if d in self.states]
             call: Any = runner(value, wait_for=_steps.wait_for(upstream), return_state=True)
             return cast(State[Any], await call)
-        message = f"reused the result of execution {self.execution_id}"
-        return Completed(name="Cached", data=value, message=message)
+        return Completed(name=_steps.REUSED, data=value, message=self.keeper.reuse_message(step))
 
     # -- events -------------------------------------------------------------------------
 
@@ -405,6 +420,7 @@ class PlanRun:
         message: str,
         *,
         step_outputs: dict[str, Any] | None = None,
+        output_preview: str | None = None,
         error: str | None = None,
     ) -> None:
         action = self.steps[sid].action if sid else None
@@ -415,6 +431,7 @@ class PlanRun:
             action=action,
             message=message,
             step_outputs=step_outputs,
+            output_preview=output_preview,
             error=error,
             flow_run_id=self.flow_run_id,
         )
@@ -424,9 +441,7 @@ class PlanRun:
             if record.started is not None and record.ended is not None:
                 payload["duration_s"] = round(record.ended - record.started, 3)
             if step_outputs is not None:
-                payload["output_preview"] = _secrets.scrub(
-                    preview(step_outputs), self.secret_values.values()
-                )
+                payload["output_preview"] = record.preview
             if error is not None:
                 payload["error"] = sanitize(error)
             _report.emit_step_event(_EVENT_NAMES[phase], self.plan_id, sid, action or "", payload)

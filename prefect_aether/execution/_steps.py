@@ -354,16 +354,16 @@ async def submit(
     return future.state, value
 
 
-def reused_task(step: PlanStep, step_tags: list[str] | None, execution_id: str) -> Task[..., Any]:
-    """A task run that stands for a step reused from an earlier run of its execution:
-    it ends `Cached` at once, so the run graph keeps every step and its edges."""
+#: The state name of a step whose kept result was used instead of running it again.
+REUSED = "Reused"
+
+
+def reused_task(step: PlanStep, step_tags: list[str] | None, message: str) -> Task[..., Any]:
+    """A task run that stands for a step whose kept result is reused: it ends `Reused`
+    at once, so the run graph keeps every step and its edges."""
 
     async def reuse(outputs: dict[str, Any]) -> State[Any]:
-        return Completed(
-            name="Cached",
-            data=outputs,
-            message=f"reused the result of execution {execution_id}",
-        )
+        return Completed(name=REUSED, data=outputs, message=message)
 
     return Task(
         fn=reuse,
@@ -428,15 +428,23 @@ async def call_step(
     tag_steps: bool,
     upstream: list[State[Any]],
     secrets: dict[str, str],
+    tainted: bool = False,
 ) -> tuple[State[Any], Any]:
     """Run the step as a task, a child flow run or a deployment run; raise if it failed.
 
-    A step that reads a `${secret.*}` value runs as a task whatever `run_as` says: a
-    child flow run's parameters are stored on the server."""
+    A step that reads a `${secret.*}` value, or an output that holds one (`tainted`),
+    runs as a task whatever `run_as` says, its errors masked: a child flow run's
+    parameters are stored on the server. A deployment step is refused such an input."""
     sid = step.id
-    secret = takes_secret(step)
+    secret = takes_secret(step) or tainted
     if run_as == "subflow" and secret:
         run_as = "task"
+    if tainted and spec.kind == "deployment":
+        raise ExecutionError(
+            f"step {sid!r} would send a deployment an output that holds a secret's value "
+            "(deployment run parameters are stored on the Prefect server); nothing was sent",
+            step_id=sid,
+        )
     step_tags = [*run_tags, f"plan_step:{sid}"]
     tagged = step_tags if tag_steps else None
     if spec.kind == "deployment":

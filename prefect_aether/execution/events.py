@@ -33,6 +33,8 @@ EventCallback = Callable[["ExecutionEvent"], Awaitable[None] | None]
 # Asked with the plan and the actions that need an approval; True lets the plan run.
 ApprovalCallback = Callable[[CandidatePlan, list[str]], Awaitable[bool] | bool]
 PLAN_FLOW_NAME = "aether-plan"
+#: Longest `ExecutionEvent.output_preview`.
+OUTPUT_PREVIEW_CHARS = 4_000
 
 
 class ExecutionEvent(BaseModel):
@@ -51,6 +53,13 @@ class ExecutionEvent(BaseModel):
     step_outputs: dict[str, Any] | None = Field(
         default=None, description="The step's outputs (step_success only)."
     )
+    output_preview: str | None = Field(
+        default=None,
+        description=(
+            "The step's outputs as sanitized JSON, secret values masked, at most "
+            "`OUTPUT_PREVIEW_CHARS` characters (step_success only)."
+        ),
+    )
     error: str | None = Field(default=None, description="'ExceptionType: message' on failure.")
     flow_run_id: str | None = Field(default=None, description="The plan's parent flow run.")
 
@@ -67,6 +76,10 @@ class ExecutionResult(BaseModel):
     plan_id: str = Field(description="The executed plan.")
     outputs: dict[str, Any] = Field(
         default_factory=dict, description="Outputs of the plan's last step."
+    )
+    output_preview: str = Field(
+        default="",
+        description="`outputs` as sanitized JSON, secret values masked (500 characters).",
     )
     step_outputs: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Outputs of every step that succeeded."

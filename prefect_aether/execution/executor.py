@@ -40,6 +40,7 @@ from typing import Any, Literal
 from prefect.task_runners import TaskRunner
 
 from prefect_aether._internal.callbacks import notify
+from prefect_aether._internal.dispatch import sync_compatible
 from prefect_aether.catalog.policy import APPROVAL, needs_approval
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ApprovalRequired, PlanValidationError
@@ -192,7 +193,7 @@ class PlanExecutor:
             )
         return result.levels
 
-    async def execute(
+    async def aexecute(
         self,
         plan: CandidatePlan,
         *,
@@ -343,10 +344,9 @@ class PlanExecutor:
         """
         self.check(plan, user_inputs, flow_ids=flow_ids)
         self.check_approved(plan, approved=approved)
-        handle = BackgroundExecutionHandle(plan.plan_id)
 
         async def main() -> ExecutionResult:
-            return await self.execute(
+            return await self.aexecute(
                 plan,
                 user_inputs=user_inputs,
                 on_event=on_event,
@@ -357,8 +357,9 @@ class PlanExecutor:
                 approved=approved,
             )
 
-        handle._start(main, on_complete)
-        return handle
+        return BackgroundExecutionHandle.launch(plan.plan_id, main, on_complete)
+
+    execute = sync_compatible(aexecute)
 
 
 def _unapproved(plan: CandidatePlan, actions: list[str]) -> ApprovalRequired:
@@ -416,6 +417,19 @@ class BackgroundExecutionHandle:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[ExecutionResult] | None = None
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def launch(
+        cls,
+        plan_id: str,
+        main: Callable[[], Awaitable[ExecutionResult]],
+        on_complete: Callable[[ExecutionResult], Any] | None = None,
+    ) -> BackgroundExecutionHandle:
+        """Run `main` (which executes plan `plan_id`) on an event loop of its own in a
+        background thread; an exception it raises becomes a failed `ExecutionResult`."""
+        handle = cls(plan_id)
+        handle._start(main, on_complete)
+        return handle
 
     def _start(
         self,

@@ -17,7 +17,8 @@ async def worked_examples(
     store: PlanStore, catalog: ActionCatalog, ctx: PlanningContext, limit: int
 ) -> list[PlanExample]:
     """Plans that executed successfully for the goals most like this one, that still
-    validate on today's catalog (and within `flow_ids`)."""
+    validate on today's catalog as a planner's plan (within `flow_ids`, and without
+    `aether:manual` actions, which a planner must never be shown)."""
     wanted = set(tokenize(ctx.goal))
     scored = []
     for record in await store.successful_plans():
@@ -27,7 +28,7 @@ async def worked_examples(
             scored.append((-overlap, -record.id, record))
     found: list[PlanExample] = []
     for _, _, record in sorted(scored, key=lambda item: item[:2]):
-        checked = validate_plan(record.plan, catalog, flow_ids=ctx.flow_ids)
+        checked = validate_plan(record.plan, catalog, flow_ids=ctx.flow_ids, allow_manual=False)
         if checked.has_structural_errors:
             continue
         found.append(PlanExample(goal=record.goal, plan=record.plan.to_dict()))

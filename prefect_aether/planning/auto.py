@@ -86,7 +86,8 @@ class AutoPlanner:
             raise
         except Exception as exc:  # any failure of the LLM's part: the offline plan stands
             result = None
-            why = f"the LLM failed ({type(exc).__name__}: {_line(str(exc))})"
+            text = _line(str(exc))
+            why = f"the LLM failed ({type(exc).__name__}{f': {text}' if text else ''})"
         if result is not None and better(result, heuristic):
             return result.model_copy(update={"events": emit.events, "planner": "llm"})
         if result is not None:
@@ -94,7 +95,8 @@ class AutoPlanner:
         message = f"{why}; using the heuristic planner's plan" + (
             "" if heuristic.plan is not None else " (it has none either)"
         )
-        logger.info(message)
+        # The event says it (the CLI prints it, flows log it): a log line would repeat it.
+        logger.debug(message)
         await emit(PlanningEvent(phase="fallback", iteration=0, message=message))
         for event in heuristic.events:
             await emit(event)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from prefect_aether._internal.callbacks import notify
 from prefect_aether.catalog.registry import ActionCatalog
-from prefect_aether.exceptions import PlanDecodingError
+from prefect_aether.exceptions import AetherUsageError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._answer import normalize_answer
 from prefect_aether.settings import current_settings
@@ -39,6 +39,7 @@ __all__ = [
     "PlanningContext",
     "PlanningEvent",
     "PlanningPhase",
+    "checked_goal",
     "decode_plan",
 ]
 
@@ -216,6 +217,27 @@ def _parse_constant(name: str) -> float:
 _DECODER = json.JSONDecoder(
     parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
 )
+
+
+def checked_goal(goal: str) -> str:
+    """`goal` when it is one a planner may be given: not blank, and at most `max_goal_chars`
+    characters (a goal is untrusted text that reaches prompts, the store and logs).
+
+    Raises:
+        AetherUsageError: Blank or too long.
+
+    Examples:
+        >>> checked_goal("daily revenue")
+        'daily revenue'
+    """
+    if not goal.strip():
+        raise AetherUsageError("the goal is empty: say what should be done, in words")
+    limit = current_settings().max_goal_chars
+    if len(goal) > limit:
+        raise AetherUsageError(
+            f"the goal is {len(goal)} characters; at most {limit} are accepted (max_goal_chars)"
+        )
+    return goal
 
 
 def decode_plan(text: str, *, max_bytes: int | None = None) -> CandidatePlan:

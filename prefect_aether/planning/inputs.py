@@ -25,11 +25,12 @@ from pydantic import BaseModel, Field
 
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.catalog.schemas import schema_at_path
+from prefect_aether.catalog.specs import IOSlot
 from prefect_aether.exceptions import LLMError
-from prefect_aether.plan import CandidatePlan, iter_bindings
+from prefect_aether.plan import Binding, CandidatePlan, iter_bindings
 from prefect_aether.planning.llm_planner import ChatModel
 
-__all__ = ["ParsedInputs", "parse_inputs", "user_input_schemas"]
+__all__ = ["ParsedInputs", "parse_inputs", "user_input_schemas", "user_input_slots"]
 
 _SEPARATORS = r"(?:=|:|\bis\b|\bto\b)"
 
@@ -182,16 +183,34 @@ def user_input_schemas(plan: CandidatePlan, catalog: ActionCatalog) -> dict[str,
         {'n': {}}
     """
     schemas: dict[str, dict[str, Any]] = {}
+    for key, (slot, location, binding) in user_input_slots(plan, catalog).items():
+        found = (
+            schema_at_path(slot.json_schema, location[1:])
+            if slot is not None and not binding.path
+            else {}
+        )
+        schemas[key] = found if isinstance(found, dict) else {}
+    return schemas
+
+
+def user_input_slots(
+    plan: CandidatePlan, catalog: ActionCatalog
+) -> dict[str, tuple[IOSlot | None, tuple[Any, ...], Binding]]:
+    """Per `${user.<key>}` the plan reads, the first input it feeds (None when the action
+    or input is unknown), where in that input, and the binding.
+
+    Examples:
+        >>> plan = CandidatePlan.from_dict({"steps": [{"id": "a", "action": "x",
+        ...                                          "inputs": {"n": "${user.n}"}}]})
+        >>> user_input_slots(plan, ActionCatalog())["n"][0] is None
+        True
+    """
+    found: dict[str, tuple[IOSlot | None, tuple[Any, ...], Binding]] = {}
     for step in plan.steps:
         spec = catalog.get(step.action)
         for location, binding in iter_bindings(step.inputs):
-            if binding.kind != "external" or binding.key is None or binding.key in schemas:
+            if binding.kind != "external" or binding.key is None or binding.key in found:
                 continue
             slot = spec.input(str(location[0])) if spec is not None else None
-            found = (
-                schema_at_path(slot.json_schema, location[1:])
-                if slot is not None and not binding.path
-                else {}
-            )
-            schemas[binding.key] = found if isinstance(found, dict) else {}
-    return schemas
+            found[binding.key] = (slot, tuple(location), binding)
+    return found

@@ -26,9 +26,9 @@ import httpx
 from pydantic import SecretStr
 
 from prefect_aether.exceptions import AetherUsageError, LLMError
-from prefect_aether.settings import current_settings
+from prefect_aether.settings import AetherSettings, current_settings
 
-__all__ = ["OpenAICompatibleLLM", "Usage"]
+__all__ = ["OpenAICompatibleLLM", "Usage", "llm_from_settings"]
 
 logger = logging.getLogger("prefect_aether.llm")
 
@@ -287,3 +287,22 @@ def _usage(payload: dict[str, Any]) -> Usage:
     return {
         str(k): int(v) for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)
     }
+
+
+def llm_from_settings(settings: AetherSettings | None = None) -> OpenAICompatibleLLM | None:
+    """The LLM the settings describe (`PREFECT_INTEGRATIONS_AETHER_LLM_*`), or None.
+
+    Examples:
+        >>> llm_from_settings(AetherSettings(llm_base_url=None)) is None
+        True
+    """
+    settings = settings or current_settings()
+    if not settings.llm_configured():
+        return None
+    return OpenAICompatibleLLM(
+        settings.llm_base_url or "",
+        settings.llm_model or "",
+        api_key=settings.llm_api_key,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+    )

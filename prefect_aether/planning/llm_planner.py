@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from typing import Any
 
 from prefect_aether._internal.text import sanitize
@@ -169,6 +170,13 @@ class ActionPlanner:
             )
         if ctx.external_slots:
             parts.append(f"External bindings: {canonical_json(ctx.external_slots)}")
+        granted = current_settings().secret_blocks
+        if granted:
+            # Only the blocks the operator granted: any other `${secret.*}` is refused.
+            parts.append(
+                "Secrets you may bind, only into inputs that take a secret (a password, a "
+                f"token, a key): {', '.join(f'${{secret.{name}}}' for name in sorted(granted))}"
+            )
         if ctx.memory_snippets:
             parts.append(_quoted("history", "Relevant history", ctx.memory_snippets))
         if ctx.artifact_snippets:
@@ -213,9 +221,13 @@ class ActionPlanner:
             told.add_done_callback(pending.discard)
 
         token = RETRIES.set(retried)
+        started = time.monotonic()
         try:
             return await asyncio.wait_for(self._plan(ctx, emit), self.deadline)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as exc:
+            if time.monotonic() - started < self.deadline:
+                # The model's own timeout, not the deadline: say which.
+                raise LLMError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
             raise LLMError(
                 f"planning took longer than {self.deadline:g} s (planning_timeout)"
             ) from None

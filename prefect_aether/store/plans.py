@@ -186,13 +186,17 @@ class PlanStore(Database):
         outputs: Any = None,
         error: str | None = None,
         status: str | None = None,
+        output_preview: str | None = None,
     ) -> None:
-        """Record how an execution ended (outputs are kept as a sanitized preview)."""
+        """Record how an execution ended: outputs are kept as a sanitized preview
+        (`output_preview` when given: the executor's, with secret values masked)."""
+        if output_preview is None:
+            output_preview = preview(outputs, 500) if outputs is not None else ""
         values = {
             "status": status or ("Completed" if ok else "Failed"),
             **({"flow_run_id": flow_run_id} if flow_run_id else {}),
             "ended_at": now(),
-            "output_preview": preview(outputs, 500) if outputs is not None else "",
+            "output_preview": sanitize(output_preview, 500),
             "error": sanitize(error, 1000) if error else None,
         }
 
@@ -358,10 +362,13 @@ class PlanStore(Database):
 
         return await self._read(f"read the approvals of plan {plan_id}", work)
 
-    async def memory_snippets(self, goal: str, *, limit: int = 3) -> list[str]:
+    async def memory_snippets(
+        self, goal: str, *, limit: int = 3, exclude_actions: Iterable[str] = ()
+    ) -> list[str]:
         """The last `limit` executions of `goal`, one line each, for the planner: the plan's
         steps and how it ended, never its outputs or error texts (step outputs are
-        untrusted: they must not reach a prompt).
+        untrusted: they must not reach a prompt). Executions of plans that use one of
+        `exclude_actions` (those a planner must never see, `aether:manual`) are left out.
 
         Examples:
             >>> import asyncio, tempfile
@@ -370,7 +377,10 @@ class PlanStore(Database):
             []
         """
         lines = []
+        hidden = set(exclude_actions)
         for plan, run in await self.history(goal=goal, limit=limit):
+            if any(step.action in hidden for step in plan.plan.steps):
+                continue
             steps = " -> ".join(f"{s.id}:{s.action}" for s in plan.plan.steps[:12])
             when = run.started_at.strftime("%Y-%m-%d %H:%M UTC")
             outcome = run.status.lower()

@@ -82,6 +82,10 @@ class Validator:
         settings = current_settings()
         self.max_depth = settings.max_input_depth
         self.settings = settings
+        # Secrets are granted, not found: the blocks plans may read, and per action the
+        # inputs beyond those that say they take a secret.
+        self.secret_blocks = set(settings.secret_blocks)
+        self.secret_inputs = {k: set(v) for k, v in settings.secret_inputs.items()}
         self.issues: list[ValidationIssue] = []
         self.missing: dict[str, list[str]] = {}
         self.order: dict[str, int] = {}
@@ -247,7 +251,7 @@ class Validator:
                 elif binding.kind == "external":
                     self._check_external(step, spec, slot, field, field, binding, ())
                 elif binding.kind == "secret":
-                    self._check_secret(step, spec, field, binding)
+                    self._check_secret(step, spec, slot, field, binding)
                 elif slot is not None:
                     self._check_literal(step, spec, slot, field, binding.value)
             elif isinstance(value, (dict, list)):
@@ -282,6 +286,16 @@ class Validator:
         user_key: str | None = None,
     ) -> None:
         if spec is None or slot is None:
+            return
+        if user_key is None and isinstance(value, str) and value and secret_slot(slot):
+            self.issue(
+                "secret_binding",
+                f"A literal for {spec.name}.{field}, which takes a secret, would be stored "
+                "with the plan and shown in the UI; save it in a Prefect Secret block and "
+                "bind '${secret.<block-name>}' instead.",
+                step,
+                field=field,
+            )
             return
         if isinstance(value, (str, int, float, bool)) or value is None:
             key = (spec.name, slot.name, type(value), value)
@@ -329,7 +343,7 @@ class Validator:
             if binding.kind == "external":
                 self._check_external(step, spec, slot, field, where, binding, loc)
             elif binding.kind == "secret":
-                self._check_secret(step, spec, where, binding)
+                self._check_secret(step, spec, slot, where, binding)
             else:
                 target = schema_at_path(slot.json_schema, loc) if slot is not None else None
                 self._check_step_output(step, where, binding, target, deps)
@@ -363,15 +377,48 @@ class Validator:
         elif not loc and not binding.path:
             self._check_literal(step, spec, slot, field, self.user_inputs[key], user_key=key)
 
+    def takes_secret(self, spec: ActionSpec | None, slot: IOSlot | None) -> bool:
+        """Whether a secret may go into `slot`: it says it takes one (its name or a
+        `SecretStr` type), or the operator allowed it (the `secret_inputs` setting)."""
+        if spec is None or slot is None:
+            return False
+        return secret_slot(slot) or slot.name in self.secret_inputs.get(spec.name, ())
+
     def _check_secret(
-        self, step: PlanStep, spec: ActionSpec | None, where: str, binding: Binding
+        self,
+        step: PlanStep,
+        spec: ActionSpec | None,
+        slot: IOSlot | None,
+        where: str,
+        binding: Binding,
     ) -> None:
-        """`${secret.<block>}`: a Prefect Secret block read when the step runs, only where
-        its value stays in this process (a task-mode step)."""
+        """`${secret.<block>}`: a Prefect Secret block the operator granted to plans, read
+        when the step runs, into an input that takes a secret, only where its value stays
+        in this process (a task-mode step)."""
         name = binding.key or ""
         problem = None
         if _BLOCK_NAME.fullmatch(name) is None:
             problem = "block names are lowercase letters, digits and '-'"
+        elif name not in self.secret_blocks:
+            granted = ", ".join(sorted(self.secret_blocks)) or "none"
+            self.issue(
+                "secret_not_granted",
+                f"{binding.raw} names a Secret block the operator has not granted to plans "
+                f"(the secret_blocks setting grants: {granted}).",
+                step,
+                field=where,
+            )
+            return
+        elif slot is not None and spec is not None and not self.takes_secret(spec, slot):
+            self.issue(
+                "secret_not_granted",
+                f"{binding.raw} goes into {spec.name}.{slot.name}, which does not take a "
+                "secret (its name and type do not say so, and the secret_inputs setting does "
+                "not allow it).",
+                step,
+                field=where,
+            )
+            return
         elif spec is not None and spec.kind == "deployment":
             problem = (
                 "a deployment run's parameters are stored on the Prefect server; let the "

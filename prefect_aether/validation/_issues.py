@@ -26,6 +26,7 @@ IssueKind = Literal[
     "invalid_binding",
     "invalid_policy",
     "secret_binding",
+    "secret_not_granted",
     "manual_action",
     "write_conflict",
 ]
@@ -51,7 +52,14 @@ _SECRET_LAST_WORDS = {
     "privatekey",
     "cookie",
     "otp",
+    "pass",
+    "bearer",
+    "auth",
+    "ssn",
 }
+# Words that may follow a secret's name without changing what it is (`private_key_pem`,
+# `secret_value`, `token_b64`); digits are dropped too (`password2`).
+_SECRET_SUFFIXES = {"pem", "der", "b64", "base64", "hex", "raw", "value", "str", "text", "data"}
 _SECRET_PAIRS = {
     ("api", "key"),
     ("access", "key"),
@@ -69,9 +77,14 @@ def looks_like_secret(key: str) -> bool:
     Examples:
         >>> [looks_like_secret(k) for k in ("OPENAI_API_KEY", "token_limit", "authToken")]
         [True, False, True]
+        >>> [looks_like_secret(k) for k in ("db_pass", "password2", "private_key_pem", "bypass")]
+        [True, True, True, False]
     """
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)
-    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+    words = [w.rstrip("0123456789") for w in re.split(r"[^A-Za-z0-9]+", spaced.lower())]
+    words = [w for w in words if w]
+    while len(words) > 1 and words[-1] in _SECRET_SUFFIXES:
+        words.pop()
     if not words:
         return False
     return words[-1] in _SECRET_LAST_WORDS or tuple(words[-2:]) in _SECRET_PAIRS

@@ -15,37 +15,37 @@ Examples:
 # No `from __future__ import annotations` here: `.serve()` pickles these flows by value
 # into a new process, where string annotations cannot be resolved and pydantic refuses
 # the parameter model ("Plan_And_ExecuteModel is not fully defined").
-import keyword
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
-from prefect.events import emit_event
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import apause_flow_run
-from prefect.input import RunInput
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
-from pydantic import Field, create_model
 
 from prefect_aether._internal.text import sanitize
 from prefect_aether.catalog.policy import check_source
-from prefect_aether.catalog.registry import ActionCatalog
-from prefect_aether.catalog.schemas import coarse_type
 from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.context import NodePlanner, get_planner
-from prefect_aether.exceptions import ExecutionError, PlanValidationError
-from prefect_aether.execution._report import plan_markdown
-from prefect_aether.execution.events import ExecutionResult
+from prefect_aether.exceptions import AetherUsageError, ExecutionError, PlanValidationError
+from prefect_aether.execution._report import approval_markdown, plan_markdown
+from prefect_aether.execution.events import EventCallback, ExecutionResult
 from prefect_aether.execution.executor import PlanExecutor
+from prefect_aether.flows._forms import (
+    Approval,
+    ask_for_values,
+    pause,
+    record_decision,
+    run_link,
+    user_input_model,
+)
 from prefect_aether.plan import CandidatePlan, step_dependencies
-from prefect_aether.service import PlannerKind, PlannerService, user_input_schemas
+from prefect_aether.service import PlannerKind, PlannerService
 from prefect_aether.settings import current_settings
 from prefect_aether.store import PlanStore
 from prefect_aether.validation.validate import validate_plan
@@ -54,151 +54,6 @@ __all__ = ["Approval", "execute_plan", "plan_and_execute", "user_input_model"]
 
 # Namespace of execution ids derived from flow run ids (see `_execution`).
 _EXECUTIONS = uuid.UUID("5b0e2f51-3c1a-4d8e-9a47-ae0000000000")
-_PYTHON_TYPES: dict[str | None, Any] = {
-    "string": str,
-    "integer": int,
-    "number": float,
-    "boolean": bool,
-    "array": list[Any],
-    "object": dict[str, Any],
-    None: Any,
-}
-
-
-class Approval(RunInput):
-    """The form a reviewer fills in to let a plan run (or not).
-
-    Examples:
-        >>> Approval(approve=False, comment="wrong region").approve
-        False
-    """
-
-    approve: bool = Field(description="Run this plan?")
-    approver: str = Field(default="", description="Your name, for the audit trail.")
-    comment: str = Field(default="", description="Why (logged, and recorded with the decision).")
-
-
-def user_input_model(
-    schemas: dict[str, dict[str, Any]], needed_by: dict[str, list[str]] | None = None
-) -> type[RunInput]:
-    """A `RunInput` form with one typed field per missing `${user.<key>}` value.
-
-    Field names in the form are the keys; each field carries the JSON schema of
-    the slot it feeds (enums become drop-downs, bounds are checked).
-
-    Examples:
-        >>> Form = user_input_model({"csv_path": {"type": "string"}})
-        >>> Form(csv_path="a.csv").model_dump(by_alias=True)
-        {'csv_path': 'a.csv'}
-    """
-    fields: dict[str, Any] = {}
-    for i, (key, schema) in enumerate(sorted(schemas.items())):
-        where = ", ".join((needed_by or {}).get(key, []))
-        # What the value is, and which step needs it: both, when both are known.
-        said = [schema.get("description"), f"Needed by {where}." if where else None]
-        description = " ".join(part for part in said if part) or None
-        # The slot's own schema shapes the form, unless it points at definitions.
-        extra = (
-            {k: v for k, v in schema.items() if k not in ("title", "description")}
-            if "$ref" not in str(schema)
-            else {}
-        )
-        annotation = _PYTHON_TYPES.get(coarse_type(schema), Any)
-        name = key if key.isidentifier() and not keyword.iskeyword(key) else f"field_{i}"
-        fields[name] = (
-            annotation,
-            Field(alias=key, description=description, json_schema_extra=extra or None),
-        )
-    model: type[RunInput] = create_model("PlanInputs", __base__=RunInput, **fields)
-    model._description = (  # type: ignore[assignment]
-        "The plan needs these values before it can run."
-    )
-    return model
-
-
-async def _ask_for_values(
-    plan: CandidatePlan, catalog: ActionCatalog, missing: dict[str, list[str]], timeout: int
-) -> dict[str, Any]:
-    """Pause the run until a person submits the missing values in the Prefect UI."""
-    schemas = user_input_schemas(plan, catalog)
-    form = user_input_model({k: schemas.get(k, {}) for k in missing}, missing)
-    get_run_logger().info(
-        "Waiting for values of %s; fill in the form on this flow run in the Prefect UI: %s",
-        ", ".join(sorted(missing)),
-        _run_link(),
-    )
-    answer = await _pause(form, timeout, key="aether-user-inputs", waiting_for="the plan's inputs")
-    values: dict[str, Any] = answer.model_dump(
-        by_alias=True, include=set(type(answer).model_fields)
-    )
-    return values
-
-
-async def _pause(form: type[Any], timeout: int, *, key: str, waiting_for: str) -> Any:
-    poll = current_settings().pause_poll_interval
-    # We time the wait ourselves and give the server's pause deadline a margin: once
-    # that deadline passes, Prefect replaces any final state, and its message, with
-    # "never resumed"; failing before it keeps the message below on the run.
-    try:
-        with anyio.fail_after(timeout):
-            return await apause_flow_run(
-                wait_for_input=form, timeout=timeout + 30 + 3 * poll, poll_interval=poll, key=key
-            )
-    except (TimeoutError, FlowPauseTimeout):
-        raise ExecutionError(
-            f"nobody provided {waiting_for} within {timeout} s (pause_timeout); "
-            "the plan did not run"
-        ) from None
-
-
-def _run_link() -> str:
-    """This flow run in the Prefect UI (its id when no UI URL is known)."""
-    from prefect.settings import PREFECT_UI_URL
-
-    context = FlowRunContext.get()
-    run_id = str(context.flow_run.id) if context is not None and context.flow_run else "?"
-    ui = PREFECT_UI_URL.value()
-    return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else f"flow run {run_id}"
-
-
-async def _record_decision(node: NodePlanner, plan: CandidatePlan, decision: Approval) -> None:
-    """Log the decision, emit `prefect-aether.plan.approved|rejected`, and record it in the
-    plan store: the audit trail of who let which plan run, and why."""
-    context = FlowRunContext.get()
-    run_id = str(context.flow_run.id) if context is not None and context.flow_run else None
-    verdict = "approved" if decision.approve else "rejected"
-    who = sanitize(decision.approver, 200) or "someone (no name given)"
-    comment = sanitize(decision.comment, 2000)
-    get_run_logger().info(
-        "plan %s %s by %s%s", plan.plan_id, verdict, who, f": {comment}" if comment else ""
-    )
-    emit_event(
-        event=f"prefect-aether.plan.{verdict}",
-        resource={
-            "prefect.resource.id": f"prefect-aether.plan.{plan.plan_id}",
-            "prefect.resource.name": f"plan-{plan.plan_id}",
-        },
-        related=(
-            [
-                {
-                    "prefect.resource.id": f"prefect.flow-run.{run_id}",
-                    "prefect.resource.role": "flow-run",
-                }
-            ]
-            if run_id
-            else []
-        ),
-        payload={"approved": decision.approve, "approver": who, "comment": comment},
-    )
-    store = node.service.store
-    if store is not None:
-        await store.record_approval(
-            plan.plan_id,
-            approved=decision.approve,
-            approver=decision.approver,
-            comment=decision.comment,
-            flow_run_id=run_id,
-        )
 
 
 def _summary(result: ExecutionResult, planner: str, cached: bool) -> dict[str, Any]:
@@ -226,7 +81,7 @@ def _execution(resume: str | None) -> dict[str, str]:
     return {"execution_id": uuid.uuid5(_EXECUTIONS, str(flow_run_id)).hex}
 
 
-async def _run_plan(
+async def approve_then_execute(
     node: NodePlanner,
     plan: CandidatePlan,
     user_inputs: dict[str, Any],
@@ -236,8 +91,13 @@ async def _run_plan(
     planner: str,
     cached: bool = False,
     resume: str | None = None,
+    execution_id: str | None = None,
+    on_event: EventCallback | None = None,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, Any] | State[Any]:
-    """Ask for missing values, ask for approval, execute: the common tail of both flows."""
+    """Ask for missing values, ask for approval, execute: the common tail of both flows
+    and of the MCP server's runs (`execution_id`, `on_event` and the `run` fields of
+    `NodePlanner.execute` are theirs)."""
     catalog = node.catalog
     validation = validate_plan(plan, catalog, user_inputs=user_inputs)
     if validation.has_structural_errors:
@@ -247,7 +107,7 @@ async def _run_plan(
     values = dict(user_inputs)
     if validation.missing_user_bindings:
         values.update(
-            await _ask_for_values(plan, catalog, validation.missing_user_bindings, pause_timeout)
+            await ask_for_values(plan, catalog, validation.missing_user_bindings, pause_timeout)
         )
     # An `aether:approval` action makes the approval a must, whatever `approve` says.
     approve = approve or bool(node.service.executor.approval_actions(plan))
@@ -265,31 +125,30 @@ async def _run_plan(
             "reject it on this flow run in the Prefect UI: %s",
             plan.plan_id,
             plan.plan_id,
-            _run_link(),
+            run_link(),
         )
-        decision = await _pause(
-            Approval.with_initial_data(
-                description=f"Approve plan {plan.plan_id} ({len(plan.steps)} steps)? "
-                "See the run's artifacts."
-            ),
+        decision = await pause(
+            Approval.with_initial_data(description=approval_markdown(plan, values, run_link())),
             pause_timeout,
             key="aether-approval",
             waiting_for="an approval",
         )
-        await _record_decision(node, plan, decision)
+        await record_decision(node, plan, decision)
         if not decision.approve:
             message = f"plan {plan.plan_id} rejected; nothing was executed"
             if decision.comment:
                 message += f": {sanitize(decision.comment)}"
             get_run_logger().warning(message)
             return Cancelled(message=message)
-    execution = _execution(resume)
-    result = await node.execute(
+    execution = {"execution_id": execution_id} if execution_id else _execution(resume)
+    result = await node.aexecute(
         plan,
         user_inputs=values,
+        on_event=on_event,
         resume=execution.get("resume"),
         execution_id=execution.get("execution_id"),
         approved=approve,
+        **(run or {}),
     )
     if not result.ok:
         first = next(iter(result.errors.items()), ("plan", "failed"))
@@ -342,6 +201,7 @@ async def plan_and_execute(
         `ok`, `plan_id`, `planner`, `cached`, `plan_flow_run_id`, `outputs`, `errors`,
         `skipped`.
     """
+    _check_pause_timeout(pause_timeout)
     async with _node(catalog, planner, llm_block, max_concurrency) as node:
         return await _plan_then_run(
             node,
@@ -355,6 +215,11 @@ async def plan_and_execute(
         )
 
 
+def _check_pause_timeout(seconds: int) -> None:
+    if seconds < 1:
+        raise AetherUsageError(f"pause_timeout must be at least 1 second, got {seconds}")
+
+
 @asynccontextmanager
 async def _node(
     catalog: CatalogSource | None,
@@ -366,8 +231,12 @@ async def _node(
     settings = current_settings()
     if catalog is not None:
         # A run parameter is untrusted and importing runs code: it may only narrow what
-        # the settings allow, and is refused before anything is imported.
+        # the settings allow, and is refused before anything is imported. Policy is the
+        # operator's: the deployment's own `catalog` keeps its tags and roles.
         check_source(catalog, settings)
+        operator = await _deployment_catalog()
+        if operator is not None:
+            catalog = catalog.under(operator)
     source = catalog or CatalogSource.from_settings()
     actions = await source.build()
     llm = None
@@ -391,6 +260,20 @@ async def _node(
             await store.close()
 
 
+async def _deployment_catalog() -> CatalogSource | None:
+    """For a run of a deployment, the operator's side of its catalog: the deployment's
+    own `catalog` default (set when deploying), or an empty source when it has none;
+    None for a flow called directly (its caller is the operator)."""
+    context = FlowRunContext.get()
+    deployment_id = context.flow_run.deployment_id if context and context.flow_run else None
+    if deployment_id is None:
+        return None
+    async with get_client() as client:
+        deployment = await client.read_deployment(deployment_id)
+    default = (deployment.parameters or {}).get("catalog")
+    return CatalogSource.model_validate(default) if isinstance(default, dict) else CatalogSource()
+
+
 async def _plan_then_run(
     node: NodePlanner,
     goal: str,
@@ -402,7 +285,7 @@ async def _plan_then_run(
     pause_timeout: int,
     resume: str | None,
 ) -> dict[str, Any] | State[Any]:
-    result = await node.plan(goal, user_inputs=values, allow_partial=allow_partial, cache=cache)
+    result = await node.aplan(goal, user_inputs=values, allow_partial=allow_partial, cache=cache)
     if result.cached:
         get_run_logger().info(
             "Reusing stored plan %s (plan cache)", result.plan and result.plan.plan_id
@@ -424,7 +307,7 @@ async def _plan_then_run(
             f"{', '.join(sorted(validation.missing_user_bindings))}",
             issues=validation.issues,
         )
-    return await _run_plan(
+    return await approve_then_execute(
         node,
         result.plan,
         values,
@@ -459,9 +342,10 @@ async def execute_plan(
             execution by default (a Prefect retry of this run continues its own).
         pause_timeout: Seconds to wait for a form (values or approval).
     """
+    _check_pause_timeout(pause_timeout)
     candidate = CandidatePlan.from_dict(plan)
     async with _node(catalog, "heuristic", None, max_concurrency) as node:
-        return await _run_plan(
+        return await approve_then_execute(
             node,
             candidate,
             dict(user_inputs or {}),
