@@ -155,13 +155,19 @@ async def test_the_plan_artifact_reads_as_a_table_in_both_uis(
     ]
     for ui, prefix in UIS.items():
         await page.goto(f"{ui_server.ui_url}{prefix}/artifacts/artifact/{results[0]['id']}")
-        await page.wait_for_function(
-            "() => [...document.querySelectorAll('table td')]"
-            ".some(c => c.innerText.trim() === 'clean_sales')",
-            timeout=30_000,
-        )
-        text = await page.inner_text("body")
-        assert "Outputs, and why a step failed or was skipped" in text, ui
+        # The table, then the lines under it (the new UI draws the page in parts): a
+        # timeout here is a failure that names the UI.
+        try:
+            await page.wait_for_function(
+                "() => [...document.querySelectorAll('table td')]"
+                ".some(c => c.innerText.trim() === 'clean_sales')"
+                " && document.body.innerText.includes("
+                "'Outputs, and why a step failed or was skipped')",
+                timeout=30_000,
+            )
+        except Exception as exc:  # playwright's TimeoutError
+            text = await page.inner_text("body")
+            raise AssertionError(f"{ui}: no results table and lines in {text!r}") from exc
         assert await beyond_the_window(page) == [], ui
 
 
