@@ -19,12 +19,16 @@ __all__ = [
     "PLACES",
     "STRUCTURED",
     "fit",
+    "is_date",
+    "is_fraction",
     "named_choice",
     "number",
+    "options",
     "passable",
     "ref",
     "resource_fits",
     "same_thing",
+    "split_share",
     "words_of",
 ]
 
@@ -52,7 +56,13 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
         shape = "object" if resource.value.lstrip().startswith("{") else "array"
         return slot.type == shape
     if resource.kind == "number":
+        if slot.type == "integer" and resource.cue & _RANKS and _is_count(slot, about):
+            return True  # "top 5" for `n: How many to keep`
         return slot.type in ("integer", "number") and bool(about & resource.cue)
+    if resource.kind == "split":
+        return split_share(resource.value, slot) is not None
+    if resource.kind == "date":
+        return is_date(slot) or (slot.type in ("string", None) and bool(name & resource.words))
     if slot.type not in ("string", None):
         return False
     if resource.kind == "text":
@@ -64,14 +74,69 @@ def resource_fits(resource: Resource, slot: IOSlot) -> bool:
     return bool(about & resource.words)
 
 
-def named_choice(slot: IOSlot, clause: Clause) -> Any:
-    """The value of a choice input (an enum or `Literal`) that the clause names by itself
-    ("open a P1 ticket", "promote it to production")."""
+# Words before a count of the best or worst ("top 5", "the first 10").
+_RANKS = frozenset(stem(w) for w in ("top", "first", "last", "best", "worst", "bottom"))
+_COUNT_NAMES = frozenset({"n", "k", "limit", "top", "top_n", "count", "how_many"})
+
+
+def _is_count(slot: IOSlot, about: set[str]) -> bool:
+    """Whether an integer input says how many to keep (`n`, `limit`, "How many...")."""
+    return slot.name.lower() in _COUNT_NAMES or stem("many") in about
+
+
+def is_date(slot: IOSlot) -> bool:
+    """Whether an input takes a calendar date or a timestamp (`date`, `datetime`,
+    optional or not)."""
+    schema = slot.json_schema
+    options = [schema, *(schema.get("anyOf") or [])]
+    return any(isinstance(o, dict) and o.get("format") in ("date", "date-time") for o in options)
+
+
+_FRACTION_WORDS = frozenset(
+    stem(w) for w in ("fraction", "share", "ratio", "proportion", "probability")
+)
+_PERCENT_WORDS = frozenset(stem(w) for w in ("percent", "percentage", "pct"))
+
+
+def is_fraction(slot: IOSlot) -> bool:
+    """Whether a numeric input takes a share as a number between 0 and 1 (a percentage
+    goes to it divided by 100): its docs say so, or its default lies in (0, 1)."""
+    said = set(tokenize(f"{slot.name} {slot.description or ''}"))
+    if slot.type != "number" or said & _PERCENT_WORDS:
+        return False
+    default = slot.json_schema.get("default")
+    return bool(said & _FRACTION_WORDS) or (isinstance(default, float) and 0 < default < 1)
+
+
+_HELD_OUT = frozenset(stem(w) for w in ("test", "validation", "valid", "holdout", "eval"))
+_TRAINING = frozenset(stem(w) for w in ("train", "training"))
+
+
+def split_share(value: str, slot: IOSlot) -> float | None:
+    """The share of a split ("70/30") that a numeric input takes: the second for a
+    held-out part (`test_size`, `validation_fraction`), the first for the training part;
+    None for any other input."""
+    said = set(tokenize(slot.name))
+    if slot.type != "number" or not said & (_HELD_OUT | _TRAINING):
+        return None
+    first, second = (int(part) for part in value.split("/"))
+    return (second if said & _HELD_OUT else first) / 100
+
+
+def options(slot: IOSlot) -> list[Any]:
+    """The values a choice input (an enum or `Literal`, optional or not) allows; empty
+    for any other input."""
     values: list[Any] = []
     for option in (slot.json_schema, *(slot.json_schema.get("anyOf") or [])):
         if isinstance(option, dict) and isinstance(option.get("enum"), list):
             values.extend(option["enum"])
-    named = {str(v).lower(): v for v in values if isinstance(v, str) and v}
+    return values
+
+
+def named_choice(slot: IOSlot, clause: Clause) -> Any:
+    """The value of a choice input (an enum or `Literal`) that the clause names by itself
+    ("open a P1 ticket", "promote it to production")."""
+    named = {str(v).lower(): v for v in options(slot) if isinstance(v, str) and v}
     said = [w for w in clause.words if w in named]
     return named[said[0]] if len(set(said)) == 1 else None
 

@@ -10,6 +10,7 @@ URL or "Dr. Smith" and the commas inside quoted text cut nothing.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import mimetypes
 import re
@@ -26,6 +27,38 @@ _QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d"}
 _FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])")
 # A chat channel or a handle: "#data-eng", "@oncall".
 _CHANNEL = re.compile(r"(?<![\w#@/.])([#@][A-Za-z0-9][\w.-]*[A-Za-z0-9])")
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        (
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+_MONTH = "(?:" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
+# A calendar date with its year: "2024-06-01", "June 1st 2024", "1 June, 2024".
+_DATE = re.compile(
+    r"(?<![\w-])(?:\d{4}-\d{1,2}-\d{1,2}|"
+    rf"(?P<m1>{_MONTH})\s+(?P<d1>{_DAY}),?\s+(?P<y1>\d{{4}})|"
+    rf"(?P<d2>{_DAY})\s+(?:of\s+)?(?P<m2>{_MONTH}),?\s+(?P<y2>\d{{4}}))(?![\w-])",
+    re.I,
+)
+# A split into two shares that make a whole: "70/30", "80:20".
+_SPLIT = re.compile(r"(?<![\w./:-])(\d{1,2})\s*[/:]\s*(\d{1,2})(?![\w./:-])")
 _NUMBER = re.compile(r"(?<![\w.\-])-?\d+(?:[.,]\d+)*(?:\s?(?:%|[a-zA-Z]{1,12}\b))?")
 _ABBREVIATIONS = re.compile(
     r"\b(?:Dr|Mr|Mrs|Ms|Prof|Sr|Jr|St|vs|etc|e\.g|i\.e|approx|No|Inc|Ltd|Co|Fig)\.", re.I
@@ -63,7 +96,9 @@ class Resource:
     Attributes:
         value: The text as the goal gives it (quotes removed).
         kind: `url`, `file`, `channel` (`#name`, `@name`), `json` (an object or list
-            written inline: `{"status": "down"}`), `text` (quoted) or `number`.
+            written inline: `{"status": "down"}`), `text` (quoted), `date` (written
+            with its year; the value is ISO 8601: "June 1st 2024" is `2024-06-01`),
+            `split` (two shares of a whole: "70/30") or `number`.
         media: For files and URLs, the major MIME type (`image`, `audio`, ...) when known.
         words: Stems that name what it is (the MIME type and extension, "url", "text"...,
             and its cue).
@@ -139,6 +174,8 @@ def _resource(value: str, kind: str, cue: Sequence[str] = ()) -> Resource:
         names.update(["channel", "destination"])
     if kind == "file":
         names.update(["file", "path"])
+    if kind == "date":
+        names.update(["date", "day"])
     if kind == "url":
         # A URL is no local file: it goes to inputs that name a URL, a link, an endpoint.
         names.update(["url", "uri", "link", "address", "endpoint", "webhook", "site"])
@@ -148,6 +185,20 @@ def _resource(value: str, kind: str, cue: Sequence[str] = ()) -> Resource:
             names.add(suffix)
     cues = frozenset(stem(n) for n in said)
     return Resource(value, kind, media, frozenset(stem(n) for n in names) | cues, cues)
+
+
+def _iso_date(match: re.Match[str]) -> str | None:
+    """The ISO 8601 form of a `_DATE` match, or None when it names no real day."""
+    if match["y1"] or match["y2"]:
+        month = _MONTHS[(match["m1"] or match["m2"]).lower().rstrip(".")]
+        day = int(re.sub(r"\D", "", match["d1"] or match["d2"]))
+        year = int(match["y1"] or match["y2"])
+    else:
+        year, month, day = (int(part) for part in match.group(0).split("-"))
+    try:
+        return dt.date(year, month, day).isoformat()
+    except ValueError:
+        return None
 
 
 def _mask(text: str) -> tuple[str, list[Resource]]:
@@ -177,9 +228,35 @@ def _mask(text: str) -> tuple[str, list[Resource]]:
         lambda m: keep(m.group(1), "file") if _media(m.group(1)) is not None else m.group(0), text
     )
     text = _CHANNEL.sub(lambda m: keep(m.group(1), "channel"), text)
-    text = _NUMBER.sub(
-        lambda m: keep(m.group(0).strip(), "number", before=m.string[: m.start()]), text
+
+    def date(match: re.Match[str]) -> str:
+        day = _iso_date(match)
+        return (
+            match.group(0)
+            if day is None
+            else keep(day, "date", before=match.string[: match.start()])
+        )
+
+    text = _DATE.sub(date, text)
+
+    def number(match: re.Match[str]) -> str:
+        value = match.group(0).strip()
+        before = match.string[: match.start()]
+        if value.endswith("%"):
+            # "a 99.9% SLO", "a 5% threshold": the word after a percentage says what it is.
+            after = re.match(r"\s*([A-Za-z][\w-]*)", match.string[match.end() :])
+            before += f" {after.group(1)}" if after else ""
+        return keep(value, "number", before=before)
+
+    text = _SPLIT.sub(
+        lambda m: (
+            keep(f"{m.group(1)}/{m.group(2)}", "split")
+            if int(m.group(1)) + int(m.group(2)) == 100
+            else m.group(0)
+        ),
+        text,
     )
+    text = _NUMBER.sub(number, text)
     text = _ABBREVIATIONS.sub(lambda m: m.group(0)[:-1], text)
     return text, resources
 

@@ -2,7 +2,8 @@
 action does ("I can't" is an answer) (private to `heuristic`).
 
 An order to change or send something ("Email the CFO the PDF", "delete the refunded
-orders", "assign it to Omar") is served only by an action that says it does that: the
+orders", "assign it to Omar"), or to infer what the data does not hold yet ("forecast
+next quarter's revenue"), is served only by an action that says it does that: the
 verb, or a synonym, is in the action's name or docs ("reload" counts as "load"); a
 verb of writing a file ("save", "write", "export") by any action that writes to a
 place the goal names. Any other clause (a question, "show me...", "translate the
@@ -49,6 +50,11 @@ _EFFECTS = frozenset(
     "book schedule print fax register promote open close create update insert move rename "
     "grant revoke ban block unblock merge archive".split()
 )
+# Inferences about what is not in the data yet: only an action that says it does that
+# serves them (a summary of past revenue is no forecast of the next quarter).
+_INFERENCES = frozenset(
+    stem(w) for w in "forecast predict extrapolate simulate optimize optimise".split()
+)
 # Verbs of writing a file: any action that writes to a place serves them.
 _FILE_WRITE = frozenset(stem(w) for w in "write save export store dump output persist".split())
 
@@ -92,6 +98,8 @@ def served(
     terms = set(doc_terms)
     if verb in terms or again in terms:  # "reload", "recompute": the action does it again
         return True
+    if verb in _INFERENCES:
+        return verb in set(verbs)
     if verb in _FILE_WRITE:
         return writes
     return any(w != lead for w in found)

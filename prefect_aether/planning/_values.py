@@ -1,5 +1,7 @@
 """Bare values in a goal: the names it gives without quotes ("check **payments** health",
-"promote **iris-clf-v1** to production") (private to `_wiring`).
+"promote **iris-clf-v1** to production"), codes written in capitals ("convert to
+**EUR**", "**EMEA** orders"), and separators said in words ("semicolon-delimited")
+(private to `_wiring`).
 
 A word of a clause is a bare value when the catalog never uses it (it is not in any
 action's name or docs), it is not an everyday English word, and nothing else in the
@@ -10,13 +12,22 @@ asking the user again for what the goal already says.
 
 from __future__ import annotations
 
+import itertools
+import mimetypes
 import re
 from collections.abc import Collection, Iterable
 
-from prefect_aether.catalog.words import STOPWORDS, stem
+from prefect_aether.catalog.words import STOPWORDS, stem, tokenize
 from prefect_aether.planning._goal import Clause
 
-__all__ = ["bare_values", "is_name_like", "named_value"]
+__all__ = [
+    "asks_for",
+    "bare_values",
+    "code_value",
+    "is_name_like",
+    "named_separator",
+    "named_value",
+]
 
 _TOKEN = re.compile(r"[A-Za-z0-9](?:[\w\-]*[A-Za-z0-9])?")
 # Everyday words a goal uses around its values, never values themselves.
@@ -89,3 +100,96 @@ def named_value(slot: str, clause: Clause, vocabulary: Collection[str]) -> str |
             continue
         return value
     return None
+
+
+_CODE = re.compile(r"(?<![\w\-.])[A-Z]{2,6}(?![\w\-.])")
+# Capitals that name a format, a protocol or a kind of thing, never a value.
+_NOT_CODES = frozenset(
+    """API APIS CLI CPU GPU DB SQL ETL FTP SFTP SSH HTTP HTTPS URL URI ID IDS UI UX OK ML AI
+    LLM KPI KPIS PR CI CD QA ASAP FYI ETA TODO PDF CSV TSV JSON XML YAML HTML""".split()
+)
+
+
+def _codes(text: str) -> list[str]:
+    """Codes written in capitals (a currency, a region, a country), formats aside."""
+    return [
+        c
+        for c in _CODE.findall(text)
+        if c not in _NOT_CODES and mimetypes.guess_type(f"x.{c.lower()}", strict=False)[0] is None
+    ]
+
+
+def code_value(
+    slot_name: str, description: str | None, clause: Clause, taken: Iterable[str] = ()
+) -> str | None:
+    """A code the clause writes in capitals ("to EUR", "EMEA orders") for a text input
+    that takes one: its docs give a code as an example ("a region code such as
+    ``EMEA``"), or say the clause's own words ("Currency to convert into" for "convert
+    the orders to EUR")."""
+    used = set(taken)
+    found = [c for c in _codes(clause.text) if c not in used]
+    if not found:
+        return None
+    if _codes(description or ""):
+        return found[0]
+    said = set(clause.tokens) - {stem(c.lower()) for c in found}
+    return found[0] if said & set(tokenize(f"{slot_name} {description or ''}")) else None
+
+
+_SEPARATORS = {
+    "comma": ",",
+    "semicolon": ";",
+    "tab": "\t",
+    "pipe": "|",
+    "colon": ":",
+    "space": " ",
+    "whitespace": " ",
+}
+_SAID_SEPARATOR = re.compile(
+    r"\b(?P<a>comma|semicolon|tab|pipe|colon|space|whitespace)s?[\s-]*"
+    r"(?:separated|delimited|separator|delimiter)\b|"
+    r"\b(?:separated|delimited)\s+(?:by|with)\s+(?:an?\s+|the\s+)?"
+    r"(?P<b>comma|semicolon|tab|pipe|colon|space|whitespace)s?\b",
+    re.I,
+)
+_SEPARATOR_INPUT = frozenset(stem(w) for w in ("delimiter", "separator", "sep", "delim"))
+
+
+def named_separator(slot_name: str, description: str | None, goal_text: str) -> str | None:
+    """The field separator the goal names in words ("semicolon-delimited", "separated by
+    tabs") for an input that takes one (its name or docs say delimiter or separator)."""
+    if not set(tokenize(f"{slot_name} {description or ''}")) & _SEPARATOR_INPUT:
+        return None
+    match = _SAID_SEPARATOR.search(goal_text)
+    return None if match is None else _SEPARATORS[(match["a"] or match["b"]).lower()]
+
+
+# Words before a thing the user means but does not name ("down to a single region").
+_UNNAMED = frozenset("a an one single specific particular given certain chosen".split())
+
+
+def asks_for(slot_name: str, clause: Clause) -> bool:
+    """Whether the clause asks for a value of this input without giving it: it says the
+    input's name after "a", "one", "a single", "a given"... ("filter the orders down to
+    a single region" asks which region)."""
+    name = [stem(w) for w in re.split(r"[_\-\s]+", slot_name.lower()) if w]
+    spoken = clause.said.lower().split()  # values included: "a 99.9% SLO" gives the SLO
+    said = [stem(w.strip(",.;:!?")) for w in spoken]
+    for at in range(1, len(said) - len(name) + 1):
+        if said[at : at + len(name)] == name and set(spoken[max(0, at - 2) : at]) & _UNNAMED:
+            return True
+    return False
+
+
+_NAMING = frozenset({"as", "named", "called"})
+
+
+def given_names(clause: Clause) -> list[str]:
+    """Names the clause gives something, written as identifiers right after "as",
+    "named" or "called" ("register it as iris-centroid")."""
+    tokens = _TOKEN.findall(clause.text)
+    return [
+        token
+        for before, token in itertools.pairwise(tokens)
+        if before.lower() in _NAMING and is_name_like(token)
+    ]

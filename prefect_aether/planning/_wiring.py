@@ -25,18 +25,31 @@ from prefect_aether.plan import PlanStep, iter_bindings
 from prefect_aether.planning._fits import (
     STRUCTURED,
     fit,
+    is_fraction,
     named_choice,
     number,
+    options,
     passable,
     ref,
     resource_fits,
-    same_thing,
+    split_share,
     words_of,
 )
-from prefect_aether.planning._goal import Clause, Goal
-from prefect_aether.planning._values import bare_values, is_name_like, named_value
+from prefect_aether.planning._goal import Clause, Goal, read_goal
+from prefect_aether.planning._inline import inline_object
+from prefect_aether.planning._values import (
+    asks_for,
+    bare_values,
+    code_value,
+    is_name_like,
+    named_separator,
+    named_value,
+)
 
 __all__ = ["Setting", "Wiring"]
+
+# Most words a clause that only labels a value has ("error rate 0.065").
+_LABEL_WORDS = 2
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,8 @@ class _State:
     specs: dict[str, ActionSpec] = field(default_factory=dict)
     used_outputs: Counter[tuple[str, str]] = field(default_factory=Counter)
     used_resources: Counter[int] = field(default_factory=Counter)
+    given: set[str] = field(default_factory=set)
+    inlined: set[int] = field(default_factory=set)
 
 
 class Wiring:
@@ -82,6 +97,13 @@ class Wiring:
         self.setting = setting
         self.state = _State(setting.goal)
         self.goal_words = set(setting.goal.tokens)
+        named = {
+            i.name
+            for a in setting.catalog.list_actions(flow_ids=setting.flow_ids)
+            for i in a.inputs
+        }
+        # The user's values under names no input has: each may be meant for one input.
+        self.free_keys = [k for k in setting.user_inputs if k not in named]
 
     def add(
         self,
@@ -122,11 +144,14 @@ class Wiring:
     ) -> Any:
         if slot.name in self.setting.user_inputs:
             return f"${{user.{slot.name}}}"
+        given = self._given_as(spec, slot)
+        if given is not None:
+            return f"${{user.{given}}}"
         resources = self.state.goal.resources
         local = [i for i in clause.resources if resource_fits(resources[i], slot)]
         fresh_local = [i for i in local if not self.state.used_resources[i]]
         if fresh_local:
-            return self._use_resource(fresh_local[0])
+            return self._use_resource(fresh_local[0], slot)
         said = named_choice(slot, clause)
         if said is None and slot.type == "string":
             named = named_value(slot.name, clause, self.setting.vocabulary)
@@ -136,10 +161,12 @@ class Wiring:
                 and self.setting.catalog.check_input(spec.name, slot.name, named) is None
             ):
                 said = named
+        if said is None and slot.type in ("string", None) and slot.role is None:
+            said = self._said_in_words(spec, slot, clause, taken)
         if said is not None:
             return said
         if not slot.required:
-            return None
+            return f"${{user.{slot.name}}}" if depth == 0 and asks_for(slot.name, clause) else None
         if depth == 0 and slot.type in ("string", None):
             # "book a taxi to 'the airport'": the clause's own value that fits no other input
             # of the action it asked for goes to its free text input.
@@ -167,13 +194,24 @@ class Wiring:
             ]
             anywhere = [i for i in anywhere if resources[i].value not in bound]
             if anywhere:
-                return self._use_resource(anywhere[0])
+                return self._use_resource(anywhere[0], slot)
         mentioned = self.from_mentioned(slot, clause, exclude=bound)
         if mentioned is not None:
             return mentioned
         bare = self._bare_value(slot, clause, taken)
         if bare is not None:
             return bare
+        if depth == 0 and slot.type == "object":
+            written = inline_object(
+                slot,
+                self.state.goal,
+                lambda i: not self.state.used_resources[i],
+                self.setting.vocabulary,
+            )
+            if written is not None:
+                self.state.used_resources.update(written[1])
+                self.state.inlined.update(written[1])
+                return written[0]
         if depth < self.setting.max_depth and self._needs_producer(slot):
             producer = self.producer(slot, chain, clause)
             if producer is not None:
@@ -184,6 +222,63 @@ class Wiring:
                 self.state.used_outputs[(made, output)] += 1
                 return ref(made, output)
         return f"${{user.{slot.name}}}"
+
+    def only_labels(self, clause: Clause) -> bool:
+        """Whether a clause only labels values an object the goal wrote out took ("macro
+        F1 0.9" after "save these metrics: accuracy 0.91"): a step for it would compute
+        what the user already said."""
+        return (
+            bool(clause.resources)
+            and set(clause.resources) <= self.state.inlined
+            and len(clause.tokens) <= _LABEL_WORDS
+        )
+
+    def _given_as(self, spec: ActionSpec, slot: IOSlot) -> str | None:
+        """The user's value given under another name ("run" for `run_name`, "data":
+        "iris.csv" for a `path` that reads a file): a key no input of the catalog has,
+        not bound yet, whose value the input takes as it is, and whose words the input's
+        name says (or, for a required input, its docs), or whose value is a file or URL
+        the input takes."""
+        if not self.free_keys:
+            return None
+        bound = {
+            b.key
+            for s in self.state.steps
+            for _, b in iter_bindings(s.inputs)
+            if b.kind == "external"
+        }
+        name = set(tokenize(slot.name))
+        about = name | set(tokenize(slot.description or "")) if slot.required else name
+        for key in self.free_keys:
+            if key in bound or key in self.state.given:
+                continue
+            value = self.setting.user_inputs[key]
+            if self.setting.catalog.check_input(spec.name, slot.name, value) is not None:
+                continue
+            places = read_goal(value).resources if isinstance(value, str) and slot.required else []
+            if set(tokenize(key)) & about or any(
+                r.kind in ("file", "url") and r.value == value.strip() and resource_fits(r, slot)
+                for r in places
+            ):
+                self.state.given.add(key)
+                return key
+        return None
+
+    def _said_in_words(
+        self, spec: ActionSpec, slot: IOSlot, clause: Clause, taken: dict[str, Any]
+    ) -> str | None:
+        """A separator the goal names in words, or a code the clause writes in capitals,
+        for a text input that offers no choice; only a value the input takes as it is."""
+        if options(slot):
+            return None
+        used = {v for s in self.state.steps for v in s.inputs.values() if isinstance(v, str)}
+        used |= {v for v in taken.values() if isinstance(v, str)}
+        found = named_separator(slot.name, slot.description, self.state.goal.text)
+        if found is None:
+            found = code_value(slot.name, slot.description, clause, used)
+        if found is None or self.setting.catalog.check_input(spec.name, slot.name, found):
+            return None
+        return found
 
     def _bare_value(self, slot: IOSlot, clause: Clause, taken: dict[str, Any]) -> str | None:
         """A name the clause gives bare ("check payments health") for a required text
@@ -200,13 +295,18 @@ class Wiring:
         found = bare_values(clause, self.setting.vocabulary, used)
         return found[0] if found else None
 
-    def _use_resource(self, index: int) -> Any:
+    def _use_resource(self, index: int, slot: IOSlot | None = None) -> Any:
         self.state.used_resources[index] += 1
         resource = self.state.goal.resources[index]
         if resource.kind == "number":
-            return number(resource.value)
+            value = number(resource.value)
+            if slot is not None and resource.value.endswith("%") and is_fraction(slot):
+                return round(float(value) / 100, 12)
+            return value
         if resource.kind == "json":
             return json.loads(resource.value)
+        if resource.kind == "split" and slot is not None:
+            return split_share(resource.value, slot)
         return "$" + resource.value if resource.value.startswith("${") else resource.value
 
     def _needs_producer(self, slot: IOSlot) -> bool:
@@ -362,41 +462,6 @@ class Wiring:
         spec, out = min(found, key=rank)
         return spec, out.name
 
-    def order_after(self, sid: str, previous: str) -> None:
-        """Make `sid` wait for `previous` when no data flows between them already."""
-        steps = {s.id: s for s in self.state.steps}
-        if _reaches(steps, sid, previous) or _reaches(steps, previous, sid):
-            return
-        steps[sid].after.append(previous)
-
-    def feed_unused_outputs(self) -> None:
-        """Wire outputs nobody uses into later steps' optional inputs that name the same
-        thing (`detect_anomalies.count` into `build_report.anomaly_count`)."""
-        order = [s.id for s in self.state.steps]
-        for i, step in enumerate(self.state.steps):
-            spec = self.state.specs[step.id]
-            for out in spec.outputs:
-                if self.state.used_outputs[(step.id, out.name)]:
-                    continue
-                about = set(tokenize(f"{out.name} {out.description or ''} {spec.name}"))
-                for later_id in order[i + 1 :]:
-                    later = next(s for s in self.state.steps if s.id == later_id)
-                    target = self.state.specs[later_id]
-                    slot = next(
-                        (
-                            s
-                            for s in target.inputs
-                            if not s.required
-                            and s.name not in later.inputs
-                            and (feed_tier(out, s) == 0 or same_thing(out, s, about))
-                        ),
-                        None,
-                    )
-                    if slot is not None:
-                        later.inputs[slot.name] = f"${{{step.id}.{out.name}}}"
-                        self.state.used_outputs[(step.id, out.name)] += 1
-                        break
-
     def _step_id(self, name: str) -> str:
         base = re.sub(r"[^A-Za-z0-9_]", "_", name) or "step"
         if base[0].isdigit():
@@ -407,22 +472,3 @@ class Wiring:
         while sid in self.state.specs:
             sid, n = f"{base}_{n}", n + 1
         return sid
-
-
-def _upstream(step: PlanStep) -> list[str]:
-    found = [b.step_id for _, b in iter_bindings(step.inputs) if b.step_id]
-    return [*found, *step.after]
-
-
-def _reaches(steps: dict[str, PlanStep], start: str, target: str) -> bool:
-    """Whether `target` is upstream of `start` (adding target -> start makes a cycle)."""
-    seen, stack = set(), [start]
-    while stack:
-        current = stack.pop()
-        if current == target:
-            return True
-        if current in seen or current not in steps:
-            continue
-        seen.add(current)
-        stack.extend(_upstream(steps[current]))
-    return False

@@ -33,18 +33,23 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
-from prefect_aether.catalog.roles import action_verbs, is_verb, says_write, writes
+from prefect_aether.catalog.roles import says_write
 from prefect_aether.catalog.words import STOPWORDS, stem, tokenize
 from prefect_aether.plan import CandidatePlan
+from prefect_aether.planning._catalog import Derived, derive
 from prefect_aether.planning._clues import INDEPENDENT, cues, has_effect, takes_whole
-from prefect_aether.planning._fits import PLACES, STRUCTURED, resource_fits
+from prefect_aether.planning._finishing import (
+    feed_unused_outputs,
+    name_given_names,
+    order_after,
+)
+from prefect_aether.planning._fits import PLACES, resource_fits
 from prefect_aether.planning._goal import Clause, Goal, read_goal
 from prefect_aether.planning._leftovers import write_leftovers
 from prefect_aether.planning._served import lead_word, served
@@ -73,20 +78,8 @@ _CANNOT_WRITE_THERE = 0.6
 _SERVING_POOL = 5
 _SERVING_RATIO = 0.5
 _NEXT_BEST_RATIO = 0.8
-_NAME_DIRECTION = re.compile(r"(?P<source>[a-z0-9]+)[_\- ]*(?:to|2)[_\- ]*(?P<target>[a-z0-9]+)")
-
-
-@dataclass
-class _Catalog:
-    """What the planner derives once per catalog version."""
-
-    specs: list[ActionSpec]
-    kinds: frozenset[str]
-    inputs: list[frozenset[str]]
-    outputs: list[frozenset[str]]
-    needs: list[frozenset[str]]
-    effects: list[bool]
-    verbs: list[frozenset[str]]
+# Words that point back at what the step before made ("save them", "post it").
+_PRONOUNS = frozenset({"it", "them", "those", "these"})
 
 
 @dataclass
@@ -122,56 +115,14 @@ class HeuristicPlanner:
         self.catalog = catalog
         self.threshold = threshold
         self.max_depth = max_depth
-        self._derived: tuple[str, _Catalog] | None = None
+        self._derived: tuple[str, Derived] | None = None
 
     # -- selection ------------------------------------------------------------------------
 
-    def _catalog(self) -> _Catalog:
+    def _catalog(self) -> Derived:
         key = self.catalog.fingerprint
         if self._derived is None or self._derived[0] != key:
-            specs = self.catalog.search_index().specs
-            slot_words: Counter[str] = Counter()
-            per_action = []
-            needs = []
-            named: set[str] = set()
-            for spec in specs:
-                ins = {t for s in spec.inputs if s.required for t in tokenize(s.name)}
-                outs = {t for s in spec.outputs for t in tokenize(s.name)}
-                # `text_to_audio`, `csv2json`: the name says what goes in and what comes out.
-                direction = _NAME_DIRECTION.fullmatch(spec.name.lower())
-                # `post_to_slack`, `load_to_warehouse`: a verb and a place, not data.
-                if direction and not is_verb(direction["source"]):
-                    source, target = tokenize(direction["source"]), tokenize(direction["target"])
-                    ins.update(source)
-                    outs.update(target)
-                    named.update(source + target)
-                per_action.append((frozenset(ins), frozenset(outs)))
-                # Values a user gives (not structured data, which a producer step makes).
-                needs.append(
-                    frozenset(
-                        t
-                        for s in spec.inputs
-                        if s.required and s.type not in STRUCTURED
-                        for t in tokenize(s.name)
-                    )
-                )
-                slot_words.update(ins | outs)
-            # Words that name data several actions take or give ("image", "records"): they
-            # say what a clause is about, not what it asks to do.
-            kinds = frozenset(w for w, n in slot_words.items() if n >= 2) | named
-            derived = _Catalog(
-                specs=specs,
-                kinds=kinds,
-                inputs=[ins & kinds for ins, _ in per_action],
-                outputs=[outs & kinds for _, outs in per_action],
-                needs=[n & kinds for n in needs],
-                effects=[writes(spec.inputs) for spec in specs],
-                verbs=[
-                    frozenset(stem(v) for v in action_verbs(spec.name, spec.description))
-                    for spec in specs
-                ],
-            )
-            self._derived = (key, derived)
+            self._derived = (key, derive(self.catalog))
         return self._derived[1]
 
     def _choices(self, ctx: PlanningContext, goal: Goal) -> tuple[list[_Choice], list[str]]:
@@ -204,6 +155,8 @@ class HeuristicPlanner:
                 )
             ]
             pick = self._pick(serving, chosen, clause, goal, derived) if serving else None
+            if pick is not None:
+                pick = self._downstream(pick, serving, options)
             if pick is None:
                 # No action does what the clause asks ("call the CTO"); a fragment ("top 5")
                 # only qualifies another clause.
@@ -261,7 +214,15 @@ class HeuristicPlanner:
         verb = stem(lead) if lead else None
         acts = index.scores({t: w for t, w in terms.items() if t not in derived.kinds or t == verb})
         ranked: list[tuple[float, str, int]] = []
-        for position, base in index.scores(terms).items():
+        found = index.scores(terms)
+        # "save them to top.csv": "them" is what the step before returned; an action that
+        # takes it whole and writes where the clause says fits, whatever its docs say.
+        refers = bool(made) and bool(_PRONOUNS & set(clause.words))
+        if refers and any(r.direction == "write" for r in places):
+            for position, spec in enumerate(derived.specs):
+                if position not in found and takes_whole(spec, made[-1:]):
+                    found[position] = 0.0
+        for position, base in found.items():
             spec = derived.specs[position]
             if allowed is not None and spec.name not in allowed:
                 continue
@@ -286,6 +247,8 @@ class HeuristicPlanner:
             score = base + _CONTEXT_WEIGHT * overall.get(position, 0) + shape
             if made and takes_whole(spec, made):
                 score += _FEED_BONUS
+                if refers and takes_whole(spec, made[-1:]):
+                    score += _FEED_BONUS
             # A place the clause names, taken the way the goal moves it ("from x.csv" by
             # an input it reads, "to https://..." by one it writes to).
             takes = [any(s.role and resource_fits(r, s) for s in spec.inputs) for r in places]
@@ -300,8 +263,20 @@ class HeuristicPlanner:
             if derived.effects[position] and not asks_effect:
                 # Writing, sending or changing something only where the goal asks for it.
                 score *= _UNASKED_EFFECT_FACTOR
-            # What the clause asks to do must match, or the data it names must fit well.
-            asked = acts.get(position, 0.0) >= self.threshold * 0.5 or shape >= _DIRECTION_BONUS
+            # What the clause asks to do must match, or the data it names must fit well,
+            # or it writes where the clause asks what the step before returns ("save
+            # them to top.csv" after ranking customers).
+            hands_off = bool(made) and takes_whole(spec, made[-1:])
+            asked = (
+                acts.get(position, 0.0) >= self.threshold * 0.5
+                or shape >= _DIRECTION_BONUS
+                or (
+                    hands_off
+                    and any(
+                        r.direction == "write" and t for r, t in zip(places, takes, strict=True)
+                    )
+                )
+            )
             if asked and score >= self.threshold:
                 ranked.append((round(score, 9), spec.name, position))
         ranked.sort(key=lambda r: (-r[0], r[1]))
@@ -314,7 +289,7 @@ class HeuristicPlanner:
         matched = sorted(w for w in clause.words if w not in STOPWORDS and stem(w) in doc_terms)
         return _Choice(spec, clause, matched, pick[0], frozenset(doc_terms))
 
-    def _available(self, ctx: PlanningContext, goal: Goal, derived: _Catalog) -> set[str]:
+    def _available(self, ctx: PlanningContext, goal: Goal, derived: Derived) -> set[str]:
         """Data words the user supplies: input keys, resources, context clauses."""
         available: set[str] = {k for key in ctx.user_inputs for k in tokenize(key)}
         for resource in goal.resources:
@@ -338,24 +313,63 @@ class HeuristicPlanner:
         chosen: list[_Choice],
         clause: Clause,
         goal: Goal,
-        derived: _Catalog,
+        derived: Derived,
     ) -> tuple[float, str, int] | None:
         """The clause's best action; if an earlier clause chose it already, a new step of
-        it only when the clause brings data of its own, else the runner-up when close."""
+        it only when the clause brings data of its own for inputs the earlier clause
+        gave too (else that data joins the earlier step: "top 5"), else the runner-up
+        when close."""
         best = ranked[0]
         taken = {c.spec.name for c in chosen}
         if best[1] not in taken:
             return best
         spec = derived.specs[best[2]]
         own = [goal.resources[i] for i in clause.resources]
-        if any(resource_fits(r, slot) for r in own for slot in spec.inputs):
-            return best
+        fits = {s.name for r in own for s in spec.inputs if resource_fits(r, s)}
+        if fits:
+            earlier = [c for c in chosen if c.spec.name == best[1]][-1]
+            given = {
+                s.name
+                for i in earlier.clause.resources
+                for s in spec.inputs
+                if resource_fits(goal.resources[i], s)
+            }
+            if fits & given:
+                return best  # "translate 'a', then translate 'b'": a step each
+            # "rank the customers ..., top 5": the clause only adds a value to that step.
+            earlier.clause = dataclasses.replace(
+                earlier.clause, resources=[*earlier.clause.resources, *clause.resources]
+            )
+            return None
         for candidate in ranked[1:]:
             if candidate[0] < _NEXT_BEST_RATIO * best[0]:
                 break
             if candidate[1] not in taken:
                 return candidate
         return None
+
+    def _downstream(
+        self,
+        pick: tuple[float, str, int],
+        serving: list[tuple[float, str, int]],
+        options: dict[str, _Choice],
+    ) -> tuple[float, str, int]:
+        """A clause that names both ends of a hand-off ("load orders.csv into the
+        warehouse table") asks for the receiving end: a close runner-up that does what
+        the clause asks, takes, whole, what the pick returns and matches clause words
+        the pick does not. The pick then feeds it as its producer."""
+        made = options[pick[1]]
+        lead = lead_word(made.clause)
+        for other in serving:
+            if other[1] == pick[1] or other[0] < _NEXT_BEST_RATIO * pick[0]:
+                continue
+            choice = options[other[1]]
+            more = {w for w in set(choice.matched) - set(made.matched) if len(w) > 2}
+            # The receiving end does what the clause asks ("load"), besides naming more.
+            does = lead is None or stem(lead) in choice.terms
+            if more and does and takes_whole(choice.spec, [made.spec]):
+                return other
+        return pick
 
     def select(self, ctx: PlanningContext) -> list[ActionSpec]:
         """The actions the goal's clauses ask for, in goal order (an action may repeat).
@@ -387,24 +401,29 @@ class HeuristicPlanner:
             vocabulary=frozenset(self.catalog.search_index().vocabulary),
         )
         builder = Wiring(setting)
+        wired: list[_Choice] = []
         for choice in choices:
+            if builder.only_labels(choice.clause):
+                continue
+            wired.append(choice)
             why = f"asked for by {_quote(choice.clause.text)}"
             if choice.matched:
                 why += f" (matched {', '.join(dict.fromkeys(choice.matched))})"
             choice.step_id = builder.add(choice.spec, choice.clause, depth=0, reason=why)
         writers = self.catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)
         unserved += write_leftovers(builder, goal, writers, unserved)
-        builder.feed_unused_outputs()
+        feed_unused_outputs(builder)
+        name_given_names(builder)
         # "then", "after that": order-only edges where no data already orders the two.
-        for previous, choice in itertools.pairwise(choices):
+        for previous, choice in itertools.pairwise(wired):
             if choice.clause.follows and choice.clause is not previous.clause:
-                builder.order_after(choice.step_id, previous.step_id)
+                order_after(builder, choice.step_id, previous.step_id)
         # Effects (writing, sending, changing something) happen in the order the goal
         # lists them, unless it says they are independent; computations stay concurrent.
         if not INDEPENDENT.search(ctx.goal):
-            effects = [c for c in choices if has_effect(c.spec)]
+            effects = [c for c in wired if has_effect(c.spec)]
             for previous, choice in itertools.pairwise(effects):
-                builder.order_after(choice.step_id, previous.step_id)
+                order_after(builder, choice.step_id, previous.step_id)
         extras: dict[str, object] = {"goal": ctx.goal, "planner": self.name}
         if unserved:
             extras["unserved"] = unserved
