@@ -22,6 +22,7 @@ from prefect_aether.exceptions import (
     AetherUsageError,
     ApprovalRequired,
     BindingError,
+    BudgetExceeded,
     CatalogError,
     ExecutionError,
     ExecutionInterrupted,
@@ -36,6 +37,7 @@ from prefect_aether.execution.executor import (
     ExecutionEvent,
     ExecutionResult,
     PlanExecutor,
+    Replan,
 )
 from prefect_aether.plan import (
     Binding,
@@ -54,7 +56,8 @@ from prefect_aether.planning.llm_planner import (
     PlanResult,
     decode_plan,
 )
-from prefect_aether.service import Identity, PlannerService, RunInfo
+from prefect_aether.replanning import Replanning
+from prefect_aether.service import Budget, Identity, PlannerService, RunInfo
 from prefect_aether.settings import AetherSettings
 from prefect_aether.store import PlanStore
 from prefect_aether.validation.validate import ValidationIssue, ValidationResult, validate_plan
@@ -69,6 +72,8 @@ __all__ = [
     "BackgroundExecutionHandle",
     "Binding",
     "BindingError",
+    "Budget",
+    "BudgetExceeded",
     "CandidatePlan",
     "CatalogError",
     "CatalogSource",
@@ -95,6 +100,8 @@ __all__ = [
     "PlanningEvent",
     "PrefectAetherError",
     "Reads",
+    "Replan",
+    "Replanning",
     "RunInfo",
     "StoreError",
     "ValidationIssue",

@@ -28,7 +28,7 @@ from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.exceptions import AetherUsageError
 from prefect_aether.execution.events import EventCallback, ExecutionResult
-from prefect_aether.execution.executor import BackgroundExecutionHandle
+from prefect_aether.execution.executor import BackgroundExecutionHandle, Replanner
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning.inputs import ParsedInputs
 from prefect_aether.planning.llm_planner import PlanningCallback, PlanningContext, PlanResult
@@ -195,11 +195,13 @@ class NodePlanner:
         execution_id: str | None = None,
         flow_ids: Iterable[str] | None = None,
         approved: bool = False,
+        replanner: Replanner | None = None,
+        max_replans: int = 0,
         **run: Any,
     ) -> ExecutionResult:
         """Execute `plan` for this node; `run` overrides fields of `run_info`
-        (`resume`, `execution_id`, `flow_ids` and `approved` as in
-        `PlanExecutor.execute`)."""
+        (`resume`, `execution_id`, `flow_ids`, `approved`, `replanner` and
+        `max_replans` as in `PlanExecutor.execute`)."""
         return await self.service.aexecute_plan(
             plan,
             user_inputs=user_inputs,
@@ -209,6 +211,8 @@ class NodePlanner:
             execution_id=execution_id,
             flow_ids=flow_ids,
             approved=approved,
+            replanner=replanner,
+            max_replans=max_replans,
         )
 
     def execute_background(
@@ -239,7 +243,8 @@ class NodePlanner:
         run: Mapping[str, Any] | None = None,
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, ExecutionResult | None]:
-        """`PlannerService.plan_and_execute` for this node; `run` overrides `run_info` fields."""
+        """`PlannerService.plan_and_execute` for this node (`max_replans` and `budget` in
+        `plan_kwargs` too); `run` overrides `run_info` fields."""
         return await self.service.aplan_and_execute(
             goal,
             user_inputs=user_inputs,

@@ -12,6 +12,7 @@ PrefectAetherError
 ├── BindingError              a "${...}" binding is malformed
 ├── PlanDecodingError         text is not a plan (carries the raw text)
 ├── PlanValidationError       a plan failed validation (carries the issues)
+├── BudgetExceeded            a plan-and-execute spent its LLM calls, tokens or time
 ├── ExecutionError            a plan or step failed at run time
 │   └── ExecutionInterrupted  the Prefect API went away mid-plan (resume it later)
 └── LLMError                  the LLM endpoint failed (status code, truncated body)
@@ -30,6 +31,7 @@ __all__ = [
     "AetherUsageError",
     "ApprovalRequired",
     "BindingError",
+    "BudgetExceeded",
     "CatalogError",
     "ExecutionError",
     "ExecutionInterrupted",
@@ -226,6 +228,27 @@ class LLMError(PrefectAetherError):
     def __reduce__(self) -> tuple[Any, ...]:
         state = {"status_code": self.status_code, "body": self.body}
         return (_rebuild, (type(self), (str(self),), state))
+
+
+class BudgetExceeded(PrefectAetherError):
+    """A plan-and-execute reached one of its budgets (LLM calls, tokens, seconds); it
+    stops before the next LLM call or step.
+
+    Attributes:
+        budget: Which budget: `"llm_calls"`, `"tokens"` or `"seconds"`.
+
+    Examples:
+        >>> err = BudgetExceeded("budget llm_calls: 3 of 3 used", budget="llm_calls")
+        >>> err.budget
+        'llm_calls'
+    """
+
+    def __init__(self, message: str, *, budget: str) -> None:
+        super().__init__(message)
+        self.budget = budget
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), (str(self),), {"budget": self.budget}))
 
 
 class StoreError(PrefectAetherError):

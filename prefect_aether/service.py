@@ -19,13 +19,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol
 
-from prefect_aether._internal.callbacks import warn_in_run
+from prefect_aether._internal.budget import Budget, spending
 from prefect_aether._internal.dispatch import sync_compatible
+from prefect_aether._recorded import execute_recorded, plan_for_execution, replanner_for
 from prefect_aether.catalog.policy import is_manual
 from prefect_aether.catalog.registry import ActionCatalog
-from prefect_aether.exceptions import AetherUsageError, ExecutionInterrupted
+from prefect_aether.exceptions import AetherUsageError
 from prefect_aether.execution.events import ApprovalCallback, EventCallback, ExecutionResult
-from prefect_aether.execution.executor import BackgroundExecutionHandle, PlanExecutor
+from prefect_aether.execution.executor import BackgroundExecutionHandle, PlanExecutor, Replanner
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._memory import cache_scope, cached_plan, worked_examples
 from prefect_aether.planning.auto import AutoPlanner
@@ -41,11 +42,12 @@ from prefect_aether.planning.llm_planner import (
     PlanningContext,
     PlanResult,
 )
-from prefect_aether.runinfo import Identity, RunInfo, holder
+from prefect_aether.runinfo import Identity, RunInfo
 from prefect_aether.settings import current_settings
 from prefect_aether.store import PlanStore
 
 __all__ = [
+    "Budget",
     "Identity",
     "MissingInputsHandler",
     "Planner",
@@ -235,6 +237,27 @@ class PlannerService:
         result = await self.planner.plan(ctx, on_event=emit)
         return result.model_copy(update={"events": emit.events})
 
+    def replanner(
+        self,
+        goal: str,
+        *,
+        user_inputs: Mapping[str, Any],
+        parent: CandidatePlan,
+        flow_ids: Iterable[str] | None = None,
+        on_event: PlanningCallback | None = None,
+    ) -> Replanner:
+        """What `execute_plan(..., replanner=...)` asks when a step of `parent` fails:
+        this service's planner plans the rest of `goal` (the plan cache is skipped), and
+        each new plan is stored with its parent (`extras.replan_of`)."""
+        return replanner_for(
+            lambda ctx: self._plan_once(ctx, EventLog(on_event)),
+            self.store,
+            goal=goal,
+            user_inputs=user_inputs,
+            flow_ids=flow_ids,
+            parent=parent,
+        )
+
     @property
     def planner_key(self) -> str:
         """The planner as the plan cache tells plans apart: its kind, and for an LLM its
@@ -276,13 +299,16 @@ class PlannerService:
         flow_ids: Iterable[str] | None = None,
         approved: bool = False,
         approval: ApprovalCallback | None = None,
+        replanner: Replanner | None = None,
+        max_replans: int = 0,
     ) -> ExecutionResult:
         """Execute a valid plan as one flow run tagged with `run`'s tags.
 
         With a store, the execution is recorded (start, end, flow run, outputs).
         `resume` continues an earlier execution (its id or `"latest"`);
         `execution_id` names this one; `flow_ids`, `approved` and `approval` are
-        checked as `PlanExecutor.execute` does.
+        checked as `PlanExecutor.execute` does; `replanner` and `max_replans` replan
+        after a failed step as it does.
 
         Raises:
             PlanValidationError: The plan is invalid, uses actions outside
@@ -293,7 +319,8 @@ class PlannerService:
         """
         self.executor.check(plan, user_inputs, flow_ids=flow_ids)
         await self.executor.require_approval(plan, approved=approved, approval=approval)
-        return await self._execute_recorded(
+        return await execute_recorded(
+            self.executor,
             self.store,
             plan,
             resume=resume,
@@ -304,46 +331,10 @@ class PlannerService:
             flow_run_name=flow_run_name,
             flow_ids=flow_ids,
             approved=True,
+            approval=approval,
+            replanner=replanner,
+            max_replans=max_replans,
         )
-
-    async def _execute_recorded(
-        self,
-        store: PlanStore | None,
-        plan: CandidatePlan,
-        *,
-        resume: str | None = None,
-        execution_id: str | None = None,
-        **options: Any,
-    ) -> ExecutionResult:
-        """Execute, recording the start and the end in `store` when there is one."""
-        identity = await self.executor.execution_for(plan, resume=resume, execution_id=execution_id)
-        record = (
-            await store.start_execution(plan.plan_id, execution_id=identity, holder=holder())
-            if store is not None
-            else None
-        )
-        try:
-            result = await self.executor.aexecute(plan, execution_id=identity, **options)
-        except BaseException as exc:
-            if store is not None and record is not None:
-                await store.finish_execution(
-                    record,
-                    ok=False,
-                    flow_run_id=getattr(exc, "flow_run_id", None),
-                    error=f"{type(exc).__name__}: {exc}",
-                    status="Interrupted" if isinstance(exc, ExecutionInterrupted) else None,
-                )
-            raise
-        if store is not None and record is not None:
-            first_error = next(iter(result.errors.items()), None)
-            await store.finish_execution(
-                record,
-                ok=result.ok,
-                flow_run_id=result.flow_run_id,
-                output_preview=result.output_preview,
-                error=f"{first_error[0]}: {first_error[1]}" if first_error else None,
-            )
-        return result
 
     def execute_background(
         self,
@@ -370,7 +361,8 @@ class PlannerService:
         async def main() -> ExecutionResult:
             store = PlanStore(url, timeout=timeout) if url is not None else None
             try:
-                return await self._execute_recorded(
+                return await execute_recorded(
+                    self.executor,
                     store,
                     plan,
                     resume=resume,
@@ -386,41 +378,6 @@ class PlannerService:
 
         return BackgroundExecutionHandle.launch(plan.plan_id, main, on_complete)
 
-    async def _plan_for_execution(
-        self,
-        goal: str,
-        user_inputs: Mapping[str, Any] | None,
-        allow_partial: bool,
-        ask_missing: MissingInputsHandler | None,
-        on_event: PlanningCallback | None,
-        plan_kwargs: Mapping[str, Any],
-    ) -> tuple[PlanResult, dict[str, Any] | None]:
-        """Plan, then get the values a partial plan misses; None when it must not run."""
-        values = dict(user_inputs or {})
-        result = await self.aplan(
-            goal, user_inputs=values, allow_partial=allow_partial, on_event=on_event, **plan_kwargs
-        )
-        plan, validation = result.plan, result.validation
-        missing = validation.missing_user_bindings if validation is not None else {}
-        if plan is not None and validation is not None and not validation.has_structural_errors:
-            if not missing:
-                return result, values
-            if allow_partial and ask_missing is not None:
-                schemas = user_input_schemas(plan, self.catalog)
-                values.update(await ask_missing({k: schemas.get(k, {}) for k in missing}))
-                return result, values
-        # Nothing runs: say why where the caller looks (the run's log), not just in `result`.
-        why = (
-            f"it needs values nobody gave ({', '.join(sorted(missing))}); pass them in "
-            "user_inputs, or allow_partial=True with an ask_missing handler"
-            if missing
-            else f"no action can: {'; '.join(result.unserved)}"
-            if result.unserved
-            else (validation.summary().splitlines()[-1] if validation else "no plan")
-        )
-        warn_in_run(f"nothing ran for {goal!r}: {why}", logger)
-        return result, None
-
     async def aplan_and_execute(
         self,
         goal: str,
@@ -433,6 +390,8 @@ class PlannerService:
         run: RunInfo | None = None,
         approved: bool = False,
         approval: ApprovalCallback | None = None,
+        max_replans: int = 0,
+        budget: Budget | None = None,
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, ExecutionResult | None]:
         """Plan `goal`, then execute the plan if it may run.
@@ -444,21 +403,47 @@ class PlannerService:
         missing. `plan_kwargs` go to `plan` (`instruction`, `flow_ids`, ...); the
         executor checks `flow_ids` again. A plan with `aether:approval` actions runs
         only `approved` or when `approval` says so (else `ApprovalRequired`).
+
+        With `max_replans`, a step that fails after its retries makes the planner plan
+        the rest of the goal (completed steps are bound, never run again; the failed
+        action is not used again) in the same parent flow run, up to that many times;
+        each new plan is validated, stored with its parent, and asks for approval
+        again when it adds `aether:approval` actions. `budget` bounds the whole call
+        (LLM calls, tokens, seconds; settings `budget_*` by default): past it, nothing
+        further starts, and `ExecutionResult.stopped` says which budget.
         """
-        result, values = await self._plan_for_execution(
-            goal, user_inputs, allow_partial, ask_missing, planning_events_cb, plan_kwargs
-        )
-        if result.plan is None or values is None:
-            return result, None
-        executed = await self.aexecute_plan(
-            result.plan,
-            user_inputs=values,
-            on_event=execution_events_cb,
-            run=run,
-            flow_ids=plan_kwargs.get("flow_ids"),
-            approved=approved,
-            approval=approval,
-        )
+        with spending(budget):
+            result, values = await plan_for_execution(
+                self.aplan,
+                self.catalog,
+                goal,
+                user_inputs,
+                allow_partial,
+                ask_missing,
+                planning_events_cb,
+                plan_kwargs,
+            )
+            if result.plan is None or values is None:
+                return result, None
+            flow_ids = plan_kwargs.get("flow_ids")
+            replanner = self.replanner(
+                goal,
+                user_inputs=values,
+                parent=result.plan,
+                flow_ids=flow_ids,
+                on_event=planning_events_cb,
+            )
+            executed = await self.aexecute_plan(
+                result.plan,
+                user_inputs=values,
+                on_event=execution_events_cb,
+                run=run,
+                flow_ids=flow_ids,
+                approved=approved,
+                approval=approval,
+                replanner=replanner if max_replans > 0 else None,
+                max_replans=max_replans,
+            )
         return result, executed
 
     async def aplan_and_execute_background(
@@ -476,8 +461,15 @@ class PlannerService:
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, BackgroundExecutionHandle | None]:
         """Like `plan_and_execute`, but the execution runs in the background."""
-        result, values = await self._plan_for_execution(
-            goal, user_inputs, allow_partial, ask_missing, planning_events_cb, plan_kwargs
+        result, values = await plan_for_execution(
+            self.aplan,
+            self.catalog,
+            goal,
+            user_inputs,
+            allow_partial,
+            ask_missing,
+            planning_events_cb,
+            plan_kwargs,
         )
         if result.plan is None or values is None:
             return result, None

@@ -83,6 +83,30 @@ class AetherSettings(PrefectBaseSettings):
     llm_api_key: SecretStr | None = Field(default=None, description="API key for the LLM.")
     llm_timeout: float = Field(default=60.0, gt=0, description="Seconds per LLM request.")
     llm_max_retries: int = Field(default=3, ge=0, description="Retries per LLM request.")
+    budget_llm_calls: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "Most LLM calls one plan-and-execute may make: planning, repair rounds and "
+            "replans together (`Budget.llm_calls` overrides it per call)."
+        ),
+    )
+    budget_tokens: int = Field(
+        default=200_000,
+        ge=1,
+        description=(
+            "Most LLM tokens (prompt + completion) one plan-and-execute may spend, across "
+            "planning, repair rounds and replans (`Budget.tokens`)."
+        ),
+    )
+    budget_seconds: float = Field(
+        default=3_600.0,
+        gt=0,
+        description=(
+            "Most seconds one plan-and-execute may take before it starts no further LLM "
+            "call or step (`Budget.seconds`)."
+        ),
+    )
     planning_timeout: float = Field(
         default=120.0,
         gt=0,

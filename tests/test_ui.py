@@ -124,10 +124,12 @@ async def test_the_plan_artifact_reads_as_a_table_in_both_uis(
     await page.set_viewport_size({"width": 1280, "height": 800})
     for ui, prefix in UIS.items():
         await page.goto(f"{ui_server.ui_url}{prefix}/artifacts/artifact/{artifact['id']}")
-        # The new UI draws the page in parts: wait for the plan's own rows, not any table.
+        # The new UI draws the page in parts: wait for the plan's own row, whole, not
+        # for any table (a timeout here fails the test).
         await page.wait_for_function(
-            "() => [...document.querySelectorAll('table td')]"
-            ".some(c => c.innerText.trim() === 'clean_sales')",
+            "() => [...document.querySelectorAll('table tr')].some(r => r.cells.length >= 4"
+            " && r.cells[1].innerText.trim() === 'clean'"
+            " && r.cells[2].innerText.trim() === 'clean_sales')",
             timeout=30_000,
         )
         text = await page.inner_text("body")

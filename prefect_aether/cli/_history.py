@@ -77,6 +77,15 @@ def show_command(
         f"{record.catalog_fingerprint[:12]}",
         highlight=False,
     )
+    parent = record.plan.extras.get("replan_of")
+    if parent:
+        # A replan: the plan a failed step of it was replanned from.
+        failed = record.plan.extras.get("failed_step", "?")
+        console.print(
+            f"replan of plan {parent} after step {failed} failed (`prefect-aether show {parent}`)",
+            highlight=False,
+            markup=False,
+        )
     show_plan(record.plan)
     console.print(record.validation_summary or "valid", highlight=False)
     if not runs:

@@ -34,6 +34,10 @@ def run_with_progress(
     plan_file: str | None,
     resume: str | None,
     approved: bool,
+    *,
+    goal: str | None = None,
+    planner: str = "heuristic",
+    max_replans: int = 0,
 ) -> ExecutionResult:
     order = [sid for level in levels for sid in level]
     actions = {s.id: s.action for s in plan.steps}
@@ -63,8 +67,14 @@ def run_with_progress(
 
         def on_event(event: ExecutionEvent) -> None:
             sid = event.step_id
+            if event.phase == "replanned":
+                console.print(event.message, highlight=False, markup=False)
             if sid is None:
                 return
+            if sid not in states:  # a step a replan added
+                order.append(sid)
+                actions[sid] = event.action or "?"
+                states[sid], notes[sid] = "pending", ""
             if event.phase == "step_start":
                 states[sid] = "running"
             elif event.phase == "step_success":
@@ -92,8 +102,17 @@ def run_with_progress(
                         ),
                         planner=str(plan.extras.get("planner", "file")),
                     )
+                adaptive = goal is not None and max_replans > 0
                 service = PlannerService(
-                    executor.catalog, planner="heuristic", executor=executor, store=store
+                    executor.catalog,
+                    planner=planner if adaptive else "heuristic",  # type: ignore[arg-type]
+                    executor=executor,
+                    store=store,
+                )
+                replanner = (
+                    service.replanner(goal, user_inputs=values, parent=plan)
+                    if adaptive and goal is not None
+                    else None
                 )
                 return await service.aexecute_plan(
                     plan,
@@ -102,6 +121,8 @@ def run_with_progress(
                     run=RunInfo(extra_tags=tags),
                     resume=await _execution_id(store, resume),
                     approved=approved,
+                    replanner=replanner,
+                    max_replans=max_replans,
                 )
 
         loop = asyncio.new_event_loop()

@@ -332,12 +332,21 @@ def run_command(
         ),
     ] = False,
     allow_overwrite: OverwriteOpt = False,
+    max_replans: Annotated[
+        int,
+        typer.Option(
+            help="With --goal: when a step fails, plan the rest of the goal again (at most "
+            "this many times); completed steps are kept, the failed action is not used again."
+        ),
+    ] = 0,
 ) -> None:
     """Validate and execute a plan (from a file, or planned from --goal) with live progress."""
     catalog = build_catalog(module, entrypoint)
     values = parse_inputs(inputs)
     if (plan is None) == (goal is None):
         fail("give either a plan file or --goal")
+    if max_replans < 0 or (max_replans and goal is None):
+        fail(f"--max-replans takes a number of replans from 0 up, with --goal; got {max_replans}")
     if goal is not None:
         candidate = plan_goal(catalog, goal, values, planner, cache=cache)
         show_plan(candidate)
@@ -369,7 +378,17 @@ def run_command(
         executor.check_approved(candidate, approved=approve)
     source = None if goal is not None else str(plan)
     result = run_with_progress(
-        executor, candidate, values, levels, tag or [], source, resume, approve
+        executor,
+        candidate,
+        values,
+        levels,
+        tag or [],
+        source,
+        resume,
+        approve,
+        goal=goal,
+        planner=planner,
+        max_replans=max_replans,
     )
     print_result(result)
     if not result.ok:

@@ -23,6 +23,7 @@ from prefect_aether.execution.events import (
     EventCallback,
     ExecutionEvent,
     ExecutionResult,
+    Replan,
 )
 from prefect_aether.execution.executor import BackgroundExecutionHandle, PlanExecutor
 
@@ -33,4 +34,5 @@ __all__ = [
     "ExecutionEvent",
     "ExecutionResult",
     "PlanExecutor",
+    "Replan",
 ]

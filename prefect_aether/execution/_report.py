@@ -9,6 +9,7 @@ import ssl
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from prefect.artifacts import MarkdownArtifact
 from prefect.events import emit_event
 
 from prefect_aether._internal.text import inert
@@ -190,6 +191,47 @@ def emit_step_event(
             },
         ],
         payload={"step_id": step_id, "action": action, **payload},
+    )
+
+
+async def plan_artifact(
+    plan: CandidatePlan,
+    levels: list[list[str]],
+    deps: Mapping[str, list[str]],
+    user_inputs: Mapping[str, Any],
+    plan_id: str,
+    client: PrefectClient | None,
+) -> None:
+    """Write (or, after a replan, update) the plan artifact of one execution."""
+    await MarkdownArtifact(
+        markdown=plan_markdown(plan, levels, deps, user_inputs=user_inputs),
+        key=f"aether-plan-{plan_id}",
+        description=f"prefect-aether plan {plan_id}",
+    ).acreate(client)
+
+
+async def results_artifact(
+    plan_id: str,
+    rows: Iterable[tuple[str, str, str, float | None, str, str]],
+    client: PrefectClient | None,
+) -> None:
+    """Write the results artifact (`results_markdown`) of one execution."""
+    await MarkdownArtifact(
+        markdown=results_markdown(plan_id, rows),
+        key=f"aether-results-{plan_id}",
+        description=f"prefect-aether step results of plan {plan_id}",
+    ).acreate(client)
+
+
+def emit_replanned_event(plan_id: str, payload: dict[str, Any]) -> None:
+    """Emit `prefect-aether.plan.replanned` on resource `prefect-aether.plan.<plan_id>`."""
+    emit_event(
+        event="prefect-aether.plan.replanned",
+        resource={
+            "prefect.resource.id": f"prefect-aether.plan.{plan_id}",
+            "prefect.resource.name": f"plan-{plan_id}",
+        },
+        payload=payload,
     )
 
 

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import datetime as dt
 import logging
 import time
 import weakref
 from collections.abc import Iterable
 from contextvars import ContextVar
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from prefect import Flow, tags
-from prefect.artifacts import MarkdownArtifact
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext, TagsContext
 from prefect.logging import get_run_logger
 from prefect.states import Completed, aget_state_exception
-from prefect.task_runners import TaskRunner
-from pydantic import BaseModel
 
 from prefect_aether._internal.callbacks import notify
 from prefect_aether._internal.text import preview, sanitize
-from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import ExecutionError, ExecutionInterrupted
 from prefect_aether.execution import _report, _secrets, _steps
-from prefect_aether.execution._results import MISSING, StepResults
+from prefect_aether.execution._options import Options, StepRecord
+from prefect_aether.execution._replan import Adaptive, replan_after_failure, within_budget
+from prefect_aether.execution._results import MISSING
 from prefect_aether.execution._reuse import StepKeeper
 from prefect_aether.execution._watch import ApiOutage, watch_api
 from prefect_aether.execution.events import (
@@ -42,35 +39,6 @@ from prefect_aether.plan import CandidatePlan, PlanStep, step_dependencies
 
 logger = logging.getLogger("prefect_aether.execute")
 _SUMMARY_CHARS = 500
-
-
-class _StepRecord(BaseModel):
-    state: str = "Pending"
-    started: float | None = None
-    ended: float | None = None
-    preview: str = ""
-    why: str = ""  # why it failed (the masked error) or was skipped
-
-
-class Options(Protocol):
-    """What an execution reads of its executor (`PlanExecutor` is one)."""
-
-    @property
-    def catalog(self) -> ActionCatalog: ...
-    @property
-    def results(self) -> StepResults: ...
-    @property
-    def max_concurrency(self) -> int: ...
-    @property
-    def fail_fast(self) -> bool: ...
-    @property
-    def run_as(self) -> str: ...
-    @property
-    def tag_steps(self) -> bool: ...
-    @property
-    def reuse_within(self) -> dt.timedelta | None: ...
-    @property
-    def task_runner(self) -> TaskRunner[Any] | None: ...
 
 
 class PlanRun:
@@ -104,7 +72,7 @@ class PlanRun:
         self.errors: dict[str, str] = {}
         self.skipped: list[str] = []
         self.reused: list[str] = []
-        self.records = {sid: _StepRecord() for sid in self.order}
+        self.records = {sid: StepRecord() for sid in self.order}
         self.flow_run_id: str | None = None
         self.tags: list[str] = []
         # Values read from Secret blocks (`${secret.*}`), masked in errors and previews,
@@ -115,6 +83,9 @@ class PlanRun:
         self.run_name = f"plan-{self.plan_id}"
         # The results artifact, written while Prefect finishes the parent run.
         self.closing: asyncio.Future[Any] | None = None
+        # Replanning after a failed step (`_replan`), and what stopped the run early.
+        self.adaptive = Adaptive()
+        self.stopped: str | None = None
 
     # -- parent flow --------------------------------------------------------------------
 
@@ -186,7 +157,7 @@ class PlanRun:
         last = self.order[-1]
         outputs = self.outputs.get(last, {})
         return ExecutionResult(
-            ok=ok and not self.errors,
+            ok=ok and not self.errors and not self.stopped,
             plan_id=self.plan_id,
             outputs=outputs,
             output_preview=_secrets.scrub(preview(outputs, 500), self.secret_values.values()),
@@ -196,6 +167,8 @@ class PlanRun:
             reused=self.reused,
             flow_run_id=self.flow_run_id,
             execution_id=self.execution_id,
+            replans=self.adaptive.replans,
+            stopped=self.stopped,
         )
 
     async def body(self) -> dict[str, Any]:
@@ -204,17 +177,15 @@ class PlanRun:
             self.flow_run_id = str(context.flow_run.id)
         # The plan artifact is written while the first steps start, not before them.
         plan_artifact = asyncio.ensure_future(
-            MarkdownArtifact(
-                markdown=_report.plan_markdown(
-                    self.plan, self.levels, self.deps, user_inputs=self.user_inputs
-                ),
-                key=f"aether-plan-{self.plan_id}",
-                description=f"prefect-aether plan {self.plan_id}",
-            ).acreate(self.client)
+            _report.plan_artifact(
+                self.plan, self.levels, self.deps, self.user_inputs, self.plan_id, self.client
+            )
         )
         await self.emit("start", None, f"executing plan {self.plan_id} ({len(self.order)} steps)")
         try:
             await self.schedule()
+            while self.errors and not self.stopped and await replan_after_failure(self):
+                await self.schedule()
         finally:
             # Written while Prefect finishes this run (`start` awaits it); the task keeps
             # this run's context, so the artifact belongs to this run.
@@ -224,6 +195,9 @@ class PlanRun:
                 f"plan {pid}: artifacts aether-plan-{pid} (the plan) and aether-results-{pid} "
                 f"(each step's state and output); `prefect-aether show {pid}` shows its history"
             )
+        if self.stopped and not self.errors:
+            await self.emit("failure", None, f"stopped: {self.stopped}")
+            raise ExecutionError(f"plan {self.plan_id}: stopped: {self.stopped}")
         if self.errors:
             first = next(iter(self.errors.items()))
             await self.emit(
@@ -239,35 +213,35 @@ class PlanRun:
         await plan_artifact
         rows = []
         for sid in self.order:
-            record = self.records[sid]
-            duration = (
-                round(record.ended - record.started, 3)
-                if record.started is not None and record.ended is not None
-                else None
+            record, step = self.records[sid], self.steps[sid]
+            rows.append(
+                (sid, step.action, record.state, record.duration(), record.preview, record.why)
             )
-            step = self.steps[sid]
-            rows.append((sid, step.action, record.state, duration, record.preview, record.why))
-        await MarkdownArtifact(
-            markdown=_report.results_markdown(self.plan_id, rows),
-            key=f"aether-results-{self.plan_id}",
-            description=f"prefect-aether step results of plan {self.plan_id}",
-        ).acreate(self.client)
+        await _report.results_artifact(self.plan_id, rows, self.client)
 
     # -- scheduling ---------------------------------------------------------------------
 
     async def schedule(self) -> None:
-        waiting = {sid: set(self.deps[sid]) for sid in self.order}
-        dependents: dict[str, list[str]] = {sid: [] for sid in self.order}
-        for sid, deps in self.deps.items():
-            for dep in deps:
+        """Run the steps that have not run, each once its upstream steps succeeded (after
+        a replan, only the new ones: the others ran or failed already)."""
+        succeeded = set(self.outputs)
+        ended = succeeded | set(self.errors) | set(self.skipped) | self.adaptive.replaced
+        todo = [sid for sid in self.order if sid not in ended]
+        waiting = {sid: set(self.deps[sid]) - succeeded for sid in todo}
+        dependents: dict[str, list[str]] = {sid: [] for sid in todo}
+        for sid in todo:
+            for dep in waiting[sid]:
                 dependents[dep].append(sid)
-        ready = [sid for sid in self.order if not waiting[sid]]
+        ready = [sid for sid in todo if not waiting[sid]]
         running: dict[asyncio.Task[bool], str] = {}
         limit = self.executor.max_concurrency
         stopping = False
         try:
             while ready or running:
                 while ready and not stopping and (limit is None or len(running) < limit):
+                    if not within_budget(self):
+                        stopping = True
+                        break
                     sid = ready.pop(0)
                     running[asyncio.ensure_future(self.run_step(sid))] = sid
                 if not running:
@@ -293,9 +267,10 @@ class PlanRun:
         finally:
             for task_ in running:
                 task_.cancel()
-        started = set(self.outputs) | set(self.errors) | set(self.skipped)
+        started = set(self.outputs) | set(self.errors) | set(self.skipped) | self.adaptive.replaced
         await self.skip(
-            [sid for sid in self.order if sid not in started], "an earlier step failed (fail_fast)"
+            [sid for sid in self.order if sid not in started],
+            self.stopped or "an earlier step failed (fail_fast)",
         )
 
     def descendants(self, sid: str, dependents: dict[str, list[str]]) -> list[str]:
@@ -348,7 +323,7 @@ class PlanRun:
                         step,
                         spec,
                         flow,
-                        inputs,
+                        _steps.consumer_inputs(flow, inputs),
                         run_as=step.extras.get("run_as", self.executor.run_as),
                         task_runner=self.executor.task_runner,
                         run_tags=self.tags,

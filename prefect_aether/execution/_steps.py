@@ -187,6 +187,32 @@ def validate_inputs(flow: Flow[..., Any], inputs: dict[str, Any]) -> dict[str, A
 _VALIDATORS: weakref.WeakKeyDictionary[Any, ValidatedFunction] = weakref.WeakKeyDictionary()
 
 
+def consumer_inputs(flow: Flow[..., Any] | None, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs as the consumer takes them: a model made by another copy of its class
+    (two entrypoints of one file each load it) is refused by class, so such inputs go as
+    JSON data, which the consumer's own types read. Anything else as it is."""
+    if flow is None or not any(_structured(v) for v in inputs.values()):
+        return inputs
+    try:
+        validate_inputs(flow, inputs)
+    except ParameterTypeError:
+        data = {k: to_jsonable_python(v) if _structured(v) else v for k, v in inputs.items()}
+        try:
+            validate_inputs(flow, data)
+        except Exception:
+            return inputs  # the step fails on its own inputs, saying why
+        return data
+    return inputs
+
+
+def _structured(value: Any) -> bool:
+    items = value if isinstance(value, list | tuple) else [value]
+    return any(
+        isinstance(v, BaseModel) or (dataclasses.is_dataclass(v) and not isinstance(v, type))
+        for v in items[:1]
+    )
+
+
 async def _call_fn(flow: Flow[..., Any], inputs: dict[str, Any]) -> Any:
     params = validate_inputs(flow, inputs) if flow.should_validate_parameters else inputs
     if inspect.iscoroutinefunction(flow.fn):

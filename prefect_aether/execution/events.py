@@ -24,10 +24,19 @@ __all__ = [
     "ExecutionEvent",
     "ExecutionPhase",
     "ExecutionResult",
+    "Replan",
 ]
 
 ExecutionPhase = Literal[
-    "start", "step_start", "step_success", "step_failure", "step_skipped", "success", "failure"
+    "start",
+    "step_start",
+    "step_success",
+    "step_failure",
+    "step_skipped",
+    "replanned",
+    "stopped",
+    "success",
+    "failure",
 ]
 EventCallback = Callable[["ExecutionEvent"], Awaitable[None] | None]
 # Asked with the plan and the actions that need an approval; True lets the plan run.
@@ -64,6 +73,23 @@ class ExecutionEvent(BaseModel):
     flow_run_id: str | None = Field(default=None, description="The plan's parent flow run.")
 
 
+class Replan(BaseModel):
+    """One replan of an execution: a step failed, and a new plan took over the rest.
+
+    Examples:
+        >>> Replan(failed_step="fetch", error="OSError: gone", plan_id="abc").new_steps
+        []
+    """
+
+    failed_step: str = Field(description="The step that failed after its retries.")
+    error: str = Field(description="Its error (masked, bounded).")
+    plan_id: str = Field(description="The new plan: the completed steps and the new ones.")
+    new_steps: list[str] = Field(default_factory=list, description="The steps it added.")
+    steps_reused: list[str] = Field(
+        default_factory=list, description="Completed steps the new plan bound, never re-run."
+    )
+
+
 class ExecutionResult(BaseModel):
     """The outcome of executing a plan.
 
@@ -94,4 +120,10 @@ class ExecutionResult(BaseModel):
     flow_run_id: str | None = Field(default=None, description="The parent flow run.")
     execution_id: str | None = Field(
         default=None, description="This execution's id: `resume=` it to continue it."
+    )
+    replans: list[Replan] = Field(
+        default_factory=list, description="Each replan after a failed step, in order."
+    )
+    stopped: str | None = Field(
+        default=None, description="The budget that stopped the execution, in one line."
     )

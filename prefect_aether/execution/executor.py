@@ -27,23 +27,22 @@ same execution never both run a step (a lock per step result).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import inspect
 import logging
 import re
-import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from prefect.task_runners import TaskRunner
 
-from prefect_aether._internal.callbacks import notify
 from prefect_aether._internal.dispatch import sync_compatible
 from prefect_aether.catalog.policy import APPROVAL, needs_approval
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError, ApprovalRequired, PlanValidationError
+from prefect_aether.execution._background import BackgroundExecutionHandle
+from prefect_aether.execution._replan import Adaptive, Replanner
 from prefect_aether.execution._results import StepResults
 from prefect_aether.execution._run import PlanRun
 from prefect_aether.execution.events import (
@@ -52,6 +51,7 @@ from prefect_aether.execution.events import (
     EventCallback,
     ExecutionEvent,
     ExecutionResult,
+    Replan,
 )
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.settings import current_settings
@@ -62,6 +62,8 @@ __all__ = [
     "ExecutionEvent",
     "ExecutionResult",
     "PlanExecutor",
+    "Replan",
+    "Replanner",
 ]
 
 logger = logging.getLogger("prefect_aether.execute")
@@ -206,6 +208,8 @@ class PlanExecutor:
         flow_ids: Iterable[str] | None = None,
         approved: bool = False,
         approval: ApprovalCallback | None = None,
+        replanner: Replanner | None = None,
+        max_replans: int = 0,
     ) -> ExecutionResult:
         """Validate `plan`, then run it as one parent flow run; never raises for a failing step.
 
@@ -227,6 +231,11 @@ class PlanExecutor:
                 tagged `aether:approval`).
             approval: Asked (sync or async) with the plan and the actions that need
                 an approval when `approved` is False; True lets the plan run.
+            replanner: Asked for a plan for the rest of the goal when a step fails
+                after its retries (`Replanning` facts); its new steps run in the same
+                parent flow run, validated with the completed ones, and steps tagged
+                `aether:approval` among them ask `approval` again.
+            max_replans: Most replans (0, the default: a failed step fails the plan).
 
         Raises:
             PlanValidationError: The plan is invalid or misses user values; no
@@ -244,6 +253,17 @@ class PlanExecutor:
             self, plan.resolve_actions(self.catalog), dict(user_inputs or {}), levels, identity
         )
         run.on_event = on_event
+        values = dict(user_inputs or {})
+
+        async def approve(new: CandidatePlan) -> None:
+            await self.require_approval(new, approval=approval)
+
+        run.adaptive = Adaptive(
+            replanner=replanner,
+            max_replans=max(0, max_replans),
+            check=lambda whole: self.check(whole, values, flow_ids=flow_ids),
+            approve=approve,
+        )
         return await run.start(list(tags or ()), flow_run_name or f"plan-{plan.plan_id}")
 
     def approval_actions(self, plan: CandidatePlan) -> list[str]:
@@ -397,99 +417,3 @@ async def _executions_of(plan_id: str, execution_id: str | None) -> list[str]:
             if tag.startswith("execution:") and tag[10:] not in found:
                 found.append(tag[10:])
     return found
-
-
-class BackgroundExecutionHandle:
-    """A plan executing in the background.
-
-    Examples:
-        >>> handle = BackgroundExecutionHandle("abc")
-        >>> handle.plan_id, handle.done()
-        ('abc', False)
-    """
-
-    def __init__(self, plan_id: str) -> None:
-        self.id = uuid.uuid4().hex
-        self.plan_id = plan_id
-        self._result: ExecutionResult | None = None
-        self._finished = threading.Event()
-        self._cancelled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[ExecutionResult] | None = None
-        self._thread: threading.Thread | None = None
-
-    @classmethod
-    def launch(
-        cls,
-        plan_id: str,
-        main: Callable[[], Awaitable[ExecutionResult]],
-        on_complete: Callable[[ExecutionResult], Any] | None = None,
-    ) -> BackgroundExecutionHandle:
-        """Run `main` (which executes plan `plan_id`) on an event loop of its own in a
-        background thread; an exception it raises becomes a failed `ExecutionResult`."""
-        handle = cls(plan_id)
-        handle._start(main, on_complete)
-        return handle
-
-    def _start(
-        self,
-        main: Callable[[], Awaitable[ExecutionResult]],
-        on_complete: Callable[[ExecutionResult], Any] | None,
-    ) -> None:
-        ready = threading.Event()
-
-        async def runner() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._task = asyncio.ensure_future(main())
-            ready.set()
-            try:
-                result = await self._task
-            except asyncio.CancelledError:
-                self._cancelled = True
-                result = self._failed("CancelledError: execution was cancelled")
-            except Exception as exc:
-                result = self._failed(f"{type(exc).__name__}: {exc}")
-            self._result = result
-            await notify(on_complete, result, logger)
-
-        def target() -> None:
-            try:
-                asyncio.run(runner())
-            finally:
-                ready.set()
-                self._finished.set()
-
-        self._thread = threading.Thread(
-            target=target, name=f"aether-plan-{self.plan_id}", daemon=True
-        )
-        self._thread.start()
-        ready.wait()
-
-    def _failed(self, error: str) -> ExecutionResult:
-        return ExecutionResult(ok=False, plan_id=self.plan_id, errors={"plan": error})
-
-    def done(self) -> bool:
-        """Whether the execution has finished (in any way)."""
-        return self._finished.is_set()
-
-    def cancelled(self) -> bool:
-        """Whether the execution was cancelled."""
-        return self._cancelled
-
-    def cancel(self) -> bool:
-        """Ask the execution to stop; returns False when it had already finished."""
-        if self.done() or self._loop is None or self._task is None:
-            return False
-        self._loop.call_soon_threadsafe(self._task.cancel)
-        return True
-
-    def wait(self, timeout: float | None = None) -> ExecutionResult:
-        """Block until the execution ends and return its result.
-
-        Raises:
-            TimeoutError: It did not end within `timeout` seconds.
-        """
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"plan {self.plan_id} still running after {timeout} s")
-        assert self._result is not None
-        return self._result

@@ -151,7 +151,8 @@ async def approve_then_execute(
         **(run or {}),
     )
     if not result.ok:
-        first = next(iter(result.errors.items()), ("plan", "failed"))
+        why = f"stopped: {result.stopped}" if result.stopped else "failed"
+        first = next(iter(result.errors.items()), ("plan", why))
         raise ExecutionError(
             f"plan {plan.plan_id} failed at step {first[0]!r}: {first[1]}",
             step_id=first[0] if first[0] != "plan" else None,
@@ -172,6 +173,7 @@ async def plan_and_execute(
     resume: str | None = None,
     cache: bool = True,
     pause_timeout: int = 3600,
+    max_replans: int = 0,
 ) -> dict[str, Any] | State[Any]:
     """Plan a goal over your flows and deployments, then run the plan.
 
@@ -196,6 +198,10 @@ async def plan_and_execute(
         cache: Reuse the stored plan of the same goal on the same catalog (with the
             plan store on, the `store_enabled` setting); no planner call then.
         pause_timeout: Seconds to wait for a form (values or approval).
+        max_replans: When a step fails after its retries, plan the rest of the goal
+            again, at most this many times, in the same plan run (completed steps are
+            kept, the failed action is not used again). A replan that adds an
+            `aether:approval` action is not run: such a run fails, to be planned anew.
 
     Returns:
         `ok`, `plan_id`, `planner`, `cached`, `plan_flow_run_id`, `outputs`, `errors`,
@@ -212,6 +218,7 @@ async def plan_and_execute(
             approve=approve,
             pause_timeout=pause_timeout,
             resume=resume,
+            max_replans=max_replans,
         )
 
 
@@ -284,7 +291,10 @@ async def _plan_then_run(
     approve: bool,
     pause_timeout: int,
     resume: str | None,
+    max_replans: int = 0,
 ) -> dict[str, Any] | State[Any]:
+    if max_replans < 0:
+        raise AetherUsageError(f"max_replans must be 0 or more, got {max_replans}")
     result = await node.aplan(goal, user_inputs=values, allow_partial=allow_partial, cache=cache)
     if result.cached:
         get_run_logger().info(
@@ -316,6 +326,14 @@ async def _plan_then_run(
         planner=result.planner,
         cached=result.cached,
         resume=resume,
+        run=(
+            {
+                "replanner": node.service.replanner(goal, user_inputs=values, parent=result.plan),
+                "max_replans": max_replans,
+            }
+            if max_replans
+            else None
+        ),
     )
 
 

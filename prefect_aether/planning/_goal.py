@@ -24,7 +24,11 @@ __all__ = ["Clause", "Goal", "Resource", "read_goal"]
 _URL = re.compile(r"\b(?:https?|s3|gs|ftp)://[^\s'\"<>()]+[^\s'\"<>().,;:!?]", re.I)
 _QUOTED = re.compile(r"(?<![\w])(['\"\u2018\u201c])(.+?)(['\"\u2019\u201d])(?![\w])")
 _QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d"}
-_FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])")
+# A file name, with its folders: relative ("data/a.csv", "./a.csv") or absolute
+# ("/srv/in/a.csv", "~/a.csv").
+_FILE = re.compile(
+    r"(?<![\w/.~-])((?:~/|\.{1,2}/|/)?(?:[\w.-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])"
+)
 # A chat channel or a handle: "#data-eng", "@oncall".
 _CHANNEL = re.compile(r"(?<![\w#@/.])([#@][A-Za-z0-9][\w.-]*[A-Za-z0-9])")
 _MONTHS = {

@@ -63,6 +63,7 @@ class Setting:
         available: Data words the user supplies (inputs, goal resources, context).
         vocabulary: Every word stem the catalog's names and docs use (a word of the goal
             outside it may be a bare value: `_values`).
+        excluded: Actions that failed in this execution (a replan uses them no more).
     """
 
     catalog: ActionCatalog
@@ -75,6 +76,7 @@ class Setting:
     relevance: Mapping[str, float]
     available: frozenset[str]
     vocabulary: frozenset[str] = frozenset()
+    excluded: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -384,6 +386,7 @@ class Wiring:
             whole = spec.returns
             if (
                 spec.name in on_chain
+                or spec.name in self.setting.excluded
                 or whole is None
                 or whole.type != slot.type
                 or any(i.role == "write" for i in spec.inputs)
@@ -406,7 +409,7 @@ class Wiring:
         on_chain = {self.state.specs[sid].name for sid in chain if sid in self.state.specs}
         setting = self.setting
         found = setting.catalog.producers(
-            slot, flow_ids=setting.flow_ids, exclude=on_chain, plannable=True
+            slot, flow_ids=setting.flow_ids, exclude=on_chain | setting.excluded, plannable=True
         )
         ins = setting.needs
         if slot.type not in STRUCTURED:

@@ -23,12 +23,14 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from prefect_aether._internal.callbacks import notify
-from prefect_aether.catalog.registry import ActionCatalog
+from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
 from prefect_aether.exceptions import AetherUsageError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._answer import normalize_answer
+from prefect_aether.replanning import Replanning, adopt
 from prefect_aether.settings import current_settings
-from prefect_aether.validation.validate import ValidationResult, validate_plan
+from prefect_aether.validation._issues import make_result
+from prefect_aether.validation.validate import ValidationIssue, ValidationResult, validate_plan
 
 __all__ = [
     "ChatModel",
@@ -39,8 +41,11 @@ __all__ = [
     "PlanningContext",
     "PlanningEvent",
     "PlanningPhase",
+    "Replanning",
     "checked_goal",
     "decode_plan",
+    "joined",
+    "plannable",
 ]
 
 PlanningPhase = Literal[
@@ -102,6 +107,9 @@ class PlanningContext(BaseModel):
         default_factory=list,
         description="Worked examples: plans that ran well for similar earlier goals.",
     )
+    replan: Replanning | None = Field(
+        default=None, description="Set when planning the rest of a goal after a failed step."
+    )
 
 
 class PlanningEvent(BaseModel):
@@ -156,9 +164,29 @@ async def checked(
 ) -> ValidationResult:
     """Validate a planner's plan as every planner must (its caller's `flow_ids`, no
     `aether:manual` action) and report it as a `validation` event."""
+    replan = ctx.replan
+    # A replan's steps are checked with the completed steps they may bind.
+    whole = plan if replan is None else CandidatePlan(steps=[*replan.completed, *plan.steps])
     validation = validate_plan(
-        plan, catalog, user_inputs=ctx.user_inputs, flow_ids=ctx.flow_ids, allow_manual=False
+        whole, catalog, user_inputs=ctx.user_inputs, flow_ids=ctx.flow_ids, allow_manual=False
     )
+    if replan is not None:
+        again = [s for s in plan.steps if s.action in replan.excluded_actions]
+        if again:
+            issues = [
+                *validation.issues,
+                *(
+                    ValidationIssue(
+                        kind="excluded_action",
+                        message=f"Action {s.action!r} failed in this execution: the new plan "
+                        "must not use it again.",
+                        step_id=s.id,
+                        field="action",
+                    )
+                    for s in again
+                ),
+            ]
+            validation = make_result(issues, validation.missing_user_bindings, validation.levels)
     await emit(
         PlanningEvent(
             phase="validation",
@@ -316,3 +344,25 @@ def _unclosed(text: str) -> bool:
         elif char in "]}":
             depth -= 1
     return depth > 0 or in_string
+
+
+def joined(plan: CandidatePlan, ctx: PlanningContext) -> CandidatePlan:
+    """A replan's plan as it joins the execution (`replanning.adopt`): steps that repeat
+    a completed one are that step, clashing ids renamed; any other plan as it is."""
+    replan = ctx.replan
+    if replan is None:
+        return plan
+    done = {s.id: s for s in replan.completed}
+    steps, _ = adopt(plan, done, {*done, *replan.step_ids}, replan.round)
+    return CandidatePlan(steps=steps, extras=plan.extras)
+
+
+def plannable(catalog: ActionCatalog, ctx: PlanningContext) -> list[ActionSpec]:
+    """The actions a planner may choose for `ctx`: its groups' plannable actions, less
+    those a replan must not use again."""
+    excluded = set(ctx.replan.excluded_actions) if ctx.replan is not None else set()
+    return [
+        s
+        for s in catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)
+        if s.name not in excluded
+    ]

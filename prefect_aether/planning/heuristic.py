@@ -61,6 +61,8 @@ from prefect_aether.planning.base import (
     PlanningEvent,
     PlanResult,
     checked,
+    joined,
+    plannable,
 )
 
 __all__ = ["HeuristicPlanner"]
@@ -131,7 +133,7 @@ class HeuristicPlanner:
         derived = self._catalog()
         index = self.catalog.search_index()
         # Planners never choose `aether:manual` actions.
-        allowed = {s.name for s in self.catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)}
+        allowed = {s.name for s in plannable(self.catalog, ctx)}
         overall = index.scores(index.weights(goal.tokens))
         available = self._available(ctx, goal, derived)
         chosen: list[_Choice] = []
@@ -399,6 +401,7 @@ class HeuristicPlanner:
             relevance=self.relevance(goal),
             available=frozenset(self._available(ctx, goal, derived)),
             vocabulary=frozenset(self.catalog.search_index().vocabulary),
+            excluded=frozenset(ctx.replan.excluded_actions if ctx.replan else ()),
         )
         builder = Wiring(setting)
         wired: list[_Choice] = []
@@ -410,7 +413,7 @@ class HeuristicPlanner:
             if choice.matched:
                 why += f" (matched {', '.join(dict.fromkeys(choice.matched))})"
             choice.step_id = builder.add(choice.spec, choice.clause, depth=0, reason=why)
-        writers = self.catalog.list_actions(flow_ids=ctx.flow_ids, plannable=True)
+        writers = plannable(self.catalog, ctx)
         unserved += write_leftovers(builder, goal, writers, unserved)
         feed_unused_outputs(builder)
         name_given_names(builder)
@@ -437,7 +440,7 @@ class HeuristicPlanner:
         events = emit.events
 
         await emit(PlanningEvent(phase="start", iteration=0, message=f"planning: {ctx.goal}"))
-        plan = self.build(ctx)
+        plan = joined(self.build(ctx), ctx)
         validation = await checked(plan, self.catalog, ctx, emit, 1)
         unserved = list(plan.extras.get("unserved") or [])
         accepted = validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())

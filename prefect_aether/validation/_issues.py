@@ -29,6 +29,7 @@ IssueKind = Literal[
     "secret_not_granted",
     "manual_action",
     "write_conflict",
+    "excluded_action",
 ]
 
 # `${user.<key>}` names that ask a person (or an LLM) for a secret: the value would be
