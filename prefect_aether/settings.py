@@ -100,11 +100,12 @@ class AetherSettings(PrefectBaseSettings):
         ),
     )
     budget_seconds: float = Field(
-        default=3_600.0,
+        default=86_400.0,
         gt=0,
         description=(
             "Most seconds one plan-and-execute may take before it starts no further LLM "
-            "call or step (`Budget.seconds`)."
+            "call or step (`Budget.seconds`); a day by default, so long pipelines are "
+            "not cut."
         ),
     )
     planning_timeout: float = Field(

@@ -149,8 +149,8 @@ def _merge(run: PlanRun, steps: list[PlanStep], levels: list[list[str]]) -> None
     run.order += [sid for level in levels for sid in level if sid in added]
     run.position = {sid: i for i, sid in enumerate(run.order)}
     run.deps = step_dependencies(CandidatePlan(steps=[run.steps[sid] for sid in run.order]))
-    run.levels = [*run.levels, *([sid for sid in level if sid in added] for level in levels)]
-    run.levels = [level for level in run.levels if level]
+    new_levels = ([sid for sid in level if sid in added] for level in levels)
+    run.levels = [*run.levels, *(level for level in new_levels if level)]
 
 
 def within_budget(run: PlanRun) -> bool:
