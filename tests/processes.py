@@ -34,6 +34,7 @@ ALLOWED_MODULES = json.dumps(
         "tests.crash_flows",
         "tests.sample_flows",
         "tests.guarded_flows",
+        "tests.adaptive_flows",
         "flows/pipeline.py",
     ]
 )

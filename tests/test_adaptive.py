@@ -299,3 +299,20 @@ def test_the_cli_replans_with_max_replans(run_log: Path, holdings: Path) -> None
     refused = CliRunner().invoke(app, ["run", str(here), *args[5:], "--max-replans", "1"])
     assert refused.exit_code == 2
     assert "--max-replans takes a number of replans from 0 up, with --goal" in refused.output
+
+
+async def test_the_deployable_flow_replans_with_max_replans(run_log: Path, holdings: Path) -> None:
+    from prefect_aether import CatalogSource
+    from prefect_aether.flows import plan_and_execute
+
+    source = CatalogSource(modules=["tests.adaptive_flows"])
+    report = await plan_and_execute(
+        goal(holdings), catalog=source, planner="heuristic", max_replans=1, cache=False
+    )
+    assert isinstance(report, dict)
+    assert report["ok"], report["errors"]
+    assert [r["failed_step"] for r in report["replans"]] == ["fetch_rates"]
+    assert runs(run_log, "load-holdings") == 1
+    # The mirror took over; the paid feed (an approval action) was never run.
+    assert runs(run_log, "fetch-rates-mirror") == 1
+    assert runs(run_log, "fetch-rates-paid") == 0

@@ -68,6 +68,7 @@ def _summary(result: ExecutionResult, planner: str, cached: bool) -> dict[str, A
         "outputs": result.outputs,
         "errors": result.errors,
         "skipped": result.skipped,
+        "replans": [r.model_dump() for r in result.replans],
     }
 
 
@@ -205,7 +206,7 @@ async def plan_and_execute(
 
     Returns:
         `ok`, `plan_id`, `planner`, `cached`, `plan_flow_run_id`, `outputs`, `errors`,
-        `skipped`.
+        `skipped`, `replans`.
     """
     _check_pause_timeout(pause_timeout)
     async with _node(catalog, planner, llm_block, max_concurrency) as node:
