@@ -23,7 +23,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,13 @@ os.environ.setdefault("PREFECT_INTEGRATIONS_AETHER_STORE_ENABLED", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from prefect import flow  # noqa: E402
 
 from prefect_aether import ActionCatalog, OpenAICompatibleLLM, PlannerService  # noqa: E402
-from tests import adaptive_flows  # noqa: E402
+from tests import adaptive_flows, chain_flows  # noqa: E402
 from tests.adaptive_flows import runs  # noqa: E402
 
 GOAL = "load the holdings from {path}, fetch the rates of market 'EU', then value the portfolio"
-FIVE = "fetch the weather, then tidy it, then score it, then chart it, then file the chart"
+FIVE = chain_flows.GOAL
 
 
 class CountingLLM(OpenAICompatibleLLM):
@@ -58,34 +56,11 @@ class CountingLLM(OpenAICompatibleLLM):
         return content, usage
 
 
-def _slow(name: str, doc: str, takes: str | None) -> Any:
-    """A flow that takes ~2 s: `takes` is the input it reads from the step before."""
-
-    def body(**kwargs: Any) -> str:
-        time.sleep(2.0)
-        return f"{name}({', '.join(str(v)[:20] for v in kwargs.values())})"
-
-    def first(city: str) -> str:
-        return body(city=city)
-
-    def later(data: str) -> str:
-        return body(data=data)
-
-    fn: Callable[..., str] = first if takes is None else later
-    fn.__doc__ = doc
-    return flow(name=name)(fn)
-
-
 def five_step_catalog() -> ActionCatalog:
+    """Five ~2 s flows that hand one model down a chain (`tests/chain_flows.py`)."""
+    os.environ["AETHER_STEP_SECONDS"] = "2"
     catalog = ActionCatalog()
-    for name, doc, takes in (
-        ("fetch-weather", "Fetch the weather readings of a city.", None),
-        ("tidy-weather", "Tidy weather readings: drop gaps and duplicates.", "data"),
-        ("score-weather", "Score tidy weather readings for comfort.", "data"),
-        ("chart-weather", "Chart scored weather readings.", "data"),
-        ("file-chart", "File a chart in the team's archive.", "data"),
-    ):
-        catalog.register(_slow(name, doc, takes))
+    catalog.register_module(chain_flows)
     return catalog
 
 
@@ -104,8 +79,12 @@ async def failure_injection(kind: str, llm: CountingLLM | None) -> dict[str, Any
         catalog.register(f)
     service = PlannerService(catalog, planner=kind, llm=llm)  # type: ignore[arg-type]
     started = time.perf_counter()
+    said: list[str] = []
     planned, result = await service.aplan_and_execute(
-        GOAL.format(path=holdings), max_replans=2, allow_partial=False
+        GOAL.format(path=holdings),
+        max_replans=2,
+        allow_partial=False,
+        planning_events_cb=lambda e: said.append(e.message) if e.phase == "validation" else None,
     )
     seconds = time.perf_counter() - started
     completed_before = {"load-holdings"}  # what ran before the failure in the first plan
@@ -120,6 +99,8 @@ async def failure_injection(kind: str, llm: CountingLLM | None) -> dict[str, Any
         "llm_tokens": llm.tokens if llm else 0,
         "seconds": round(seconds, 2),
         "errors": dict(result.errors) if result else {},
+        # What validation said of the last plan the planner proposed (a replan's, if any).
+        "last_validation": said[-1] if said else None,
     }
 
 

@@ -169,3 +169,19 @@ async def test_a_forecast_is_no_summary(catalog: ActionCatalog) -> None:
     result = await plan_for(catalog, "forecast next month's shipping prices per country")
     assert result.plan is None
     assert result.unserved == ["forecast next month's shipping prices per country"]
+
+
+async def test_the_clause_verb_picks_the_action_that_does_it() -> None:
+    from tests import chain_flows
+
+    catalog = ActionCatalog()
+    catalog.register_module(chain_flows)
+    # "chart it" is charting; "file the chart" names a chart but files it.
+    result = await plan_for(catalog, chain_flows.GOAL, {"city": "Oslo"})
+    assert [action for action, _ in steps(result)] == [
+        "fetch-weather",
+        "tidy-weather",
+        "score-weather",
+        "chart-weather",
+        "file-chart",
+    ]

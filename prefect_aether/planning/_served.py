@@ -21,7 +21,7 @@ import snowballstemmer
 from prefect_aether.catalog.words import STOPWORDS, stem
 from prefect_aether.planning._goal import Clause
 
-__all__ = ["lead_word", "served"]
+__all__ = ["FILE_WRITE", "lead_word", "served"]
 
 # Words that start a question: what it asks is said by the rest of the clause.
 _QUESTION = frozenset(
@@ -56,7 +56,7 @@ _INFERENCES = frozenset(
     stem(w) for w in "forecast predict extrapolate simulate optimize optimise".split()
 )
 # Verbs of writing a file: any action that writes to a place serves them.
-_FILE_WRITE = frozenset(stem(w) for w in "write save export store dump output persist".split())
+FILE_WRITE = frozenset(stem(w) for w in "write save export store dump output persist".split())
 
 
 def lead_word(clause: Clause) -> str | None:
@@ -94,12 +94,12 @@ def served(
     again = stem(lead[2:]) if lead.startswith("re") and len(lead) > 4 else None
     if _STEMMER.stemWord(lead) in _EFFECTS:
         own = set(verbs)
-        return verb in own or again in own or (verb in _FILE_WRITE and writes)
+        return verb in own or again in own or (verb in FILE_WRITE and writes)
     terms = set(doc_terms)
     if verb in terms or again in terms:  # "reload", "recompute": the action does it again
         return True
     if verb in _INFERENCES:
         return verb in set(verbs)
-    if verb in _FILE_WRITE:
+    if verb in FILE_WRITE:
         return writes
     return any(w != lead for w in found)

@@ -52,7 +52,7 @@ from prefect_aether.planning._finishing import (
 from prefect_aether.planning._fits import PLACES, resource_fits
 from prefect_aether.planning._goal import Clause, Goal, read_goal
 from prefect_aether.planning._leftovers import write_leftovers
-from prefect_aether.planning._served import lead_word, served
+from prefect_aether.planning._served import FILE_WRITE, lead_word, served
 from prefect_aether.planning._wiring import Setting, Wiring
 from prefect_aether.planning.base import (
     EventLog,
@@ -73,6 +73,7 @@ _COVERAGE_BONUS = 0.75
 _UNAVAILABLE_FACTOR = 0.6
 _UNASKED_EFFECT_FACTOR = 0.5
 _FEED_BONUS = 2.0
+_OWN_VERB_BONUS = 1.0
 _PLACE_BONUS = 2.5
 _CANNOT_WRITE_THERE = 0.6
 # A clause is served by one of its best matches: the first few, at least this close to
@@ -247,6 +248,10 @@ class HeuristicPlanner:
             # than one that only shares its verb.
             shape += _COVERAGE_BONUS * (len(heard & (ins | outs)) - len(heard - (ins | outs)))
             score = base + _CONTEXT_WEIGHT * overall.get(position, 0) + shape
+            if verb is not None and verb not in FILE_WRITE and verb in derived.verbs[position]:
+                # "chart it": the action that charts, not the one that files a chart (where
+                # to write is for the places the clause names to decide).
+                score += _OWN_VERB_BONUS
             if made and takes_whole(spec, made):
                 score += _FEED_BONUS
                 if refers and takes_whole(spec, made[-1:]):
