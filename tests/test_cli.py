@@ -502,8 +502,21 @@ def test_no_error_line_from_the_embedded_server(tmp_path: Path) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "ERROR" not in done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+    said = _RETRIED_FLUSH.sub("", done.stdout + done.stderr)
+    assert "ERROR" not in said
+    assert "Traceback" not in said
+
+
+# Prefect's embedded server (a subprocess of Prefect's own) logs a batch of task-run
+# events that waited for its busy SQLite file as an ERROR with a traceback, then writes
+# it on the next try: nothing is lost (its event persister logs the same case at debug
+# level). Only that exact line and its traceback are set aside; a flush that drops events
+# still fails the test.
+_RETRIED_FLUSH = re.compile(
+    r"^\S+ \| ERROR +\| prefect\.server\.services\.task_run_recorder - Error flushing \d+ "
+    r"events \(\d+ to retry, 0 dropped\)\n(?:(?!\d\d:\d\d:\d\d\.\d+ \|).*\n?)*",
+    re.M,
+)
 
 
 async def test_an_llm_failure_says_what_failed_once() -> None:

@@ -124,20 +124,19 @@ async def test_the_plan_artifact_reads_as_a_table_in_both_uis(
     await page.set_viewport_size({"width": 1280, "height": 800})
     for ui, prefix in UIS.items():
         await page.goto(f"{ui_server.ui_url}{prefix}/artifacts/artifact/{artifact['id']}")
-        # The new UI draws the page in parts: wait for the plan's own row, whole, not
-        # for any table (a timeout here fails the test).
-        await page.wait_for_function(
-            "() => [...document.querySelectorAll('table tr')].some(r => r.cells.length >= 4"
-            " && r.cells[1].innerText.trim() === 'clean'"
-            " && r.cells[2].innerText.trim() === 'clean_sales')",
+        # The new UI draws the page in parts, and draws it again: the rows are read in
+        # the same moment as the plan's own row is seen whole (a timeout fails the test).
+        found = await page.wait_for_function(
+            "() => { const rows = [...document.querySelectorAll('table tr')]"
+            ".map(r => Array.from(r.cells).map(c => c.innerText.trim()));"
+            " return rows.some(r => r.length >= 4 && r[1] === 'clean' && r[2] === 'clean_sales')"
+            " ? rows : null; }",
             timeout=30_000,
         )
+        rows = await found.json_value()
         text = await page.inner_text("body")
         assert "graph TD" not in text, ui  # no raw diagram source
         assert "-->" not in text, ui
-        rows = await page.eval_on_selector_all(
-            "table tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))"
-        )
         by_step = {row[1]: row for row in rows if len(row) >= 4}
         assert by_step["clean"][:4] == ["2", "clean", "clean_sales", "load"], (ui, by_step)
         assert by_step["audit"][3] == "regions (order)", ui
