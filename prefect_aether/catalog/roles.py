@@ -13,7 +13,7 @@ Where a role comes from, strongest first:
 2. the flow's author, in the signature: `dest: Annotated[Path, Writes]` (or `Reads`);
 3. inference from the parameter's name (`output_path`, `dest`, `source`, `input_file`),
    its description ("File to write"), and the flow's verbs (its name's first word and
-   the verbs of its summary: `save_metrics(report_path)` writes, `fetch_model(registry)`
+   the verbs of its summary: `save_report(report_path)` writes, `fetch_model(registry)`
    reads). A location slot of a flow that says nothing of writing is read.
 
 Examples:
@@ -135,7 +135,7 @@ def says_write(words: Iterable[str]) -> bool:
 
 def is_verb(word: str) -> bool:
     """Whether `word` is one of the verbs of reading, writing or sending that roles know
-    ("post" in `post_to_slack` is what it does, not data it takes)."""
+    ("post" in `post_to_chat` is what it does, not data it takes)."""
     return _STEMMER.stemWord(word.lower()) in _WRITE_VERBS | _READ_VERBS
 
 
@@ -172,10 +172,10 @@ def _kinds(schema: dict[str, Any]) -> set[str]:
 
 def action_verbs(name: str, summary: str | None) -> list[str]:
     """What an action says it does: its name's first word, and the first word of each
-    sentence and clause of its summary ("Predict a label ... and write the rows").
+    sentence and clause of its summary ("Classify every row ... and write the rows").
 
-    >>> action_verbs("batch_predict", "Predict a label for every row and write the rows.")
-    ['batch', 'predict', 'write']
+    >>> action_verbs("bulk_classify", "Classify every row and write the rows.")
+    ['bulk', 'classify', 'write']
     """
     found = [w.lower() for w in _SPLIT.split(name) if w][:1]
     text = (summary or "").split("\n\n")[0]

@@ -44,7 +44,7 @@ def derive(catalog: ActionCatalog) -> Derived:
         outs = {t for s in spec.outputs for t in tokenize(s.name)}
         # `text_to_audio`, `csv2json`: the name says what goes in and what comes out.
         direction = _NAME_DIRECTION.fullmatch(spec.name.lower())
-        # `post_to_slack`, `load_to_warehouse`: a verb and a place, not data.
+        # `post_to_chat`, `copy_to_archive`: a verb and a place, not data.
         if direction and not is_verb(direction["source"]):
             source, target = tokenize(direction["source"]), tokenize(direction["target"])
             ins.update(source)

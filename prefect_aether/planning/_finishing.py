@@ -59,7 +59,7 @@ def name_given_names(wiring: Wiring) -> None:
     """Give a name the goal sets ("register it **as** churn-v2", "a table **named**
     daily") to the one step input that takes such a name: an optional text input
     called a name or label whose docs share a word with the clause ("Name the model
-    is registered under"), when no step has the value yet."""
+    is archived under"), when no step has the value yet."""
     used = {v for s in wiring.state.steps for v in s.inputs.values() if isinstance(v, str)}
     for clause in wiring.state.goal.clauses:
         for value in given_names(clause):

@@ -114,7 +114,7 @@ _TRAINING = frozenset(stem(w) for w in ("train", "training"))
 
 def split_share(value: str, slot: IOSlot) -> float | None:
     """The share of a split ("70/30") that a numeric input takes: the second for a
-    held-out part (`test_size`, `validation_fraction`), the first for the training part;
+    held-out part (`holdout_size`, `validation_fraction`), the first for the training part;
     None for any other input."""
     said = set(tokenize(slot.name))
     if slot.type != "number" or not said & (_HELD_OUT | _TRAINING):

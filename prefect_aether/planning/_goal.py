@@ -29,7 +29,7 @@ _QUOTE_PAIRS = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d"}
 _FILE = re.compile(
     r"(?<![\w/.~-])((?:~/|\.{1,2}/|/)?(?:[\w.-]+/)*[\w-]+\.([A-Za-z][A-Za-z0-9]{1,4}))(?![\w])"
 )
-# A chat channel or a handle: "#data-eng", "@oncall".
+# A chat channel or a handle: "#build-bot", "@alice".
 _CHANNEL = re.compile(r"(?<![\w#@/.])([#@][A-Za-z0-9][\w.-]*[A-Za-z0-9])")
 _MONTHS = {
     name: number
@@ -416,7 +416,7 @@ def _direction(before: str) -> str | None:
     if last in _FROM_WORDS:
         return "read"
     if last in _PLACE_WORDS:
-        # "save both as JSON in out/" writes there; "the refunds in orders.csv" and "the
+        # "save both as JSON in out/" writes there; "the parcels in parcels.csv" and "the
         # words spoken in talk.wav" read.
         at = len(said) - 1 - said[::-1].index(last)
         described = (

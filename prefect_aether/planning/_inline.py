@@ -1,8 +1,8 @@
 """Objects a goal writes out field by field (private to `_wiring`).
 
-"Save these metrics to m.json: accuracy 0.91, macro F1 0.9, on 9 test rows" gives every
-field of a `Metrics` input; "page on-call for payments: p95 is 869 ms, error rate 0.065,
-and it is unhealthy" gives a whole health report. Such an input takes the object as a
+"Log the run to r.json: 120 parcels, late share 0.2, mean delay 14 min" gives every
+field of a `RunStats` input; "escalate the delay for route-7: delay is 42 min, late
+share 0.3, and it is not on time" gives a whole delay report. Such an input takes the object as a
 literal, instead of a producer step that would compute something the user already said.
 """
 
@@ -31,7 +31,7 @@ def inline_object(
 ) -> tuple[dict[str, Any], list[int]] | None:
     """The object the goal writes out for `slot` (an object input whose required fields
     are plain values), and the goal resources it used; None unless the goal gives every
-    required field. A number goes to the field its words name ("error rate 0.065",
+    required field. A number goes to the field its words name ("late share 0.3",
     "869 ms" after "p95"), a yes/no field to the word itself ("unhealthy", "not
     healthy"), a choice to the option the goal says, text to a name the goal gives."""
     schema = slot.json_schema

@@ -1,9 +1,9 @@
 """Whether an action serves a clause of the goal, or the clause asks for something no
 action does ("I can't" is an answer) (private to `heuristic`).
 
-An order to change or send something ("Email the CFO the PDF", "delete the refunded
+An order to change or send something ("Email the landlord the invoice", "delete the lost
 orders", "assign it to Omar"), or to infer what the data does not hold yet ("forecast
-next quarter's revenue"), is served only by an action that says it does that: the
+next month's prices"), is served only by an action that says it does that: the
 verb, or a synonym, is in the action's name or docs ("reload" counts as "load"); a
 verb of writing a file ("save", "write", "export") by any action that writes to a
 place the goal names. Any other clause (a question, "show me...", "translate the
@@ -51,7 +51,7 @@ _EFFECTS = frozenset(
     "grant revoke ban block unblock merge archive".split()
 )
 # Inferences about what is not in the data yet: only an action that says it does that
-# serves them (a summary of past revenue is no forecast of the next quarter).
+# serves them (a summary of past prices is no forecast of next month's).
 _INFERENCES = frozenset(
     stem(w) for w in "forecast predict extrapolate simulate optimize optimise".split()
 )
@@ -84,7 +84,7 @@ def served(
     """Whether an action does what the clause asks: its doc terms, the clause's words it
     matched, whether it writes to a place, and its own verbs (`roles.action_verbs`,
     stemmed). An order to change or send something must be one of the action's own
-    verbs; mentioned elsewhere in its docs ("also remove refunded orders") is not
+    verbs; mentioned elsewhere in its docs ("also drop lost parcels") is not
     enough."""
     found = list(matched)
     lead = lead_word(clause)

@@ -1,6 +1,6 @@
-"""Bare values in a goal: the names it gives without quotes ("check **payments** health",
-"promote **iris-clf-v1** to production"), codes written in capitals ("convert to
-**EUR**", "**EMEA** orders"), and separators said in words ("semicolon-delimited")
+"""Bare values in a goal: the names it gives without quotes ("check **boiler** status",
+"promote **parcels-v2** to production"), codes written in capitals ("reprice in
+**GBP**", "**FR** shipments"), and separators said in words ("pipe-delimited")
 (private to `_wiring`).
 
 A word of a clause is a bare value when the catalog never uses it (it is not in any
@@ -46,8 +46,8 @@ _BEFORE_VALUE = frozenset({"for", "of", "on", "named", "called", "service", "mod
 
 
 def is_name_like(token: str) -> bool:
-    """A token written as an identifier: letters with `-` or `_` and more ("iris-clf-v1",
-    "orders_raw"), or letters with digits ("p95" is not: it is too short)."""
+    """A token written as an identifier: letters with `-` or `_` and more ("parcels-v2",
+    "parcels_raw"), or letters with digits ("p95" is not: it is too short)."""
     return bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)+", token)) or bool(
         re.fullmatch(r"[A-Za-z]+[0-9][A-Za-z0-9]*", token) and len(token) > 4
     )
@@ -82,7 +82,7 @@ def bare_values(
 
 def named_value(slot: str, clause: Clause, vocabulary: Collection[str]) -> str | None:
     """A value the clause gives right after the input's own name ("into the table
-    orders_raw", "with seed 7" is a number and left to numbers): the word after it,
+    parcels_raw", "with seed 7" is a number and left to numbers): the word after it,
     when it is no everyday word and the catalog does not use it."""
     names = {w.lower() for w in re.split(r"[_\-\s]+", slot) if w}
     tokens = _TOKEN.findall(clause.text)
@@ -122,10 +122,10 @@ def _codes(text: str) -> list[str]:
 def code_value(
     slot_name: str, description: str | None, clause: Clause, taken: Iterable[str] = ()
 ) -> str | None:
-    """A code the clause writes in capitals ("to EUR", "EMEA orders") for a text input
+    """A code the clause writes in capitals ("in GBP", "FR shipments") for a text input
     that takes one: its docs give a code as an example ("a region code such as
-    ``EMEA``"), or say the clause's own words ("Currency to convert into" for "convert
-    the orders to EUR")."""
+    ``FR``"), or say the clause's own words ("Currency to price in" for "reprice the
+    shipments in GBP")."""
     used = set(taken)
     found = [c for c in _codes(clause.text) if c not in used]
     if not found:
@@ -156,7 +156,7 @@ _SEPARATOR_INPUT = frozenset(stem(w) for w in ("delimiter", "separator", "sep", 
 
 
 def named_separator(slot_name: str, description: str | None, goal_text: str) -> str | None:
-    """The field separator the goal names in words ("semicolon-delimited", "separated by
+    """The field separator the goal names in words ("pipe-delimited", "separated by
     tabs") for an input that takes one (its name or docs say delimiter or separator)."""
     if not set(tokenize(f"{slot_name} {description or ''}")) & _SEPARATOR_INPUT:
         return None
@@ -164,14 +164,14 @@ def named_separator(slot_name: str, description: str | None, goal_text: str) -> 
     return None if match is None else _SEPARATORS[(match["a"] or match["b"]).lower()]
 
 
-# Words before a thing the user means but does not name ("down to a single region").
+# Words before a thing the user means but does not name ("the shipments of a single country").
 _UNNAMED = frozenset("a an one single specific particular given certain chosen".split())
 
 
 def asks_for(slot_name: str, clause: Clause) -> bool:
     """Whether the clause asks for a value of this input without giving it: it says the
     input's name after "a", "one", "a single", "a given"... ("filter the orders down to
-    a single region" asks which region)."""
+    a single country" asks which country)."""
     name = [stem(w) for w in re.split(r"[_\-\s]+", slot_name.lower()) if w]
     spoken = clause.said.lower().split()  # values included: "a 99.9% SLO" gives the SLO
     said = [stem(w.strip(",.;:!?")) for w in spoken]
@@ -186,7 +186,7 @@ _NAMING = frozenset({"as", "named", "called"})
 
 def given_names(clause: Clause) -> list[str]:
     """Names the clause gives something, written as identifiers right after "as",
-    "named" or "called" ("register it as iris-centroid")."""
+    "named" or "called" ("archive it as delay-q3")."""
     tokens = _TOKEN.findall(clause.text)
     return [
         token

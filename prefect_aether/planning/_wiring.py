@@ -48,7 +48,7 @@ from prefect_aether.planning._values import (
 
 __all__ = ["Setting", "Wiring"]
 
-# Most words a clause that only labels a value has ("error rate 0.065").
+# Most words a clause that only labels a value has ("late share 0.3").
 _LABEL_WORDS = 2
 
 
@@ -227,7 +227,7 @@ class Wiring:
 
     def only_labels(self, clause: Clause) -> bool:
         """Whether a clause only labels values an object the goal wrote out took ("macro
-        F1 0.9" after "save these metrics: accuracy 0.91"): a step for it would compute
+        share 0.3" after "escalate the delay: delay is 42 min"): a step for it would compute
         what the user already said."""
         return (
             bool(clause.resources)
@@ -236,8 +236,8 @@ class Wiring:
         )
 
     def _given_as(self, spec: ActionSpec, slot: IOSlot) -> str | None:
-        """The user's value given under another name ("run" for `run_name`, "data":
-        "iris.csv" for a `path` that reads a file): a key no input of the catalog has,
+        """The user's value given under another name ("label" for `run_label`, "data":
+        "parcels.csv" for a `path` that reads a file): a key no input of the catalog has,
         not bound yet, whose value the input takes as it is, and whose words the input's
         name says (or, for a required input, its docs), or whose value is a file or URL
         the input takes."""
@@ -283,7 +283,7 @@ class Wiring:
         return found
 
     def _bare_value(self, slot: IOSlot, clause: Clause, taken: dict[str, Any]) -> str | None:
-        """A name the clause gives bare ("check payments health") for a required text
+        """A name the clause gives bare ("check boiler status") for a required text
         input that names no place and offers no choice."""
         if (
             not slot.required
@@ -351,7 +351,7 @@ class Wiring:
 
     def from_mentioned(self, slot: IOSlot, clause: Clause, *, exclude: set[str]) -> str | None:
         """The result of the latest earlier step the clause speaks of ("post *the
-        summary*" is what `summarize_incidents` made) for a required text input."""
+        summary*" is what `summarize_tickets` made) for a required text input."""
         if not slot.required or slot.type not in ("string", None) or slot.role is not None:
             return None
         said = set(clause.tokens)
@@ -375,7 +375,7 @@ class Wiring:
     def _text_producers(
         self, slot: IOSlot, chain: tuple[str, ...]
     ) -> list[tuple[ActionSpec, IOSlot]]:
-        """Actions that make the text an input names ("summary" from `summarize_incidents`)
+        """Actions that make the text an input names ("summary" from `summarize_tickets`)
         and change nothing to make it."""
         on_chain = {self.state.specs[sid].name for sid in chain if sid in self.state.specs}
         wanted = set(tokenize(slot.name))
@@ -403,7 +403,7 @@ class Wiring:
     ) -> tuple[ActionSpec, str] | None:
         """An action (not already on this chain) whose output can feed `slot`: first one
         whose inputs the user or the plan can give, then one that takes a name the clause
-        gives bare ("the production model iris-clf-v1": the model is fetched by that
+        gives bare ("the production model parcels-v2": the model is fetched by that
         name, not trained anew), then by name match, then by how well it fits the goal,
         then by name."""
         on_chain = {self.state.specs[sid].name for sid in chain if sid in self.state.specs}

@@ -161,7 +161,7 @@ class HeuristicPlanner:
             if pick is not None:
                 pick = self._downstream(pick, serving, options)
             if pick is None:
-                # No action does what the clause asks ("call the CTO"); a fragment ("top 5")
+                # No action does what the clause asks ("call the plumber"); a fragment ("top 5")
                 # only qualifies another clause.
                 asks = ranked or (lead_word(clause) is not None and len(clause.tokens) > 1)
                 # A place the clause writes to gets a writer later (`write_leftovers`).
@@ -272,7 +272,7 @@ class HeuristicPlanner:
                 score *= _UNASKED_EFFECT_FACTOR
             # What the clause asks to do must match, or the data it names must fit well,
             # or it writes where the clause asks what the step before returns ("save
-            # them to top.csv" after ranking customers).
+            # them to top.csv" after ranking countries).
             hands_off = bool(made) and takes_whole(spec, made[-1:])
             asked = (
                 acts.get(position, 0.0) >= self.threshold * 0.5
@@ -361,7 +361,7 @@ class HeuristicPlanner:
         serving: list[tuple[float, str, int]],
         options: dict[str, _Choice],
     ) -> tuple[float, str, int]:
-        """A clause that names both ends of a hand-off ("load orders.csv into the
+        """A clause that names both ends of a hand-off ("load parcels.csv into the
         warehouse table") asks for the receiving end: a close runner-up that does what
         the clause asks, takes, whole, what the pick returns and matches clause words
         the pick does not. The pick then feeds it as its producer."""
