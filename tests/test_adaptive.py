@@ -294,6 +294,8 @@ def test_the_cli_replans_with_max_replans(run_log: Path, holdings: Path) -> None
     said = " ".join(result.output.split())
     assert "replan 1: step 'fetch_rates' failed" in said
     assert "value_portfolio_r1" in said
+    assert "replanned after fetch_rates failed: ran fetch_rates_mirror, value_portfolio_r1" in said
+    assert "skipped, because a step they need failed (a replan took over): value_portfolio" in said
     assert runs(run_log, "load-holdings") == 1
     # Without --goal there is nothing to replan for: refused in one line.
     refused = CliRunner().invoke(app, ["run", str(here), *args[5:], "--max-replans", "1"])

@@ -209,10 +209,20 @@ def print_result(result: ExecutionResult) -> None:
         console.print(
             f"  [red]{escape(sid)}[/] failed: {escape(sanitize(error, 500))}", highlight=False
         )
-    if result.skipped:
+    for replan in result.replans:
         console.print(
-            f"  skipped, because a step they need failed: {escape(', '.join(result.skipped))}",
+            f"  replanned after {escape(replan.failed_step)} failed: ran "
+            f"{escape(', '.join(replan.new_steps))} instead",
             highlight=False,
+        )
+    if result.stopped:
+        console.print(f"  stopped: {escape(result.stopped)}", highlight=False)
+    if result.skipped:
+        why = "a step they need failed" + (" (a replan took over)" if result.replans else "")
+        if result.stopped and not result.errors:
+            why = "the budget was spent"
+        console.print(
+            f"  skipped, because {why}: {escape(', '.join(result.skipped))}", highlight=False
         )
     if result.outputs:
         console.print("outputs of the last step:", highlight=False)
