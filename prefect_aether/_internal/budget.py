@@ -3,7 +3,7 @@ planning, repair rounds and replans (private; `prefect_aether.Budget` is its pub
 name).
 
 `spending(budget)` opens the account in a context variable; the LLM client charges each
-call (`before_llm_call`, `after_llm_call`) and the executor asks before each step
+call (`before_llm_call`, then `spend` its tokens) and the executor asks before each step
 (`before_step`). Whoever finds a budget spent raises `BudgetExceeded` with one line
 naming it; nothing is charged outside an account.
 """
@@ -11,7 +11,7 @@ naming it; nothing is charged outside an account.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -62,10 +62,9 @@ class Spending:
         self._tokens_and_time()
         self.calls_made += 1
 
-    def after_llm_call(self, usage: Mapping[str, int]) -> None:
-        self.tokens_spent += int(usage.get("prompt_tokens", 0)) + int(
-            usage.get("completion_tokens", 0)
-        )
+    def spend(self, tokens: int) -> None:
+        """Charge what an LLM call cost (prompt + completion tokens)."""
+        self.tokens_spent += tokens
 
     def before_step(self) -> None:
         """Raise `BudgetExceeded` when the tokens or the time are spent."""

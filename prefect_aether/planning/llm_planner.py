@@ -285,7 +285,7 @@ class ActionPlanner:
             counted += here
             if account is not None:
                 told = int(used.get("prompt_tokens", 0)) + int(used.get("completion_tokens", 0))
-                account.after_llm_call({"prompt_tokens": max(told, here)})
+                account.spend(max(told, here))
             reported = usage.get("total_tokens") or usage.get("prompt_tokens", 0) + usage.get(
                 "completion_tokens", 0
             )
