@@ -6,7 +6,10 @@ For each planner it prints whether the goal was reached (the portfolio valued), 
 replans made, how many times a completed step ran again (must be 0), the LLM calls and
 tokens used, and the seconds taken; then, for a 5-step goal whose steps take ~2 s each,
 the seconds until the first step started and in all, with the heuristic planner and the
-LLM planner (plan-then-execute: steps start once the whole plan is validated).
+LLM planner (plan-then-execute: steps start once the whole plan is validated), and with
+the LLM planner streaming (`stream=True`: steps start while the answer streams in),
+when its answer was half sent and whole, and its total time over plan-then-execute's
+(goal: the first step before the answer is half sent, the total at most 0.8x).
 
 Starts llama.cpp's server with Qwen2.5-Coder-1.5B-Instruct on loopback (installed and
 checked by `tests/llama.py`); `--no-llm` runs the heuristic planner only.
@@ -48,9 +51,18 @@ class CountingLLM(OpenAICompatibleLLM):
 
     calls = 0
     tokens = 0
+    # A streamed answer as it arrived: (time.perf_counter(), characters so far).
+    heard: list[tuple[float, int]] = []
 
-    async def chat(self, *args: Any, **kwargs: Any) -> Any:
-        content, usage = await super().chat(*args, **kwargs)
+    async def chat(self, *args: Any, on_text: Any = None, **kwargs: Any) -> Any:
+        heard = self.heard = []
+
+        def listen(text: str) -> None:
+            heard.append((time.perf_counter(), len(text)))
+            on_text(text)
+
+        listening = listen if on_text is not None else None
+        content, usage = await super().chat(*args, on_text=listening, **kwargs)
         self.calls += 1
         self.tokens += int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
         return content, usage
@@ -125,6 +137,35 @@ async def plan_then_execute(kind: str, llm: CountingLLM | None) -> dict[str, Any
     }
 
 
+async def streamed(llm: CountingLLM) -> dict[str, Any]:
+    """The 5-step goal with `stream=True`: steps start while the answer streams in."""
+    service = PlannerService(five_step_catalog(), planner="llm", llm=llm)
+    first: list[float] = []
+    started = time.perf_counter()
+
+    def on_event(event: Any) -> None:
+        if event.phase == "step_start" and not first:
+            first.append(time.perf_counter())
+
+    planned, result = await service.aplan_and_execute(
+        FIVE, user_inputs={"city": "Oslo"}, execution_events_cb=on_event, stream=True
+    )
+    total = time.perf_counter() - started
+    heard = llm.heard
+    half = next((t for t, n in heard if heard and n * 2 >= heard[-1][1]), None)
+    return {
+        "planner": "llm (stream=True)",
+        "steps": len(planned.plan.steps) if planned.plan else 0,
+        "ok": bool(result and result.ok),
+        "steps_started_while_streaming": len(result.streamed) if result else 0,
+        "seconds_to_first_step": round(first[0] - started, 2) if first else None,
+        "seconds_to_answer_half_sent": round(half - started, 2) if half else None,
+        "seconds_to_answer_end": round(heard[-1][0] - started, 2) if heard else None,
+        "first_step_before_half_sent": bool(first and half and first[0] < half),
+        "seconds_total": round(total, 2),
+    }
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"failure_injection": [], "plan_then_execute": []}
     report["failure_injection"].append(await failure_injection("heuristic", None))
@@ -139,7 +180,18 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         llm = CountingLLM(server.base_url, "qwen2.5-coder-1.5b", timeout=300, max_retries=0)
         report["failure_injection"].append(await failure_injection("llm", llm))
         timed = CountingLLM(server.base_url, "qwen2.5-coder-1.5b", timeout=300, max_retries=0)
+        # The server keeps the last prompt's cache: plan the 5-step goal once untimed, so
+        # that plan-then-execute and streaming both start from a warm cache.
+        await PlannerService(five_step_catalog(), planner="llm", llm=timed).aplan(
+            FIVE, user_inputs={"city": "Oslo"}, cache=False
+        )
         report["plan_then_execute"].append(await plan_then_execute("llm", timed))
+        flowing = CountingLLM(server.base_url, "qwen2.5-coder-1.5b", timeout=300, max_retries=0)
+        report["streaming"] = await streamed(flowing)
+        whole = report["plan_then_execute"][-1]["seconds_total"]
+        report["streaming"]["total_vs_plan_then_execute"] = round(
+            report["streaming"]["seconds_total"] / whole, 3
+        )
     finally:
         server.stop()
     return report

@@ -6,23 +6,36 @@ lineage (`extras.replan_of`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect_aether._internal.callbacks import warn_in_run
+from prefect_aether._streaming import StepFeed
+from prefect_aether.catalog.policy import needs_approval
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import ExecutionInterrupted
 from prefect_aether.execution.events import ExecutionResult
 from prefect_aether.execution.executor import PlanExecutor, Replanner
 from prefect_aether.plan import CandidatePlan
-from prefect_aether.planning.base import PlanningCallback, PlanningContext, PlanResult
+from prefect_aether.planning.base import STREAMED, PlanningCallback, PlanningContext, PlanResult
 from prefect_aether.planning.inputs import user_input_schemas
 from prefect_aether.replanning import Replanning
-from prefect_aether.runinfo import holder
+from prefect_aether.runinfo import RunInfo, holder
 from prefect_aether.store import PlanStore
 
-__all__ = ["execute_recorded", "plan_for_execution", "replanner_for"]
+if TYPE_CHECKING:
+    from prefect_aether.service import PlannerService
+
+__all__ = [
+    "execute_recorded",
+    "plan_for_execution",
+    "record_end",
+    "replanner_for",
+    "stream_and_execute",
+]
 
 logger = logging.getLogger("prefect_aether.service")
 
@@ -56,16 +69,21 @@ async def execute_recorded(
             )
         raise
     if store is not None and record is not None:
-        first_error = next(iter(result.errors.items()), None)
-        error = f"{first_error[0]}: {first_error[1]}" if first_error else None
-        await store.finish_execution(
-            record,
-            ok=result.ok,
-            flow_run_id=result.flow_run_id,
-            output_preview=result.output_preview,
-            error=f"stopped: {result.stopped}" if result.stopped else error,
-        )
+        await record_end(store, record, result)
     return result
+
+
+async def record_end(store: PlanStore, record: Any, result: ExecutionResult) -> None:
+    """Record in `store` how the execution `record` ended."""
+    first_error = next(iter(result.errors.items()), None)
+    error = f"{first_error[0]}: {first_error[1]}" if first_error else None
+    await store.finish_execution(
+        record,
+        ok=result.ok,
+        flow_run_id=result.flow_run_id,
+        output_preview=result.output_preview,
+        error=f"stopped: {result.stopped}" if result.stopped else error,
+    )
 
 
 def replanner_for(
@@ -133,13 +151,202 @@ async def plan_for_execution(
             values.update(await ask_missing({k: schemas.get(k, {}) for k in missing}))
             return result, values
     # Nothing runs: say why where the caller looks (the run's log), not just in `result`.
-    why = (
-        f"it needs values nobody gave ({', '.join(sorted(missing))}); pass them in "
-        "user_inputs, or allow_partial=True with an ask_missing handler"
-        if missing
-        else f"no action can: {'; '.join(result.unserved)}"
-        if result.unserved
-        else (validation.summary().splitlines()[-1] if validation else "no plan")
-    )
-    warn_in_run(f"nothing ran for {goal!r}: {why}", logger)
+    warn_in_run(f"nothing ran for {goal!r}: {why_nothing_runs(result)}", logger)
     return result, None
+
+
+def why_nothing_runs(result: PlanResult) -> str:
+    """Why the plan of `result` may not run, in one line."""
+    validation = result.validation
+    missing = validation.missing_user_bindings if validation is not None else {}
+    if missing:
+        return (
+            f"it needs values nobody gave ({', '.join(sorted(missing))}); pass them in "
+            "user_inputs, or allow_partial=True with an ask_missing handler"
+        )
+    if result.unserved:
+        return f"no action can: {'; '.join(result.unserved)}"
+    return validation.summary().splitlines()[-1] if validation else "no plan"
+
+
+async def stream_and_execute(
+    service: PlannerService,
+    goal: str,
+    *,
+    user_inputs: Mapping[str, Any] | None,
+    allow_partial: bool,
+    ask_missing: Callable[[dict[str, dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None,
+    planning_events_cb: PlanningCallback | None,
+    max_replans: int,
+    plan_kwargs: Mapping[str, Any],
+    **execute: Any,
+) -> tuple[PlanResult, ExecutionResult | None] | None:
+    """`plan_and_execute(..., stream=True)`: plan with the LLM's answer streamed
+    (`planning.base.STREAMED`) while the steps it clears run (`_streaming.StepFeed`,
+    `PlanExecutor.aexecute_streamed`). When no step could start before planning ended,
+    the whole plan runs as usual (`execute`: the rest of `aexecute_plan`'s options).
+
+    None, having done nothing, when the plan is not streamed: the heuristic planner
+    plans (it answers at once), or an action the caller may use needs an approval (such
+    a plan waits whole for it)."""
+    flow_ids = plan_kwargs.get("flow_ids")
+    if service.planner_key == "heuristic":
+        return None
+    usable = service.catalog.list_actions(flow_ids=flow_ids, plannable=True)
+    if any(needs_approval(spec) for spec in usable):
+        logger.info(
+            "not streamed into execution: actions the plan may use need an approval; "
+            "the plan runs once whole and approved"
+        )
+        return None
+    given = dict(user_inputs or {})
+    executor = service.executor
+    feed = StepFeed(
+        service.catalog, lambda plan, values: executor.check(plan, values, flow_ids=flow_ids), given
+    )
+    record: list[Any] = []
+
+    async def planning() -> tuple[PlanResult, dict[str, Any] | None]:
+        try:
+            result, values = await plan_for_execution(
+                service.aplan,
+                service.catalog,
+                goal,
+                given,
+                allow_partial,
+                ask_missing,
+                planning_events_cb,
+                plan_kwargs,
+            )
+        except BaseException as exc:
+            feed.finish(None, f"planning failed: {type(exc).__name__}: {exc}")
+            raise
+        plan = result.plan if values is not None else None
+        if plan is not None and feed.early and service.store is not None:
+            record.append(
+                await service.store.start_execution(
+                    plan.plan_id, execution_id=identity, holder=holder()
+                )
+            )
+        why = None if plan is not None else f"no valid plan to run: {why_nothing_runs(result)}"
+        feed.finish(plan, why, values)
+        return result, values
+
+    identity = uuid.uuid4().hex
+    token = STREAMED.set(feed.hear)
+    try:
+        planned = asyncio.ensure_future(planning())
+    finally:
+        STREAMED.reset(token)
+
+    async def replan(facts: Replanning) -> CandidatePlan | None:
+        result, values = await planned
+        if result.plan is None:
+            return None
+        replanner = service.replanner(
+            goal,
+            user_inputs=values or given,
+            parent=result.plan,
+            flow_ids=flow_ids,
+            on_event=planning_events_cb,
+        )
+        return await replanner(facts)
+
+    try:
+        executed = await executor.aexecute_streamed(
+            feed,
+            user_inputs=given,
+            on_event=execute.get("on_event"),
+            tags=(execute.get("run") or RunInfo()).tags(),
+            execution_id=identity,
+            flow_ids=flow_ids,
+            replanner=replan if max_replans > 0 else None,
+            max_replans=max_replans,
+        )
+    except BaseException:
+        planned.cancel()
+        raise
+    result, values = await planned
+    if executed is not None:
+        if service.store is not None and record:
+            await record_end(service.store, record[0], executed)
+        return result, executed
+    planned_with = (planning_events_cb, max_replans, plan_kwargs)
+    return await _execute_planned(service, goal, result, values, planned_with, execute)
+
+
+async def plan_and_execute(
+    service: PlannerService,
+    goal: str,
+    *,
+    user_inputs: Mapping[str, Any] | None,
+    allow_partial: bool,
+    ask_missing: Callable[[dict[str, dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None,
+    planning_events_cb: PlanningCallback | None,
+    max_replans: int,
+    stream: bool,
+    plan_kwargs: Mapping[str, Any],
+    **execute: Any,
+) -> tuple[PlanResult, ExecutionResult | None]:
+    """`PlannerService.plan_and_execute`: plan (streamed into execution with `stream`
+    when it may be, `stream_and_execute`), get the values a partial plan misses, then
+    execute (`execute`: the rest of `aexecute_plan`'s options)."""
+    if stream:
+        streamed = await stream_and_execute(
+            service,
+            goal,
+            user_inputs=user_inputs,
+            allow_partial=allow_partial,
+            ask_missing=ask_missing,
+            planning_events_cb=planning_events_cb,
+            max_replans=max_replans,
+            plan_kwargs=plan_kwargs,
+            **execute,
+        )
+        if streamed is not None:
+            return streamed
+    result, values = await plan_for_execution(
+        service.aplan,
+        service.catalog,
+        goal,
+        user_inputs,
+        allow_partial,
+        ask_missing,
+        planning_events_cb,
+        plan_kwargs,
+    )
+    planned_with = (planning_events_cb, max_replans, plan_kwargs)
+    return await _execute_planned(service, goal, result, values, planned_with, execute)
+
+
+async def _execute_planned(
+    service: PlannerService,
+    goal: str,
+    result: PlanResult,
+    values: dict[str, Any] | None,
+    planned_with: tuple[PlanningCallback | None, int, Mapping[str, Any]],
+    execute: Mapping[str, Any],
+) -> tuple[PlanResult, ExecutionResult | None]:
+    """Execute the plan of `result` with `values` (None: it may not run), replanning
+    after a failed step up to `max_replans` times (`planned_with`: the planning events'
+    callback, `max_replans` and the planning arguments)."""
+    planning_events_cb, max_replans, plan_kwargs = planned_with
+    if result.plan is None or values is None:
+        return result, None
+    flow_ids = plan_kwargs.get("flow_ids")
+    replanner = service.replanner(
+        goal,
+        user_inputs=values,
+        parent=result.plan,
+        flow_ids=flow_ids,
+        on_event=planning_events_cb,
+    )
+    executed = await service.aexecute_plan(
+        result.plan,
+        user_inputs=values,
+        flow_ids=flow_ids,
+        replanner=replanner if max_replans > 0 else None,
+        max_replans=max_replans,
+        **execute,
+    )
+    return result, executed

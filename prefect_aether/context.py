@@ -243,8 +243,8 @@ class NodePlanner:
         run: Mapping[str, Any] | None = None,
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, ExecutionResult | None]:
-        """`PlannerService.plan_and_execute` for this node (`max_replans` and `budget` in
-        `plan_kwargs` too); `run` overrides `run_info` fields."""
+        """`PlannerService.plan_and_execute` for this node (`max_replans`, `budget` and
+        `stream` in `plan_kwargs` too); `run` overrides `run_info` fields."""
         return await self.service.aplan_and_execute(
             goal,
             user_inputs=user_inputs,

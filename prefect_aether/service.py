@@ -21,7 +21,12 @@ from typing import Any, Literal, Protocol
 
 from prefect_aether._internal.budget import Budget, spending
 from prefect_aether._internal.dispatch import sync_compatible
-from prefect_aether._recorded import execute_recorded, plan_for_execution, replanner_for
+from prefect_aether._recorded import (
+    execute_recorded,
+    plan_and_execute,
+    plan_for_execution,
+    replanner_for,
+)
 from prefect_aether.catalog.policy import is_manual
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.exceptions import AetherUsageError
@@ -392,6 +397,7 @@ class PlannerService:
         approval: ApprovalCallback | None = None,
         max_replans: int = 0,
         budget: Budget | None = None,
+        stream: bool = False,
         **plan_kwargs: Any,
     ) -> tuple[PlanResult, ExecutionResult | None]:
         """Plan `goal`, then execute the plan if it may run.
@@ -411,40 +417,30 @@ class PlannerService:
         again when it adds `aether:approval` actions. `budget` bounds the whole call
         (LLM calls, tokens, seconds; settings `budget_*` by default): past it, nothing
         further starts, and `ExecutionResult.stopped` says which budget.
+
+        With `stream=True` and an LLM planner, steps start while the LLM's answer
+        streams in: each once it is complete in the stream, reads and computes only
+        (writes and effects wait for the whole plan), and is valid with the steps it
+        binds (`prefect_aether._streaming`); a plan invalid at the end stops what has not
+        started. Never when an action the plan may use needs an approval (the plan
+        waits whole for it); the heuristic planner ignores `stream`.
         """
         with spending(budget):
-            result, values = await plan_for_execution(
-                self.aplan,
-                self.catalog,
+            return await plan_and_execute(
+                self,
                 goal,
-                user_inputs,
-                allow_partial,
-                ask_missing,
-                planning_events_cb,
-                plan_kwargs,
-            )
-            if result.plan is None or values is None:
-                return result, None
-            flow_ids = plan_kwargs.get("flow_ids")
-            replanner = self.replanner(
-                goal,
-                user_inputs=values,
-                parent=result.plan,
-                flow_ids=flow_ids,
-                on_event=planning_events_cb,
-            )
-            executed = await self.aexecute_plan(
-                result.plan,
-                user_inputs=values,
+                user_inputs=user_inputs,
+                allow_partial=allow_partial,
+                ask_missing=ask_missing,
+                planning_events_cb=planning_events_cb,
+                max_replans=max_replans,
+                stream=stream,
+                plan_kwargs=plan_kwargs,
                 on_event=execution_events_cb,
                 run=run,
-                flow_ids=flow_ids,
                 approved=approved,
                 approval=approval,
-                replanner=replanner if max_replans > 0 else None,
-                max_replans=max_replans,
             )
-        return result, executed
 
     async def aplan_and_execute_background(
         self,

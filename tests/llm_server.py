@@ -25,6 +25,9 @@ class Reply:
     delay: float = 0.0
     # Seconds between the body's bytes: a server that sends its answer slowly.
     trickle: float = 0.0
+    # A streamed answer: server-sent events sent one by one, `pause` seconds apart.
+    events: list[bytes] = field(default_factory=list)
+    pause: float = 0.0
 
     @classmethod
     def chat(cls, content: str, *, prompt_tokens: int = 10, completion_tokens: int = 5) -> Reply:
@@ -39,6 +42,22 @@ class Reply:
             },
         }
         return cls(body=json.dumps(payload).encode())
+
+    @classmethod
+    def streamed(
+        cls, content: str, *, chunk: int = 8, pause: float = 0.05, usage: bool = True
+    ) -> Reply:
+        """`content` streamed as chat-completion chunks of `chunk` characters, `pause`
+        seconds apart, then the usage and `[DONE]` (as OpenAI and llama.cpp send them)."""
+        events = []
+        for i in range(0, len(content), chunk):
+            delta = {"choices": [{"index": 0, "delta": {"content": content[i : i + chunk]}}]}
+            events.append(f"data: {json.dumps(delta)}\n\n".encode())
+        if usage:
+            tail = {"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+            events.append(f"data: {json.dumps(tail)}\n\n".encode())
+        events.append(b"data: [DONE]\n\n")
+        return cls(events=events, pause=pause)
 
     @classmethod
     def error(cls, status: int, message: str = "error", **headers: str) -> Reply:
@@ -64,6 +83,8 @@ class ScriptedLLMServer:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
         self.requests: list[Received] = []
+        # When each streamed answer's last event was sent (time.monotonic()).
+        self.streamed_at: list[float] = []
         self._lock = threading.Lock()
         server = self
 
@@ -86,6 +107,9 @@ class ScriptedLLMServer:
                     )
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.events:
+                    self._stream(reply)
+                    return
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
@@ -100,6 +124,21 @@ class ScriptedLLMServer:
                             time.sleep(reply.trickle)
                     else:
                         self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _stream(self, reply: Reply) -> None:
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.end_headers()
+                    for i, event in enumerate(reply.events):
+                        if i:
+                            time.sleep(reply.pause)
+                        self.wfile.write(event)
+                        self.wfile.flush()
+                    server.streamed_at.append(time.monotonic())
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -128,3 +167,4 @@ class ScriptedLLMServer:
             self.replies.clear()
             self.replies.extend(replies)
             self.requests.clear()
+            self.streamed_at.clear()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -136,3 +137,55 @@ def test_bad_configuration_is_a_usage_error() -> None:
         OpenAICompatibleLLM("localhost:8000", "m")
     with pytest.raises(AetherUsageError, match="max_retries"):
         OpenAICompatibleLLM("http://x/v1", "m", max_retries=-1)
+
+
+async def test_a_streamed_answer_is_heard_as_it_arrives(llm_server: ScriptedLLMServer) -> None:
+    llm_server.script(Reply.streamed('{"steps": [], "unserved": ["x"]}', chunk=5, pause=0.01))
+    heard: list[str] = []
+    content, usage = await client(llm_server).chat(
+        MESSAGES, json_schema={"type": "object"}, on_text=heard.append
+    )
+    assert content == '{"steps": [], "unserved": ["x"]}'
+    assert heard[0] == '{"ste'
+    assert heard[-1] == content
+    assert all(b.startswith(a) for a, b in itertools.pairwise(heard))
+    assert usage == {"prompt_tokens": 10, "completion_tokens": 5}
+    (request,) = llm_server.requests
+    assert request.body["stream"] is True
+    assert request.body["stream_options"] == {"include_usage": True}
+
+
+async def test_a_server_that_answers_whole_or_refuses_to_stream_is_heard_once(
+    llm_server: ScriptedLLMServer,
+) -> None:
+    llm_server.script(Reply.chat("whole"))
+    heard: list[str] = []
+    content, _ = await client(llm_server).chat(MESSAGES, on_text=heard.append)
+    assert (content, heard) == ("whole", ["whole"])
+
+    llm_server.script(Reply.error(400, "'stream' is not supported"), Reply.chat("again"))
+    heard.clear()
+    content, _ = await client(llm_server).chat(MESSAGES, on_text=heard.append)
+    assert (content, heard) == ("again", ["again"])
+    assert [r.body.get("stream") for r in llm_server.requests] == [True, None]
+
+
+async def test_a_stream_that_breaks_after_text_is_not_retried(
+    llm_server: ScriptedLLMServer,
+) -> None:
+    broken = Reply.streamed('{"steps": [', chunk=4, pause=0.01)
+    broken.events[-1] = b"data: {not json\n\n"
+    llm_server.script(broken, Reply.chat("never asked"))
+    heard: list[str] = []
+    with pytest.raises(LLMError, match="streamed an event that is not JSON"):
+        await client(llm_server, max_retries=2).chat(MESSAGES, on_text=heard.append)
+    assert heard
+    assert len(llm_server.requests) == 1
+
+
+async def test_a_streamed_answer_is_held_to_the_size_cap(llm_server: ScriptedLLMServer) -> None:
+    llm_server.script(Reply.streamed("x" * 4_000, chunk=100, pause=0.0))
+    with pytest.raises(LLMError, match="exceeds the 2000-byte cap"):
+        await client(llm_server, max_response_bytes=2_000, max_retries=0).chat(
+            MESSAGES, on_text=lambda _: None
+        )

@@ -95,6 +95,29 @@ async def test_happy_path(llm_server: ScriptedLLMServer, catalog: ActionCatalog)
     assert_strict(schema)
 
 
+async def test_a_step_bound_by_its_actions_name_is_bound_to_that_step(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    # Small models write the action where the schema asks for a step id; with one step
+    # running that action and no step of that id, the reference is that step (one round).
+    named = {**CLEAN, "inputs": {"rows": "${load_sales.rows}"}}
+    llm_server.script(Reply.chat(answer([LOAD, named])))
+    ctx = PlanningContext(goal="clean the sales csv", user_inputs={"csv": "x.csv"})
+    result = await planner(llm_server, catalog).plan(ctx)
+    assert result.plan is not None
+    assert result.validation is not None
+    assert result.validation.ok
+    assert result.plan.steps[1].inputs == {"rows": "${load.rows}"}
+    assert len(llm_server.requests) == 1
+    # Two steps running the action: no guess, the validator says what is wrong.
+    twice = [LOAD, {**LOAD, "id": "again"}, named]
+    llm_server.script(*[Reply.chat(answer(twice))] * 3)
+    result = await planner(llm_server, catalog).plan(ctx)
+    assert result.plan is None
+    assert result.validation is not None
+    assert "refers to step 'load_sales'" in result.validation.summary()
+
+
 @pytest.mark.parametrize(
     ("first", "issue_text"),
     [

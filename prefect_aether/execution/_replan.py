@@ -30,7 +30,7 @@ from prefect_aether.replanning import Replanning, adopt
 if TYPE_CHECKING:
     from prefect_aether.execution._run import PlanRun
 
-__all__ = ["Adaptive", "Replanner", "adopt", "replan_after_failure", "within_budget"]
+__all__ = ["Adaptive", "Replanner", "adopt", "merge", "replan_after_failure", "within_budget"]
 
 # The failed step's error as the planner is shown it.
 _ERROR_CHARS = 1_000
@@ -106,7 +106,7 @@ async def replan_after_failure(run: PlanRun) -> bool:
         log.warning("replan %d failed: %s", round_, sanitize(f"{type(exc).__name__}: {exc}", 500))
         return False
     adaptive.excluded = excluded
-    _merge(run, steps, levels)
+    merge(run, steps, levels)
     for sid in list(run.errors):  # the new plan takes over what failed
         run.records[sid].why = f"{run.errors.pop(sid)} (replanned)"
         adaptive.replaced.add(sid)
@@ -139,7 +139,7 @@ async def replan_after_failure(run: PlanRun) -> bool:
     return True
 
 
-def _merge(run: PlanRun, steps: list[PlanStep], levels: list[list[str]]) -> None:
+def merge(run: PlanRun, steps: list[PlanStep], levels: list[list[str]]) -> None:
     """Add the new steps to the run, in dependency order after the first ones."""
     resolved = CandidatePlan(steps=steps).resolve_actions(run.executor.catalog).steps
     for step in resolved:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
 import weakref
@@ -26,6 +25,7 @@ from prefect_aether.execution._options import Options, StepRecord
 from prefect_aether.execution._replan import Adaptive, replan_after_failure, within_budget
 from prefect_aether.execution._results import MISSING
 from prefect_aether.execution._reuse import StepKeeper
+from prefect_aether.execution._stream import Feed, follow
 from prefect_aether.execution._watch import ApiOutage, watch_api
 from prefect_aether.execution.events import (
     OUTPUT_PREVIEW_CHARS,
@@ -86,11 +86,20 @@ class PlanRun:
         # Replanning after a failed step (`_replan`), and what stopped the run early.
         self.adaptive = Adaptive()
         self.stopped: str | None = None
+        # The plan streaming in (`_stream`): steps join while it does; None: a whole plan.
+        self.feed: Feed | None = None
+        self.streaming = False
+        self.named = True
+        self.streamed: list[str] = []
+        self.unplanned: list[str] = []
+        self.plan_written: asyncio.Future[Any] | None = None
 
     # -- parent flow --------------------------------------------------------------------
 
     async def start(self, extra_tags: list[str], name: str) -> ExecutionResult:
-        self.tags = [*extra_tags, f"plan:{self.plan_id}", f"execution:{self.execution_id}"]
+        # A streamed plan's id is known once it is whole; its run is tagged then.
+        plan_tag = [] if self.streaming else [f"plan:{self.plan_id}"]
+        self.tags = [*extra_tags, *plan_tag, f"execution:{self.execution_id}"]
         self.run_name = name
         parent = _parent_flow(self.executor)
         # The run's parameters stay small whatever the plan and inputs weigh (Prefect caps
@@ -153,9 +162,13 @@ class PlanRun:
                 sanitize(f"{type(exc).__name__}: {exc}", 300),
             )
 
+    def last_step(self) -> str | None:
+        """The plan's last step (an early step the final plan does without is none)."""
+        planned = [sid for sid in self.order if sid not in self.unplanned]
+        return planned[-1] if planned else None
+
     def result(self, *, ok: bool) -> ExecutionResult:
-        last = self.order[-1]
-        outputs = self.outputs.get(last, {})
+        outputs = self.outputs.get(self.last_step() or "", {})
         return ExecutionResult(
             ok=ok and not self.errors and not self.stopped,
             plan_id=self.plan_id,
@@ -169,19 +182,29 @@ class PlanRun:
             execution_id=self.execution_id,
             replans=self.adaptive.replans,
             stopped=self.stopped,
+            streamed=self.streamed,
+            unplanned=self.unplanned,
         )
 
     async def body(self) -> dict[str, Any]:
         context = FlowRunContext.get()
         if context is not None and context.flow_run is not None:
             self.flow_run_id = str(context.flow_run.id)
-        # The plan artifact is written while the first steps start, not before them.
-        plan_artifact = asyncio.ensure_future(
-            _report.plan_artifact(
-                self.plan, self.levels, self.deps, self.user_inputs, self.plan_id, self.client
+        # The plan artifact is written while the first steps start, not before them (a
+        # streamed plan's once it is whole).
+        if not self.streaming:
+            self.plan_written = asyncio.ensure_future(
+                _report.plan_artifact(
+                    self.plan, self.levels, self.deps, self.user_inputs, self.plan_id, self.client
+                )
             )
+        await self.emit(
+            "start",
+            None,
+            f"executing the plan as it streams in ({len(self.order)} steps may start)"
+            if self.streaming
+            else f"executing plan {self.plan_id} ({len(self.order)} steps)",
         )
-        await self.emit("start", None, f"executing plan {self.plan_id} ({len(self.order)} steps)")
         try:
             await self.schedule()
             while self.errors and not self.stopped and await replan_after_failure(self):
@@ -189,7 +212,7 @@ class PlanRun:
         finally:
             # Written while Prefect finishes this run (`start` awaits it); the task keeps
             # this run's context, so the artifact belongs to this run.
-            self.closing = asyncio.ensure_future(self.publish_results(plan_artifact))
+            self.closing = asyncio.ensure_future(self.publish_results())
             pid = self.plan_id
             self.log().info(
                 f"plan {pid}: artifacts aether-plan-{pid} (the plan) and aether-results-{pid} "
@@ -207,10 +230,11 @@ class PlanRun:
                 f"plan {self.plan_id}: step {first[0]!r} failed: {first[1]}", step_id=first[0]
             )
         await self.emit("success", None, f"plan {self.plan_id} succeeded")
-        return self.outputs.get(self.order[-1], {})
+        return self.outputs.get(self.last_step() or "", {})
 
-    async def publish_results(self, plan_artifact: asyncio.Future[Any]) -> None:
-        await plan_artifact
+    async def publish_results(self) -> None:
+        if self.plan_written is not None:
+            await self.plan_written
         rows = []
         for sid in self.order:
             record, step = self.records[sid], self.steps[sid]
@@ -223,43 +247,48 @@ class PlanRun:
 
     async def schedule(self) -> None:
         """Run the steps that have not run, each once its upstream steps succeeded (after
-        a replan, only the new ones: the others ran or failed already)."""
-        succeeded = set(self.outputs)
-        ended = succeeded | set(self.errors) | set(self.skipped) | self.adaptive.replaced
-        todo = [sid for sid in self.order if sid not in ended]
-        waiting = {sid: set(self.deps[sid]) - succeeded for sid in todo}
-        dependents: dict[str, list[str]] = {sid: [] for sid in todo}
-        for sid in todo:
-            for dep in waiting[sid]:
-                dependents[dep].append(sid)
-        ready = [sid for sid in todo if not waiting[sid]]
+        a replan, only the new ones: the others ran or failed already); while a plan
+        streams in, its steps join as they may start (`_stream.follow`)."""
         running: dict[asyncio.Task[bool], str] = {}
+        listening: asyncio.Task[Any] | None = None
         limit = self.executor.max_concurrency
         stopping = False
         try:
-            while ready or running:
+            while True:
+                if self.feed is not None:
+                    await follow(self)
+                if not self.executor.fail_fast:
+                    await self.skip_orphans(set(running.values()))
+                ended = set(self.outputs) | set(self.errors) | set(self.skipped)
+                ended |= self.adaptive.replaced | set(running.values())
+                ready = [
+                    sid
+                    for sid in self.order
+                    if sid not in ended and all(d in self.outputs for d in self.deps[sid])
+                ]
                 while ready and not stopping and (limit is None or len(running) < limit):
-                    if not within_budget(self):
+                    if self.stopped or not within_budget(self):
                         stopping = True
                         break
                     sid = ready.pop(0)
                     running[asyncio.ensure_future(self.run_step(sid))] = sid
-                if not running:
+                waits: set[asyncio.Future[Any]] = set(running)
+                if self.feed is not None and self.streaming and not stopping:
+                    if listening is None:
+                        listening = asyncio.ensure_future(self.feed.changed.wait())
+                    waits.add(listening)
+                if not waits:
                     break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for finished in sorted(done, key=lambda t: self.position[running[t]]):
-                    sid = running.pop(finished)
-                    if finished.result():
-                        for child in dependents[sid]:
-                            waiting[child].discard(sid)
-                            if not waiting[child]:
-                                bisect.insort(ready, child, key=self.position.__getitem__)
-                    elif self.executor.fail_fast:
-                        stopping = True
-                    else:
-                        await self.skip(
-                            self.descendants(sid, dependents), f"upstream {sid!r} failed"
-                        )
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if listening is not None and listening in done:
+                    assert self.feed is not None
+                    self.feed.changed.clear()
+                    listening = None
+                for finished in done:
+                    if finished in running:
+                        running.pop(cast("asyncio.Task[bool]", finished))
+                        if not finished.result() and self.executor.fail_fast:
+                            stopping = True
                 if stopping:
                     break
             if running:
@@ -267,21 +296,29 @@ class PlanRun:
         finally:
             for task_ in running:
                 task_.cancel()
+            if listening is not None:
+                listening.cancel()
         started = set(self.outputs) | set(self.errors) | set(self.skipped) | self.adaptive.replaced
         await self.skip(
             [sid for sid in self.order if sid not in started],
             self.stopped or "an earlier step failed (fail_fast)",
         )
 
-    def descendants(self, sid: str, dependents: dict[str, list[str]]) -> list[str]:
-        found: dict[str, None] = {}
-        stack = list(dependents[sid])
-        while stack:
-            child = stack.pop()
-            if child not in found:
-                found[child] = None
-                stack.extend(dependents[child])
-        return sorted(found, key=self.position.__getitem__)
+    async def skip_orphans(self, running: set[str]) -> None:
+        """Skip the steps whose upstream failed or was skipped (in plan order, so a
+        skipped step's own dependents follow it)."""
+        for sid in self.order:
+            if sid in running or sid in self.outputs or sid in self.errors:
+                continue
+            if sid in self.skipped or sid in self.adaptive.replaced:
+                continue
+            for dep in self.deps[sid]:
+                if dep in self.errors:
+                    await self.skip([sid], f"upstream {dep!r} failed")
+                    break
+                if dep in self.skipped:
+                    await self.skip([sid], self.records[dep].why or f"upstream {dep!r} skipped")
+                    break
 
     async def skip(self, step_ids: Iterable[str], reason: str) -> None:
         for sid in step_ids:

@@ -34,6 +34,7 @@ ExecutionPhase = Literal[
     "step_failure",
     "step_skipped",
     "replanned",
+    "planned",
     "stopped",
     "success",
     "failure",
@@ -125,5 +126,20 @@ class ExecutionResult(BaseModel):
         default_factory=list, description="Each replan after a failed step, in order."
     )
     stopped: str | None = Field(
-        default=None, description="The budget that stopped the execution, in one line."
+        default=None,
+        description=(
+            "What stopped the execution early, in one line: a budget, or a streamed plan "
+            "that turned out invalid."
+        ),
+    )
+    streamed: list[str] = Field(
+        default_factory=list,
+        description="Steps that started while the plan streamed in (`stream=True`).",
+    )
+    unplanned: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Steps that started while the plan streamed in and that the final plan does "
+            "without (they only computed; nothing else binds them)."
+        ),
     )

@@ -45,6 +45,7 @@ from prefect_aether.execution._background import BackgroundExecutionHandle
 from prefect_aether.execution._replan import Adaptive, Replanner
 from prefect_aether.execution._results import StepResults
 from prefect_aether.execution._run import PlanRun
+from prefect_aether.execution._stream import Ending, Feed
 from prefect_aether.execution.events import (
     PLAN_FLOW_NAME,
     ApprovalCallback,
@@ -59,6 +60,7 @@ from prefect_aether.validation.validate import RUN_MODES, validate_plan
 
 __all__ = [
     "BackgroundExecutionHandle",
+    "Ending",
     "ExecutionEvent",
     "ExecutionResult",
     "PlanExecutor",
@@ -253,18 +255,64 @@ class PlanExecutor:
             self, plan.resolve_actions(self.catalog), dict(user_inputs or {}), levels, identity
         )
         run.on_event = on_event
+        run.adaptive = self._adaptive(run, flow_ids, approval, replanner, max_replans)
+        return await run.start(list(tags or ()), flow_run_name or f"plan-{plan.plan_id}")
+
+    async def aexecute_streamed(
+        self,
+        feed: Feed,
+        *,
+        user_inputs: Mapping[str, Any] | None = None,
+        on_event: EventCallback | None = None,
+        tags: Iterable[str] | None = None,
+        flow_run_name: str | None = None,
+        execution_id: str | None = None,
+        flow_ids: Iterable[str] | None = None,
+        replanner: Replanner | None = None,
+        max_replans: int = 0,
+    ) -> ExecutionResult | None:
+        """Run a plan while it streams in (`prefect_aether._streaming.StepFeed`): the
+        parent flow run starts with the first step `feed` clears, each further step
+        joins as it is cleared, and the rest once the plan is whole; a plan invalid at
+        the end stops what has not started (`ExecutionResult.stopped`). None, with no
+        run, when planning ended before any step could start: the caller runs the
+        whole plan as usual (approval, resume, recording).
+
+        `feed` checks each step with this executor's `check`, within `flow_ids`; it
+        clears no action that needs an approval.
+        """
+        await feed.first()
+        early = feed.take()
+        if not early:
+            return None
+        identity = await self.execution_for(CandidatePlan(steps=early), execution_id=execution_id)
         values = dict(user_inputs or {})
+        run = PlanRun(self, CandidatePlan(steps=early), values, feed.levels, identity)
+        run.on_event = on_event
+        run.feed, run.streaming, run.streamed = feed, True, [s.id for s in early]
+        run.named = flow_run_name is not None
+        run.adaptive = self._adaptive(run, flow_ids, None, replanner, max_replans)
+        return await run.start(list(tags or ()), flow_run_name or f"plan-streaming-{identity[:8]}")
+
+    def _adaptive(
+        self,
+        run: PlanRun,
+        flow_ids: Iterable[str] | None,
+        approval: ApprovalCallback | None,
+        replanner: Replanner | None,
+        max_replans: int,
+    ) -> Adaptive:
+        """What `run` may do when a step fails (`_replan`)."""
 
         async def approve(new: CandidatePlan) -> None:
             await self.require_approval(new, approval=approval)
 
-        run.adaptive = Adaptive(
+        return Adaptive(
             replanner=replanner,
             max_replans=max(0, max_replans),
-            check=lambda whole: self.check(whole, values, flow_ids=flow_ids),
+            check=lambda whole: self.check(whole, run.user_inputs, flow_ids=flow_ids),
             approve=approve,
         )
-        return await run.start(list(tags or ()), flow_run_name or f"plan-{plan.plan_id}")
 
     def approval_actions(self, plan: CandidatePlan) -> list[str]:
         """The plan's actions tagged `aether:approval`, sorted."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect_aether.catalog.specs import ActionSpec, IOSlot
 from prefect_aether.exceptions import BindingError
-from prefect_aether.plan import CandidatePlan, iter_strings, parse_binding
+from prefect_aether.plan import CandidatePlan, PlanStep, iter_strings, parse_binding
 
 __all__ = ["PER_ACTION_LIMIT", "answer_schema", "drop_cyclic_after", "normalize_answer"]
 
@@ -281,3 +281,45 @@ def _reaches(upstream: dict[str, list[str]], start: str, target: str) -> bool:
         seen.add(current)
         stack.extend(upstream.get(current, ()))
     return False
+
+
+def bind_by_action(plan: CandidatePlan, done: Sequence[PlanStep] = ()) -> CandidatePlan:
+    """`plan` with references to a step by its *action's* name (`${fetch-rates}` where
+    the step running `fetch-rates` has the id `rates`) pointed at that step, when no step
+    has that id and exactly one step (of the plan, or of `done`: steps a replan may bind)
+    runs that action. Small models name the action where the schema asks for a step id.
+
+    Examples:
+        >>> plan = CandidatePlan.from_dict({"steps": [
+        ...     {"id": "a", "action": "load-rows", "inputs": {}},
+        ...     {"id": "b", "action": "count", "inputs": {"rows": "${load_rows.rows}"}}]})
+        >>> bind_by_action(plan).steps[1].inputs
+        {'rows': '${a.rows}'}
+    """
+    steps = [*done, *plan.steps]
+    ids = {s.id for s in steps}
+    by_action: dict[str, list[str]] = {}
+    for step in steps:
+        by_action.setdefault(_plain(step.action), []).append(step.id)
+
+    def change(text: str) -> str:
+        try:
+            binding = parse_binding(text)
+        except BindingError:
+            return text
+        sid = binding.step_id
+        if binding.kind != "step_output" or sid is None or sid in ids:
+            return text
+        owners = by_action.get(_plain(sid), [])
+        if len(owners) != 1:
+            return text
+        return "${" + binding._replace(step_id=owners[0]).reference + "}"
+
+    fixed = [s.model_copy(update={"inputs": _map_strings(s.inputs, change)}) for s in plan.steps]
+    if all(a.inputs == b.inputs for a, b in zip(fixed, plan.steps, strict=True)):
+        return plan
+    return plan.model_copy(update={"steps": fixed})
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[\s_\-.]+", "_", name.strip().lower())

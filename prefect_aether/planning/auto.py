@@ -10,7 +10,9 @@ than the heuristic planner's by this rule, in order:
 4. a plan that asks the user for fewer values beats one that asks for more.
 
 On a tie the heuristic planner's plan stays: it is deterministic and made only of
-what the goal says. Whenever the LLM's plan is not taken (invalid after its repair
+what the goal says; except when the LLM's answer streamed into execution
+(`plan_and_execute(..., stream=True)`): then its steps may be running, and on a tie
+the LLM's plan stays. Whenever the LLM's plan is not taken (invalid after its repair
 rounds, garbage, empty, late, or the server failed in any way), a `fallback` event
 says why in one line.
 
@@ -27,6 +29,7 @@ import logging
 
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.planning.base import (
+    STREAMED,
     EventLog,
     PlanningCallback,
     PlanningContext,
@@ -88,7 +91,11 @@ class AutoPlanner:
             result = None
             text = _line(str(exc))
             why = f"the LLM failed ({type(exc).__name__}{f': {text}' if text else ''})"
-        if result is not None and better(result, heuristic):
+        streamed = STREAMED.get() is not None
+        if result is not None and (
+            better(result, heuristic)
+            or (streamed and result.plan is not None and not better(heuristic, result))
+        ):
             return result.model_copy(update={"events": emit.events, "planner": "llm"})
         if result is not None:
             why = _why_not(result, heuristic)

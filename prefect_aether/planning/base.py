@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -33,6 +34,7 @@ from prefect_aether.validation._issues import make_result
 from prefect_aether.validation.validate import ValidationIssue, ValidationResult, validate_plan
 
 __all__ = [
+    "STREAMED",
     "ChatModel",
     "EventLog",
     "PlanExample",
@@ -52,6 +54,10 @@ PlanningPhase = Literal[
     "start", "llm_request", "llm_response", "validation", "fallback", "success", "failure"
 ]
 PlanningCallback = Callable[["PlanningEvent"], Awaitable[None] | None]
+#: Who hears an LLM planner's first answer while it streams in (the text so far, each
+#: time more arrives); None: nobody, and the answer is not streamed. Set by a
+#: plan-and-execute with `stream=True` (`execution._stream.StepFeed.hear`).
+STREAMED: ContextVar[Callable[[str], None] | None] = ContextVar("aether_streamed", default=None)
 logger = logging.getLogger("prefect_aether.planner")
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)(?:```|\Z)", re.S)
 
@@ -65,7 +71,10 @@ class ChatModel(Protocol):
         *,
         json_schema: dict[str, Any] | None = None,
         schema_name: str | None = None,
-    ) -> tuple[str, dict[str, int]]: ...
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[str, dict[str, int]]:
+        """`(content, usage)`; with `on_text`, the answer is streamed and `on_text` hears
+        the content received so far each time more arrives."""
 
 
 class PlanExample(BaseModel):

@@ -111,6 +111,7 @@ class OpenAICompatibleLLM:
         *,
         json_schema: Mapping[str, Any] | None = None,
         schema_name: str | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> tuple[str, Usage]:
         """Send a chat and return `(content, usage)`.
 
@@ -118,11 +119,21 @@ class OpenAICompatibleLLM:
         rejects `response_format`, asks once more without it (the caller parses
         the text either way).
 
+        With `on_text`, asks for a streamed answer (`"stream": true`, server-sent
+        events) and calls `on_text` with the content received so far each time more
+        arrives; the whole answer is still returned, and the same timeout, size cap
+        and retries hold (a retry only before the first text: once text has been
+        heard, a failure is raised). A server that refuses to stream, or answers
+        whole, is heard once with the whole content.
+
         Raises:
             LLMError: Transport failure, a non-retryable status, exhausted
                 retries, an oversized or malformed answer.
         """
         body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+        if on_text is not None:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if json_schema is not None:
@@ -134,17 +145,27 @@ class OpenAICompatibleLLM:
                     "strict": True,
                 },
             }
-        try:
-            payload = await self._post_with_retries(body)
-        except LLMError as exc:
-            if json_schema is None or not _rejects_response_format(exc):
-                raise
-            logger.info("server rejected response_format; asking again without it")
-            body.pop("response_format")
-            payload = await self._post_with_retries(body)
-        return _content(payload), _usage(payload)
+        heard = _Heard(on_text)
+        while True:
+            try:
+                payload = await self._post_with_retries(body, heard)
+                break
+            except LLMError as exc:
+                if heard.text:
+                    raise
+                refused = _refused_option(exc, body)
+                if refused is None:
+                    raise
+                logger.info("server rejected %s; asking again without it", refused)
+                body.pop(refused)
+                if refused == "stream":
+                    body.pop("stream_options", None)
+        content = _content(payload)
+        if on_text is not None and heard.text != content:
+            on_text(content)  # an answer that came whole is heard whole
+        return content, _usage(payload)
 
-    async def _post_with_retries(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post_with_retries(self, body: dict[str, Any], heard: _Heard) -> dict[str, Any]:
         url = f"{self.base_url}/chat/completions"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key is not None:
@@ -157,7 +178,7 @@ class OpenAICompatibleLLM:
                     # One bound for the whole request, from connect to the last byte: a
                     # server that trickles its answer cannot hold the caller longer.
                     status, text, retry_after = await asyncio.wait_for(
-                        self._post_once(client, url, headers, body), self.request_seconds
+                        self._post_once(client, url, headers, body, heard), self.request_seconds
                     )
                 except asyncio.TimeoutError:
                     failure = LLMError(
@@ -181,7 +202,8 @@ class OpenAICompatibleLLM:
                     if status not in RETRY_STATUSES and status < 500:
                         raise failure
                     delay = retry_after
-                if attempt >= self.max_retries:
+                if attempt >= self.max_retries or heard.text:
+                    # Text already heard cannot be taken back: no retry after it.
                     raise LLMError(
                         f"{failure} (gave up after {attempt + 1} attempts)",
                         status_code=failure.status_code,
@@ -196,9 +218,18 @@ class OpenAICompatibleLLM:
                 attempt += 1
 
     async def _post_once(
-        self, client: httpx.AsyncClient, url: str, headers: dict[str, str], body: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        heard: _Heard,
     ) -> tuple[int, str, float | None]:
         async with client.stream("POST", url, headers=headers, json=body) as response:
+            kind = response.headers.get("content-type", "")
+            if response.is_success and kind.startswith("text/event-stream"):
+                text = await self._events(response, heard)
+                return response.status_code, text, None
             declared = response.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
                 raise LLMError(
@@ -218,6 +249,43 @@ class OpenAICompatibleLLM:
                 chunks.append(chunk)
             text = b"".join(chunks).decode("utf-8", errors="replace")
             return response.status_code, text, _retry_after(response.headers.get("retry-after"))
+
+    async def _events(self, response: httpx.Response, heard: _Heard) -> str:
+        """Read a streamed answer (server-sent events of chat-completion chunks) and
+        return it as one chat-completion payload (JSON text)."""
+        size = 0
+        parts: list[str] = []
+        usage: Any = None
+        async for line in response.aiter_lines():
+            size += len(line) + 1
+            if size > self.max_response_bytes:
+                raise LLMError(
+                    f"LLM response exceeds the {self.max_response_bytes}-byte cap",
+                    status_code=response.status_code,
+                )
+            if not line.startswith("data:"):
+                continue  # comments, event names, blank separators
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except (json.JSONDecodeError, RecursionError):
+                raise LLMError(
+                    "LLM server streamed an event that is not JSON",
+                    status_code=response.status_code,
+                    body=self._redact(data)[:_BODY_PREVIEW],
+                ) from None
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("usage"), dict):
+                usage = chunk["usage"]
+            delta = _delta(chunk)
+            if delta:
+                parts.append(delta)
+                heard.hear("".join(parts))
+        payload = {"choices": [{"message": {"content": "".join(parts)}}], "usage": usage}
+        return json.dumps(payload)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -263,9 +331,40 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
-def _rejects_response_format(error: LLMError) -> bool:
-    body = (error.body or "").lower()
-    return error.status_code in (400, 422) and ("response_format" in body or "json_schema" in body)
+class _Heard:
+    """The streamed text a listener has heard so far (a retry after it is no retry)."""
+
+    def __init__(self, listener: Callable[[str], None] | None) -> None:
+        self.listener = listener
+        self.text = ""
+
+    def hear(self, text: str) -> None:
+        if self.listener is not None:
+            self.text = text
+            self.listener(text)
+
+
+def _refused_option(error: LLMError, body: Mapping[str, Any]) -> str | None:
+    """The optional part of a request a server refused (`response_format` or `stream`),
+    from a 400/422 answer that names it; None for any other failure."""
+    if error.status_code not in (400, 422):
+        return None
+    said = (error.body or "").lower()
+    if "response_format" in body and ("response_format" in said or "json_schema" in said):
+        return "response_format"
+    if "stream" in body and "stream" in said:
+        return "stream"
+    return None
+
+
+def _delta(chunk: Mapping[str, Any]) -> str:
+    """The text a streamed chunk adds (`choices[0].delta.content`), or ""."""
+    choices = chunk.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return ""
+    delta = choices[0].get("delta")
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else ""
 
 
 def _content(payload: dict[str, Any]) -> str:

@@ -22,9 +22,10 @@ from prefect_aether.catalog.registry import ActionCatalog, ActionSpec
 from prefect_aether.catalog.specs import render_spec
 from prefect_aether.exceptions import AetherUsageError, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
-from prefect_aether.planning._answer import answer_schema, drop_cyclic_after
+from prefect_aether.planning._answer import answer_schema, bind_by_action, drop_cyclic_after
 from prefect_aether.planning._retrieval import Retriever
 from prefect_aether.planning.base import (
+    STREAMED,
     ChatModel,
     EventLog,
     PlanningCallback,
@@ -275,8 +276,11 @@ class ActionPlanner:
             account = current_spending()
             if account is not None:
                 account.before_llm_call()  # the plan-and-execute's budget: calls, tokens, time
+            # The first answer may stream into execution (`STREAMED`); repairs never do.
+            listener = STREAMED.get() if iteration == 1 else None
+            streaming = {"on_text": listener} if listener is not None else {}
             content, used = await self.llm.chat(
-                messages, json_schema=answer_schema(shown), schema_name="plan"
+                messages, json_schema=answer_schema(shown), schema_name="plan", **streaming
             )
             for key, value in used.items():
                 usage[key] = usage.get(key, 0) + value
@@ -310,7 +314,9 @@ class ActionPlanner:
             # (4k tokens) holds the prompt and one round, not every round.
             messages = [*messages[:2], {"role": "assistant", "content": content}]
             try:
-                plan = drop_cyclic_after(decode_plan(content).resolve_actions(self.catalog))
+                decoded = decode_plan(content).resolve_actions(self.catalog)
+                done = ctx.replan.completed if ctx.replan is not None else ()
+                plan = drop_cyclic_after(bind_by_action(decoded, done))
             except PlanDecodingError as exc:
                 await emit(PlanningEvent(phase="validation", iteration=iteration, message=str(exc)))
                 messages.append({"role": "user", "content": _repair_decoding(str(exc))})
