@@ -236,6 +236,40 @@ def test_large_catalogs_are_retrieved_not_rendered_whole(catalog: ActionCatalog)
     assert len(prompt) < len(big.render()) / 4
 
 
+def test_retrieval_reads_files_by_media_and_quotes_as_data() -> None:
+    @flow(name="transcribe_recording")
+    def transcribe_recording(audio: str) -> str:
+        """Turn a recording into text."""
+        return audio
+
+    @flow(name="extract_action_items")
+    def extract_action_items(text: str) -> list[str]:
+        """Find the action items in meeting notes."""
+        return [text]
+
+    big = ActionCatalog()
+    big.register(transcribe_recording)
+    big.register(extract_action_items)
+    for i in range(46):
+
+        @flow(name=f"action_item_board_{i}", version="1")
+        def board(board: str, tag: str = "") -> int:
+            """Count the open action items on a project board, with a greeting banner."""
+            return len(board)
+
+        big.register(board)
+    p = ActionPlanner(big, llm=None)  # type: ignore[arg-type]
+    # No word of the goal names the transcriber: the file is audio, and it reads audio.
+    ctx = PlanningContext(goal="What are the action items from 'standup.wav'?")
+    shown = [s.name for s in p.relevant_actions(ctx, p.draft(ctx))]
+    assert len(shown) <= len(big) // 4
+    assert {"transcribe_recording", "extract_action_items"} <= set(shown)
+    # Quoted text is data: its words ("greeting banner") pick no action.
+    ctx = PlanningContext(goal="Find the action items in these notes: 'greeting banner board'")
+    shown = [s.name for s in p.relevant_actions(ctx, p.draft(ctx))]
+    assert shown[0] == "extract_action_items"
+
+
 async def test_canary_key_never_reaches_prompts_or_events(
     llm_server: ScriptedLLMServer, catalog: ActionCatalog
 ) -> None:

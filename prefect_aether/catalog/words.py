@@ -48,6 +48,7 @@ _SYNONYMS: tuple[tuple[str, ...], ...] = (
     ("picture", "image", "photo", "photograph", "img"),
     ("video", "clip", "movie", "footage"),
     ("audio", "sound"),
+    ("text", "paragraph", "passage"),
     ("speech", "voice", "spoken"),
     ("similar", "similarity", "compare", "comparison", "alike"),
     ("question", "ask", "query"),
@@ -90,6 +91,8 @@ def stem(word: str) -> str:
 
     >>> [stem(w) for w in ("translate", "translation", "images", "find", "search")]
     ['translat', 'translat', 'pictur', 'search', 'search']
+    >>> stem("paragraph") == stem("text")
+    True
     """
     base = _base(word)
     return _FOLD.get(base, base)
