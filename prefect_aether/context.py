@@ -27,7 +27,7 @@ from prefect_aether._internal.dispatch import sync_compatible
 from prefect_aether.catalog.registry import ActionCatalog
 from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.exceptions import AetherUsageError
-from prefect_aether.execution.events import EventCallback, ExecutionResult
+from prefect_aether.execution.events import ApprovalCallback, EventCallback, ExecutionResult
 from prefect_aether.execution.executor import BackgroundExecutionHandle, Replanner
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning.inputs import ParsedInputs
@@ -195,12 +195,13 @@ class NodePlanner:
         execution_id: str | None = None,
         flow_ids: Iterable[str] | None = None,
         approved: bool = False,
+        approval: ApprovalCallback | None = None,
         replanner: Replanner | None = None,
         max_replans: int = 0,
         **run: Any,
     ) -> ExecutionResult:
         """Execute `plan` for this node; `run` overrides fields of `run_info`
-        (`resume`, `execution_id`, `flow_ids`, `approved`, `replanner` and
+        (`resume`, `execution_id`, `flow_ids`, `approved`, `approval`, `replanner` and
         `max_replans` as in `PlanExecutor.execute`)."""
         return await self.service.aexecute_plan(
             plan,
@@ -211,6 +212,7 @@ class NodePlanner:
             execution_id=execution_id,
             flow_ids=flow_ids,
             approved=approved,
+            approval=approval,
             replanner=replanner,
             max_replans=max_replans,
         )

@@ -359,3 +359,56 @@ async def test_a_prefect_retry_of_the_flow_continues_its_execution(tmp_path: Pat
     second = await execute_plan(plan, catalog=CatalogSource(modules=["tests.exec_flows"]))
     assert second["ok"] is True
     assert executions(tmp_path, "emit_number-61") == 2
+
+
+REPLAN_SOURCE = CatalogSource(
+    entrypoints=[
+        "tests.adaptive_flows:load_holdings",
+        "tests.adaptive_flows:fetch_rates",
+        "tests.adaptive_flows:fetch_rates_paid",
+        "tests.adaptive_flows:value_portfolio",
+    ]
+)
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+async def test_a_replan_that_adds_an_approval_action_pauses_the_plan_run_again(
+    decision: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first plan needs no approval; its rates feed fails, and the only other feed is
+    # tagged aether:approval: the replan pauses the plan's run for a person again.
+    monkeypatch.setenv("AETHER_TEST_RUN_LOG", str(tmp_path))
+    holdings = tmp_path / "h.csv"
+    holdings.write_text("asset,units\ngold,3\noil,10\n")
+    tag = f"test:{uuid.uuid4().hex[:8]}"
+    with tags(tag):
+        running = asyncio.ensure_future(
+            plan_and_execute(
+                f"load the holdings from {holdings}, fetch the rates of market 'EU', "
+                "then value the portfolio",
+                catalog=REPLAN_SOURCE,
+                planner="heuristic",
+                max_replans=1,
+                return_state=True,
+            )
+        )
+    run = await paused_run(tag)
+    assert run.name.startswith("plan-")  # the plan's own run (`aether-plan`) waits
+    assert sorted((await form_schema(run))["properties"]) == ["approver", "comment", "decision"]
+    assert len(list(tmp_path.glob("fetch-rates.*"))) == 1
+    assert list(tmp_path.glob("fetch-rates-paid.*")) == []
+    await resume_flow_run(run.id, run_input={"decision": decision, "approver": "ops"})
+    state = await asyncio.wait_for(running, 90)
+    paid = len(list(tmp_path.glob("fetch-rates-paid.*")))
+    if decision == "approve":
+        assert state.is_completed(), state.message
+        report = await state.aresult()
+        assert report["ok"] is True
+        assert len(report["replans"]) == 1
+        assert paid == 1
+    else:
+        assert state.is_failed()
+        assert paid == 0
+    assert len(list(tmp_path.glob("load-holdings.*"))) == 1
+    [recorded] = await decisions(run.id)
+    assert recorded["approved"] is (decision == "approve")

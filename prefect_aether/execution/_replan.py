@@ -44,12 +44,13 @@ Replanner = Callable[[Replanning], Awaitable[CandidatePlan | None]]
 class Adaptive:
     """What one execution may do when a step fails: ask `replanner` up to `max_replans`
     times; `check` validates a plan (levels, or `PlanValidationError`) and `approve`
-    asks for a new approval (`ApprovalRequired` when refused)."""
+    asks for a new approval of the new steps, showing the whole plan they make with the
+    completed ones (`ApprovalRequired` when refused)."""
 
     replanner: Replanner | None = None
     max_replans: int = 0
     check: Callable[[CandidatePlan], list[list[str]]] | None = None
-    approve: Callable[[CandidatePlan], Awaitable[None]] | None = None
+    approve: Callable[[CandidatePlan, CandidatePlan], Awaitable[None]] | None = None
     replans: list[Replan] = field(default_factory=list)
     excluded: set[str] = field(default_factory=set)
     # Steps that failed and were replanned: ended, never run again.
@@ -94,7 +95,7 @@ async def replan_after_failure(run: PlanRun) -> bool:
         assert adaptive.check is not None
         assert adaptive.approve is not None
         levels = adaptive.check(combined)
-        await adaptive.approve(CandidatePlan(steps=steps))
+        await adaptive.approve(CandidatePlan(steps=steps), combined)
     except BudgetExceeded as exc:
         run.stopped = str(exc)
         log.warning("plan %s stopped: %s", run.plan_id, run.stopped)

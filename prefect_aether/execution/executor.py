@@ -304,8 +304,8 @@ class PlanExecutor:
     ) -> Adaptive:
         """What `run` may do when a step fails (`_replan`)."""
 
-        async def approve(new: CandidatePlan) -> None:
-            await self.require_approval(new, approval=approval)
+        async def approve(new: CandidatePlan, whole: CandidatePlan) -> None:
+            await self.require_approval(whole, approval=approval, new=new)
 
         return Adaptive(
             replanner=replanner,
@@ -337,9 +337,12 @@ class PlanExecutor:
         *,
         approved: bool = False,
         approval: ApprovalCallback | None = None,
+        new: CandidatePlan | None = None,
     ) -> None:
-        """Raise `ApprovalRequired` unless the plan needs no approval or has one."""
-        actions = self.approval_actions(plan)
+        """Raise `ApprovalRequired` unless the plan needs no approval or has one (with
+        `new`, only `new`'s steps are asked about: a replan's, whose completed steps
+        ran already)."""
+        actions = self.approval_actions(new or plan)
         if not actions or approved:
             return
         if approval is None:

@@ -34,7 +34,7 @@ from prefect_aether.catalog.sources import CatalogSource
 from prefect_aether.context import NodePlanner, get_planner
 from prefect_aether.exceptions import AetherUsageError, ExecutionError, PlanValidationError
 from prefect_aether.execution._report import approval_markdown, plan_markdown
-from prefect_aether.execution.events import EventCallback, ExecutionResult
+from prefect_aether.execution.events import ApprovalCallback, EventCallback, ExecutionResult
 from prefect_aether.execution.executor import PlanExecutor
 from prefect_aether.flows._forms import (
     Approval,
@@ -113,28 +113,7 @@ async def approve_then_execute(
     # An `aether:approval` action makes the approval a must, whatever `approve` says.
     approve = approve or bool(node.service.executor.approval_actions(plan))
     if approve:
-        # Levels depend on the wiring only, not on the values just given.
-        await acreate_markdown_artifact(
-            markdown=plan_markdown(
-                plan, validation.levels, step_dependencies(plan), user_inputs=values
-            ),
-            key=f"aether-approval-{plan.plan_id}",
-            description=f"prefect-aether plan {plan.plan_id}, waiting for approval",
-        )
-        get_run_logger().info(
-            "Waiting for an approval of plan %s (artifact aether-approval-%s); approve or "
-            "reject it on this flow run in the Prefect UI: %s",
-            plan.plan_id,
-            plan.plan_id,
-            run_link(),
-        )
-        decision = await pause(
-            Approval.with_initial_data(description=approval_markdown(plan, values, run_link())),
-            pause_timeout,
-            key="aether-approval",
-            waiting_for="an approval",
-        )
-        await record_decision(node, plan, decision)
+        decision = await ask_approval(node, plan, values, validation.levels, pause_timeout)
         if not decision.approve:
             message = f"plan {plan.plan_id} rejected; nothing was executed"
             if decision.comment:
@@ -202,7 +181,8 @@ async def plan_and_execute(
         max_replans: When a step fails after its retries, plan the rest of the goal
             again, at most this many times, in the same plan run (completed steps are
             kept, the failed action is not used again). A replan that adds an
-            `aether:approval` action is not run: such a run fails, to be planned anew.
+            `aether:approval` action pauses the plan's run (`aether-plan`) for an
+            approval, as the first plan does; rejected, the replan does not run.
 
     Returns:
         `ok`, `plan_id`, `planner`, `cached`, `plan_flow_run_id`, `outputs`, `errors`,
@@ -221,6 +201,56 @@ async def plan_and_execute(
             resume=resume,
             max_replans=max_replans,
         )
+
+
+async def ask_approval(
+    node: NodePlanner,
+    plan: CandidatePlan,
+    values: dict[str, Any],
+    levels: list[list[str]],
+    pause_timeout: int,
+    *,
+    what: str = "plan",
+) -> Approval:
+    """Publish `plan` as an artifact, pause this flow run for an approval form, and
+    record the decision (`what` names the plan in the log line: a replan says so)."""
+    # Levels depend on the wiring only, not on the values just given.
+    await acreate_markdown_artifact(
+        markdown=plan_markdown(plan, levels, step_dependencies(plan), user_inputs=values),
+        key=f"aether-approval-{plan.plan_id}",
+        description=f"prefect-aether {what} {plan.plan_id}, waiting for approval",
+    )
+    get_run_logger().info(
+        "Waiting for an approval of %s %s (artifact aether-approval-%s); approve or "
+        "reject it on this flow run in the Prefect UI: %s",
+        what,
+        plan.plan_id,
+        plan.plan_id,
+        run_link(),
+    )
+    decision: Approval = await pause(
+        Approval.with_initial_data(description=approval_markdown(plan, values, run_link())),
+        pause_timeout,
+        key=f"aether-approval-{plan.plan_id}",
+        waiting_for="an approval",
+    )
+    await record_decision(node, plan, decision)
+    return decision
+
+
+def replan_approval(
+    node: NodePlanner, values: dict[str, Any], pause_timeout: int
+) -> ApprovalCallback:
+    """The approval a replan that adds `aether:approval` actions asks for in a
+    deployable flow: a new pause of the plan's run, with the same form and record, of
+    the whole replan (the completed steps and the new ones)."""
+
+    async def approve(plan: CandidatePlan, actions: list[str]) -> bool:
+        levels = node.service.executor.check(plan, values)
+        decision = await ask_approval(node, plan, values, levels, pause_timeout, what="replan")
+        return bool(decision.approve)
+
+    return approve
 
 
 def _check_pause_timeout(seconds: int) -> None:
@@ -331,6 +361,7 @@ async def _plan_then_run(
             {
                 "replanner": node.service.replanner(goal, user_inputs=values, parent=result.plan),
                 "max_replans": max_replans,
+                "approval": replan_approval(node, values, pause_timeout),
             }
             if max_replans
             else None
