@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prefect_aether._internal.callbacks import warn_in_run
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from prefect_aether.service import PlannerService
 
 __all__ = [
+    "Asked",
     "execute_recorded",
     "plan_for_execution",
     "record_end",
@@ -169,17 +171,67 @@ def why_nothing_runs(result: PlanResult) -> str:
     return validation.summary().splitlines()[-1] if validation else "no plan"
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One plan-and-execute as the caller asked for it (`PlannerService.plan_and_execute`'s
+    planning arguments; `plan_kwargs` go to `aplan`)."""
+
+    goal: str
+    user_inputs: Mapping[str, Any] | None
+    allow_partial: bool
+    ask_missing: Callable[[dict[str, dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None
+    planning_events_cb: PlanningCallback | None
+    max_replans: int
+    plan_kwargs: Mapping[str, Any]
+
+    @property
+    def flow_ids(self) -> Any:
+        return self.plan_kwargs.get("flow_ids")
+
+    async def plan(self, service: PlannerService) -> tuple[PlanResult, dict[str, Any] | None]:
+        """Plan, then get the values a partial plan misses (`plan_for_execution`)."""
+        return await plan_for_execution(
+            service.aplan,
+            service.catalog,
+            self.goal,
+            self.user_inputs,
+            self.allow_partial,
+            self.ask_missing,
+            self.planning_events_cb,
+            self.plan_kwargs,
+        )
+
+    def replanner(
+        self, service: PlannerService, parent: CandidatePlan, values: Mapping[str, Any]
+    ) -> Replanner | None:
+        """What replans the rest of the goal after a failed step (None: no replans)."""
+        if self.max_replans <= 0:
+            return None
+        return service.replanner(
+            self.goal,
+            user_inputs=values,
+            parent=parent,
+            flow_ids=self.flow_ids,
+            on_event=self.planning_events_cb,
+        )
+
+
+async def plan_and_execute(
+    service: PlannerService, asked: Asked, *, stream: bool, **execute: Any
+) -> tuple[PlanResult, ExecutionResult | None]:
+    """`PlannerService.plan_and_execute`: plan (streamed into execution with `stream`
+    when it may be, `stream_and_execute`), get the values a partial plan misses, then
+    execute (`execute`: the rest of `aexecute_plan`'s options)."""
+    if stream:
+        streamed = await stream_and_execute(service, asked, **execute)
+        if streamed is not None:
+            return streamed
+    result, values = await asked.plan(service)
+    return await _execute_planned(service, asked, result, values, execute)
+
+
 async def stream_and_execute(
-    service: PlannerService,
-    goal: str,
-    *,
-    user_inputs: Mapping[str, Any] | None,
-    allow_partial: bool,
-    ask_missing: Callable[[dict[str, dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None,
-    planning_events_cb: PlanningCallback | None,
-    max_replans: int,
-    plan_kwargs: Mapping[str, Any],
-    **execute: Any,
+    service: PlannerService, asked: Asked, **execute: Any
 ) -> tuple[PlanResult, ExecutionResult | None] | None:
     """`plan_and_execute(..., stream=True)`: plan with the LLM's answer streamed
     (`planning.base.STREAMED`) while the steps it clears run (`_streaming.StepFeed`,
@@ -189,7 +241,7 @@ async def stream_and_execute(
     None, having done nothing, when the plan is not streamed: the heuristic planner
     plans (it answers at once), or an action the caller may use needs an approval (such
     a plan waits whole for it)."""
-    flow_ids = plan_kwargs.get("flow_ids")
+    flow_ids = asked.flow_ids
     if service.planner_key == "heuristic":
         return None
     usable = service.catalog.list_actions(flow_ids=flow_ids, plannable=True)
@@ -199,25 +251,17 @@ async def stream_and_execute(
             "the plan runs once whole and approved"
         )
         return None
-    given = dict(user_inputs or {})
+    given = dict(asked.user_inputs or {})
     executor = service.executor
     feed = StepFeed(
         service.catalog, lambda plan, values: executor.check(plan, values, flow_ids=flow_ids), given
     )
+    identity = uuid.uuid4().hex
     record: list[Any] = []
 
     async def planning() -> tuple[PlanResult, dict[str, Any] | None]:
         try:
-            result, values = await plan_for_execution(
-                service.aplan,
-                service.catalog,
-                goal,
-                given,
-                allow_partial,
-                ask_missing,
-                planning_events_cb,
-                plan_kwargs,
-            )
+            result, values = await asked.plan(service)
         except BaseException as exc:
             feed.finish(None, f"planning failed: {type(exc).__name__}: {exc}")
             raise
@@ -232,7 +276,6 @@ async def stream_and_execute(
         feed.finish(plan, why, values)
         return result, values
 
-    identity = uuid.uuid4().hex
     token = STREAMED.set(feed.hear)
     try:
         planned = asyncio.ensure_future(planning())
@@ -241,16 +284,8 @@ async def stream_and_execute(
 
     async def replan(facts: Replanning) -> CandidatePlan | None:
         result, values = await planned
-        if result.plan is None:
-            return None
-        replanner = service.replanner(
-            goal,
-            user_inputs=values or given,
-            parent=result.plan,
-            flow_ids=flow_ids,
-            on_event=planning_events_cb,
-        )
-        return await replanner(facts)
+        replanner = asked.replanner(service, result.plan, values or given) if result.plan else None
+        return await replanner(facts) if replanner is not None else None
 
     try:
         executed = await executor.aexecute_streamed(
@@ -260,8 +295,8 @@ async def stream_and_execute(
             tags=(execute.get("run") or RunInfo()).tags(),
             execution_id=identity,
             flow_ids=flow_ids,
-            replanner=replan if max_replans > 0 else None,
-            max_replans=max_replans,
+            replanner=replan if asked.max_replans > 0 else None,
+            max_replans=asked.max_replans,
         )
     except BaseException:
         planned.cancel()
@@ -271,82 +306,26 @@ async def stream_and_execute(
         if service.store is not None and record:
             await record_end(service.store, record[0], executed)
         return result, executed
-    planned_with = (planning_events_cb, max_replans, plan_kwargs)
-    return await _execute_planned(service, goal, result, values, planned_with, execute)
-
-
-async def plan_and_execute(
-    service: PlannerService,
-    goal: str,
-    *,
-    user_inputs: Mapping[str, Any] | None,
-    allow_partial: bool,
-    ask_missing: Callable[[dict[str, dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None,
-    planning_events_cb: PlanningCallback | None,
-    max_replans: int,
-    stream: bool,
-    plan_kwargs: Mapping[str, Any],
-    **execute: Any,
-) -> tuple[PlanResult, ExecutionResult | None]:
-    """`PlannerService.plan_and_execute`: plan (streamed into execution with `stream`
-    when it may be, `stream_and_execute`), get the values a partial plan misses, then
-    execute (`execute`: the rest of `aexecute_plan`'s options)."""
-    if stream:
-        streamed = await stream_and_execute(
-            service,
-            goal,
-            user_inputs=user_inputs,
-            allow_partial=allow_partial,
-            ask_missing=ask_missing,
-            planning_events_cb=planning_events_cb,
-            max_replans=max_replans,
-            plan_kwargs=plan_kwargs,
-            **execute,
-        )
-        if streamed is not None:
-            return streamed
-    result, values = await plan_for_execution(
-        service.aplan,
-        service.catalog,
-        goal,
-        user_inputs,
-        allow_partial,
-        ask_missing,
-        planning_events_cb,
-        plan_kwargs,
-    )
-    planned_with = (planning_events_cb, max_replans, plan_kwargs)
-    return await _execute_planned(service, goal, result, values, planned_with, execute)
+    return await _execute_planned(service, asked, result, values, execute)
 
 
 async def _execute_planned(
     service: PlannerService,
-    goal: str,
+    asked: Asked,
     result: PlanResult,
     values: dict[str, Any] | None,
-    planned_with: tuple[PlanningCallback | None, int, Mapping[str, Any]],
     execute: Mapping[str, Any],
 ) -> tuple[PlanResult, ExecutionResult | None]:
     """Execute the plan of `result` with `values` (None: it may not run), replanning
-    after a failed step up to `max_replans` times (`planned_with`: the planning events'
-    callback, `max_replans` and the planning arguments)."""
-    planning_events_cb, max_replans, plan_kwargs = planned_with
+    after a failed step up to `asked.max_replans` times."""
     if result.plan is None or values is None:
         return result, None
-    flow_ids = plan_kwargs.get("flow_ids")
-    replanner = service.replanner(
-        goal,
-        user_inputs=values,
-        parent=result.plan,
-        flow_ids=flow_ids,
-        on_event=planning_events_cb,
-    )
     executed = await service.aexecute_plan(
         result.plan,
         user_inputs=values,
-        flow_ids=flow_ids,
-        replanner=replanner if max_replans > 0 else None,
-        max_replans=max_replans,
+        flow_ids=asked.flow_ids,
+        replanner=asked.replanner(service, result.plan, values),
+        max_replans=asked.max_replans,
         **execute,
     )
     return result, executed

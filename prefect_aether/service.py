@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 from prefect_aether._internal.budget import Budget, spending
 from prefect_aether._internal.dispatch import sync_compatible
 from prefect_aether._recorded import (
+    Asked,
     execute_recorded,
     plan_and_execute,
     plan_for_execution,
@@ -426,16 +427,19 @@ class PlannerService:
         waits whole for it); the heuristic planner ignores `stream`.
         """
         with spending(budget):
+            asked = Asked(
+                goal,
+                user_inputs,
+                allow_partial,
+                ask_missing,
+                planning_events_cb,
+                max_replans,
+                plan_kwargs,
+            )
             return await plan_and_execute(
                 self,
-                goal,
-                user_inputs=user_inputs,
-                allow_partial=allow_partial,
-                ask_missing=ask_missing,
-                planning_events_cb=planning_events_cb,
-                max_replans=max_replans,
+                asked,
                 stream=stream,
-                plan_kwargs=plan_kwargs,
                 on_event=execution_events_cb,
                 run=run,
                 approved=approved,

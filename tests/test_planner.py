@@ -359,11 +359,11 @@ def test_a_500_action_catalog_keeps_the_draft_and_stays_small(catalog: ActionCat
 async def test_the_llm_may_answer_that_no_action_can(
     llm_server: ScriptedLLMServer, catalog: ActionCatalog
 ) -> None:
-    llm_server.script(Reply.chat(json.dumps({"steps": [], "unserved": ["email the CFO"]})))
-    result = await planner(llm_server, catalog).plan(PlanningContext(goal="email the CFO"))
+    llm_server.script(Reply.chat(json.dumps({"steps": [], "unserved": ["email the board"]})))
+    result = await planner(llm_server, catalog).plan(PlanningContext(goal="email the board"))
     assert result.plan is None
-    assert result.unserved == ["email the CFO"]
-    assert result.events[-1].message == "no action can: email the CFO"
+    assert result.unserved == ["email the board"]
+    assert result.events[-1].message == "no action can: email the board"
     # Part of a goal: the plan does the rest and says what it leaves out.
     llm_server.script(Reply.chat(json.dumps({"steps": [LOAD], "unserved": ["fax the rows"]})))
     ctx = PlanningContext(goal="load the sales and fax the rows", user_inputs={"csv": "x.csv"})

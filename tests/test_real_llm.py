@@ -67,18 +67,33 @@ async def test_the_demo_goal_plans_like_the_hand_written_plan(real_llm: str) -> 
     assert result.usage["prompt_tokens"] > 0
 
 
+def realworld_goals() -> list[tuple[Path, dict[str, Any]]]:
+    """The real-world set's goals with their catalogs, in the set's own order (its files
+    are read here: the project names none of its goals)."""
+    found = []
+    for path in sorted((REALWORLD / "goals").glob("*.json")):
+        for goal in json.loads(path.read_text()):
+            found.append((REALWORLD / "catalogs" / f"{path.stem}.py", goal))
+    return found
+
+
 @pytest.mark.skipif(not (REALWORLD / "catalogs").is_dir(), reason="no real-world set")
 async def test_a_real_world_goal_goes_through_a_repair_round(real_llm: str) -> None:
-    catalog = catalog_of(REALWORLD / "catalogs" / "ml_pipeline.py")
-    goal = (
-        "load iris.csv, split it 70/30 with seed 1, train the centroid classifier and "
-        "register it as iris-centroid"
+    # The goals with the longest gold plans are the likeliest to need a repair from a
+    # 1.5B model; the first of them that does shows the round on real answers.
+    longest = sorted(
+        (g for g in realworld_goals() if g[1]["expect"].get("plan")),
+        key=lambda g: -len(g[1]["expect"]["plan"]["steps"]),
     )
-    events: list[Any] = []
-    await planner(real_llm, catalog, 2).plan(PlanningContext(goal=goal), on_event=events.append)
-    rounds = [e for e in events if e.phase == "llm_request"]
+    for catalog_file, goal in longest[:3]:
+        events: list[Any] = []
+        ctx = PlanningContext(goal=goal["goal"], user_inputs=goal.get("user_inputs") or {})
+        await planner(real_llm, catalog_of(catalog_file), 2).plan(ctx, on_event=events.append)
+        rounds = [e for e in events if e.phase == "llm_request"]
+        if len(rounds) == 2:
+            break
+    assert len(rounds) == 2, "none of the three longest real-world goals needed a repair"
     checked = [e for e in events if e.phase == "validation"]
-    assert len(rounds) == 2
     # The first real answer had issues, and the repair prompt named them.
     assert checked[0].validation is not None
     assert not checked[0].validation.ok
@@ -88,11 +103,13 @@ async def test_a_real_world_goal_goes_through_a_repair_round(real_llm: str) -> N
 
 @pytest.mark.skipif(not (REALWORLD / "catalogs").is_dir(), reason="no real-world set")
 async def test_an_impossible_goal_comes_back_with_unserved(real_llm: str) -> None:
-    catalog = catalog_of(REALWORLD / "catalogs" / "orders_etl.py")
+    # The set's first goal that no action of its catalog can serve.
+    catalog_file, goal = next(g for g in realworld_goals() if g[1]["expect"].get("abstain"))
+    catalog = catalog_of(catalog_file)
     events: list[Any] = []
     result = await AutoPlanner(catalog, planner(real_llm, catalog, 1)).plan(
-        PlanningContext(goal="Email the CFO the quarterly PDF"), on_event=events.append
+        PlanningContext(goal=goal["goal"]), on_event=events.append
     )
     assert any(e.phase == "llm_response" for e in events)  # the model was asked
     assert result.plan is None
-    assert result.unserved == ["Email the CFO the quarterly PDF"]
+    assert result.unserved

@@ -123,7 +123,7 @@ class Retriever:
 
     def _relevance(self, read: Goal, goal: str, pool: dict[str, ActionSpec]) -> dict[str, float]:
         """BM25 scores of the actions for the goal's own words and its files' names
-        ("orders.csv" says orders); quoted text is data, not what to do."""
+        ("invoices.csv" says invoices); quoted text is data, not what to do."""
         index = self.catalog.search_index()
         files = [
             token
