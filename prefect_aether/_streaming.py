@@ -33,6 +33,7 @@ from prefect_aether.catalog.roles import writes
 from prefect_aether.exceptions import PlanDecodingError, PlanValidationError
 from prefect_aether.execution._stream import Ending
 from prefect_aether.plan import CandidatePlan, PlanStep, step_dependencies
+from prefect_aether.planning._answer import bind_by_action
 from prefect_aether.planning.base import decode_plan
 from prefect_aether.replanning import adopt
 
@@ -78,7 +79,8 @@ class StepFeed:
         if len(dicts) <= self._complete:
             return
         try:
-            steps = decode_plan(json.dumps({"steps": dicts})).resolve_actions(self.catalog).steps
+            decoded = decode_plan(json.dumps({"steps": dicts})).resolve_actions(self.catalog)
+            steps = bind_by_action(decoded).steps  # as the planner reads the whole answer
         except PlanDecodingError:
             return  # not a plan yet (or not one at all): the whole answer decides
         self._complete = len(dicts)
