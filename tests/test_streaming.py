@@ -179,3 +179,18 @@ async def test_a_plan_that_may_need_an_approval_is_never_streamed_into_execution
         )
     assert "stream" not in llm_server.requests[0].body
     assert [e for e in events if e.phase == "step_start"] == []
+
+
+async def test_auto_keeps_a_streamed_llm_plan_on_a_tie(llm_server: ScriptedLLMServer) -> None:
+    # The heuristic planner has a plan of the same rank; its steps have not run, the
+    # streamed ones have: the LLM's plan stays, and no step runs twice.
+    llm_server.script(Reply.streamed(answer(CHAIN), chunk=16, pause=0.02))
+    chain = service(llm_server)
+    auto = PlannerService(chain.catalog, planner="auto", llm=chain.llm)
+    planned, result = await auto.aplan_and_execute(GOAL, stream=True)
+    assert planned.planner == "llm"
+    assert result is not None
+    assert result.ok, result.errors
+    assert result.streamed == ["fetch", "tidy", "score", "chart", "file"]
+    assert result.unplanned == []
+    assert sorted(result.step_outputs) == sorted(s for s, _, _ in CHAIN)
