@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from prefect_aether import ActionCatalog, PlanDecodingError
+from prefect_aether import ActionCatalog, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan
 from prefect_aether.planning._answer import answer_schema
 from prefect_aether.planning.llm import OpenAICompatibleLLM
@@ -116,6 +116,23 @@ async def test_a_step_bound_by_its_actions_name_is_bound_to_that_step(
     assert result.plan is None
     assert result.validation is not None
     assert "refers to step 'load_sales'" in result.validation.summary()
+
+
+async def test_a_repair_round_the_models_context_cannot_hold_ends_the_rounds(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    full = "request (4127 tokens) exceeds the available context size (4096 tokens)"
+    llm_server.script(Reply.chat(answer([{**CLEAN, "inputs": {}}])), Reply.error(400, full))
+    ctx = PlanningContext(goal="clean the sales csv", user_inputs={"csv": "x.csv"})
+    result = await planner(llm_server, catalog).plan(ctx)
+    assert result.plan is None
+    assert result.events[-1].phase == "failure"
+    assert "context cannot hold repair round 2" in result.events[-1].message
+    assert len(llm_server.requests) == 2
+    # The first request not fitting is the caller's to hear (an `auto` planner falls back).
+    llm_server.script(Reply.error(400, full))
+    with pytest.raises(LLMError, match="HTTP 400"):
+        await planner(llm_server, catalog).plan(ctx)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -28,7 +29,7 @@ from pydantic import SecretStr
 from prefect_aether.exceptions import AetherUsageError, LLMError
 from prefect_aether.settings import AetherSettings, current_settings
 
-__all__ = ["OpenAICompatibleLLM", "Usage", "llm_from_settings"]
+__all__ = ["OpenAICompatibleLLM", "Usage", "context_exceeded", "llm_from_settings"]
 
 logger = logging.getLogger("prefect_aether.llm")
 
@@ -355,6 +356,26 @@ def _refused_option(error: LLMError, body: Mapping[str, Any]) -> str | None:
     if "stream" in body and "stream" in said:
         return "stream"
     return None
+
+
+_CONTEXT_FULL = re.compile(
+    r"context[ _-]?(?:size|length|window)|maximum context|too many tokens", re.I
+)
+
+
+def context_exceeded(error: LLMError) -> bool:
+    """Whether the server refused a request for not fitting the model's context (HTTP
+    400: llama.cpp's "exceeds the available context size", OpenAI's
+    "context_length_exceeded").
+
+    Examples:
+        >>> context_exceeded(LLMError("x", status_code=400, body="request (4127 tokens) "
+        ...     "exceeds the available context size (4096 tokens)"))
+        True
+        >>> context_exceeded(LLMError("x", status_code=400, body="bad schema"))
+        False
+    """
+    return error.status_code == 400 and bool(_CONTEXT_FULL.search(error.body or ""))
 
 
 def _delta(chunk: Mapping[str, Any]) -> str:

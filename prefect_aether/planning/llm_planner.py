@@ -39,7 +39,7 @@ from prefect_aether.planning.base import (
     joined,
     plannable,
 )
-from prefect_aether.planning.llm import RETRIES
+from prefect_aether.planning.llm import RETRIES, context_exceeded
 from prefect_aether.settings import current_settings
 from prefect_aether.validation.validate import ValidationResult, producer_text
 
@@ -279,9 +279,21 @@ class ActionPlanner:
             # The first answer may stream into execution (`STREAMED`); repairs never do.
             listener = STREAMED.get() if iteration == 1 else None
             streaming = {"on_text": listener} if listener is not None else {}
-            content, used = await self.llm.chat(
-                messages, json_schema=answer_schema(shown), schema_name="plan", **streaming
-            )
+            try:
+                content, used = await self.llm.chat(
+                    messages, json_schema=answer_schema(shown), schema_name="plan", **streaming
+                )
+            except LLMError as exc:
+                if iteration == 1 or not context_exceeded(exc):
+                    raise
+                # A repair round (the prompt, the last answer and its problems) that no
+                # longer fits the model's context: the rounds end, as if used up.
+                message = (
+                    f"the model's context cannot hold repair round {iteration} "
+                    f"(the server answered: {sanitize(exc.body or str(exc), 200)})"
+                )
+                await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
+                return PlanResult(plan=None, validation=validation, events=events, usage=usage)
             for key, value in used.items():
                 usage[key] = usage.get(key, 0) + value
             # Counted here too: a server that reports few (or no) tokens cannot lift the budget.
