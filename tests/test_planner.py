@@ -392,6 +392,27 @@ async def test_the_llm_may_answer_that_no_action_can(
     assert schema["properties"]["unserved"]["items"] == {"type": "string"}
 
 
+async def test_steps_for_a_goal_the_answer_says_nothing_can_do_are_no_plan(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    # A real 1.5B model answered a goal nothing serves with a made-up plan and, in the
+    # same answer, the whole goal as unserved: by its own word the steps do none of it.
+    goal = "Deploy the dashboard to the cluster."
+    invented = {"steps": [LOAD, CLEAN], "unserved": ["deploy the dashboard to the cluster"]}
+    llm_server.script(Reply.chat(json.dumps(invented)))
+    ctx = PlanningContext(goal=goal, user_inputs={"csv": "x.csv"})
+    result = await planner(llm_server, catalog).plan(ctx)
+    assert result.plan is None
+    assert result.unserved == ["deploy the dashboard to the cluster"]
+    assert result.events[-1].message == "no action can: deploy the dashboard to the cluster"
+    # A part of the goal unserved leaves the plan for the rest.
+    partial = {"steps": [LOAD, CLEAN], "unserved": ["deploy the dashboard"]}
+    llm_server.script(Reply.chat(json.dumps(partial)))
+    result = await planner(llm_server, catalog).plan(ctx)
+    assert result.plan is not None
+    assert result.unserved == ["deploy the dashboard"]
+
+
 def test_an_unserved_list_that_is_not_texts_is_a_decoding_error() -> None:
     with pytest.raises(PlanDecodingError, match="'unserved' must be a list of texts"):
         decode_plan(json.dumps({"steps": [], "unserved": [{"x": 1}]}))

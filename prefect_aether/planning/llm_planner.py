@@ -338,7 +338,9 @@ class ActionPlanner:
             unserved = [
                 str(s) for s in plan.extras.get("unserved") or [] if _plain(str(s)) not in planned
             ]
-            if not plan.steps and unserved:
+            # Steps for a goal the answer itself says no action can do are invented.
+            whole = _wording(ctx.goal)
+            if unserved and (not plan.steps or any(_wording(u) == whole for u in unserved)):
                 message = "no action can: " + "; ".join(unserved)
                 await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
                 return PlanResult(
@@ -512,6 +514,11 @@ def _compact(plan: CandidatePlan) -> str:
 
 def _kind(value: Any) -> str:
     return type(value).__name__
+
+
+def _wording(text: str) -> list[str]:
+    """The words of a text, lower-case, without punctuation."""
+    return re.findall(r"\w+", text.lower())
 
 
 def _plain(name: str) -> str:
