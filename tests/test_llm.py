@@ -189,3 +189,10 @@ async def test_a_streamed_answer_is_held_to_the_size_cap(llm_server: ScriptedLLM
         await client(llm_server, max_response_bytes=2_000, max_retries=0).chat(
             MESSAGES, on_text=lambda _: None
         )
+    # One line that never ends is held to it too, as its bytes arrive.
+    endless = Reply(events=[b"data: " + b"x" * 1_000 for _ in range(8)], pause=0.01)
+    llm_server.script(endless)
+    with pytest.raises(LLMError, match="exceeds the 2000-byte cap"):
+        await client(llm_server, max_response_bytes=2_000, max_retries=0).chat(
+            MESSAGES, on_text=lambda _: None
+        )

@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -254,16 +254,9 @@ class OpenAICompatibleLLM:
     async def _events(self, response: httpx.Response, heard: _Heard) -> str:
         """Read a streamed answer (server-sent events of chat-completion chunks) and
         return it as one chat-completion payload (JSON text)."""
-        size = 0
         parts: list[str] = []
         usage: Any = None
-        async for line in response.aiter_lines():
-            size += len(line) + 1
-            if size > self.max_response_bytes:
-                raise LLMError(
-                    f"LLM response exceeds the {self.max_response_bytes}-byte cap",
-                    status_code=response.status_code,
-                )
+        async for line in self._lines(response):
             if not line.startswith("data:"):
                 continue  # comments, event names, blank separators
             data = line[5:].strip()
@@ -287,6 +280,24 @@ class OpenAICompatibleLLM:
                 heard.hear("".join(parts))
         payload = {"choices": [{"message": {"content": "".join(parts)}}], "usage": usage}
         return json.dumps(payload)
+
+    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The lines of a streamed answer, counted against the size cap as the bytes
+        arrive (a line that never ends cannot grow past the cap either)."""
+        size = 0
+        pending = b""
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise LLMError(
+                    f"LLM response exceeds the {self.max_response_bytes}-byte cap",
+                    status_code=response.status_code,
+                )
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+        if pending:
+            yield pending.rstrip(b"\r").decode("utf-8", errors="replace")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
