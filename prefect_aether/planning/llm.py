@@ -238,16 +238,7 @@ class OpenAICompatibleLLM:
                     f"{self.max_response_bytes}-byte cap",
                     status_code=response.status_code,
                 )
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise LLMError(
-                        f"LLM response exceeds the {self.max_response_bytes}-byte cap",
-                        status_code=response.status_code,
-                    )
-                chunks.append(chunk)
+            chunks = [chunk async for chunk in self._capped(response)]
             text = b"".join(chunks).decode("utf-8", errors="replace")
             return response.status_code, text, _retry_after(response.headers.get("retry-after"))
 
@@ -281,11 +272,9 @@ class OpenAICompatibleLLM:
         payload = {"choices": [{"message": {"content": "".join(parts)}}], "usage": usage}
         return json.dumps(payload)
 
-    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
-        """The lines of a streamed answer, counted against the size cap as the bytes
-        arrive (a line that never ends cannot grow past the cap either)."""
+    async def _capped(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The answer's bytes as they arrive, `LLMError` once they pass the size cap."""
         size = 0
-        pending = b""
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self.max_response_bytes:
@@ -293,6 +282,13 @@ class OpenAICompatibleLLM:
                     f"LLM response exceeds the {self.max_response_bytes}-byte cap",
                     status_code=response.status_code,
                 )
+            yield chunk
+
+    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The lines of a streamed answer, counted against the size cap as the bytes
+        arrive (a line that never ends cannot grow past the cap either)."""
+        pending = b""
+        async for chunk in self._capped(response):
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 yield line.rstrip(b"\r").decode("utf-8", errors="replace")
