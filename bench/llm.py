@@ -11,6 +11,11 @@ fixed, evenly spread sample of TaskBench development requests with:
     from a plan store of executed plans; a fresh bench has none);
 (d) `planner="auto"` (`AutoPlanner`: the LLM never makes the plan worse).
 
+With a draft that is valid, complete and serves the whole goal, (c) and (d) do not ask
+the model (`planner_trust_draft`, the default); `draft_reviews` counts the plans that
+were such a `trusted` draft, and those where the draft stood because the model's answer
+never validated (`failed`).
+
 It prints one JSON object: per planner the scorer's figures, TaskBench n-F1 and e-F1,
 prompt and completion tokens per plan, seconds per plan and LLM rounds per plan. (c) and
 (d) share the model's answers (`Replay`): (d) asks what (c) asked and is given the same
@@ -58,6 +63,7 @@ class Counting:
         self.seconds = 0.0
         self.tokens = {"prompt_tokens": 0, "completion_tokens": 0}
         self.rounds = 0
+        self.reviews: dict[str, int] = {}
 
     async def plan(self, ctx: Any, *, on_event: Any = None) -> Any:
         started = time.perf_counter()
@@ -72,6 +78,10 @@ class Counting:
         self.rounds += sum(
             1 for e in events if e.phase == "llm_request" and e.message.startswith("round")
         )
+        # What the model said of the draft (keep, change; failed: the draft stood).
+        review = result.plan.extras.get("review") if result.plan is not None else None
+        if isinstance(review, str):
+            self.reviews[review] = self.reviews.get(review, 0) + 1
         return result
 
     def figures(self) -> dict[str, Any]:
@@ -82,6 +92,7 @@ class Counting:
             "prompt_tokens_per_plan": round(self.tokens["prompt_tokens"] / n, 1),
             "completion_tokens_per_plan": round(self.tokens["completion_tokens"] / n, 1),
             "llm_rounds_per_plan": round(self.rounds / n, 2),
+            "draft_reviews": dict(sorted(self.reviews.items())),
         }
 
 
@@ -153,6 +164,8 @@ async def realworld(root: Path, make: Any, limit: int | None) -> dict[str, Any]:
         merged.plans += counter.plans
         merged.seconds += counter.seconds
         merged.rounds += counter.rounds
+        for review, count in counter.reviews.items():
+            merged.reviews[review] = merged.reviews.get(review, 0) + count
         for key in merged.tokens:
             merged.tokens[key] += counter.tokens[key]
     return {"scorer": {k: summary.get(k) for k in keep}, "cost": merged.figures()}

@@ -266,12 +266,20 @@ class PlannerService:
 
     @property
     def planner_key(self) -> str:
-        """The planner as the plan cache tells plans apart: its kind, and for an LLM its
-        base URL and model."""
-        if self.planner_kind == "heuristic" or self.llm is None:
+        """The planner as the plan cache tells plans apart: its kind (a planner passed
+        in: its class), and for an LLM its base URL and model."""
+        llm = self.llm
+        kind = self.planner_kind
+        if kind == "custom":
+            planner = type(self.planner)
+            kind = f"custom:{planner.__module__}.{planner.__qualname__}"
+            llm = getattr(self.planner, "llm", None) or llm
+        elif kind == "heuristic" or llm is None:
             return "heuristic"
-        base = getattr(self.llm, "base_url", type(self.llm).__name__)
-        return f"{self.planner_kind}|{base}|{getattr(self.llm, 'model', '')}"
+        if llm is None:
+            return kind
+        base = getattr(llm, "base_url", type(llm).__name__)
+        return f"{kind}|{base}|{getattr(llm, 'model', '')}"
 
     async def aparse_inputs(
         self,

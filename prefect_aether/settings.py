@@ -128,6 +128,14 @@ class AetherSettings(PrefectBaseSettings):
         description="Most worked examples (plans that ran well for similar goals) in a prompt.",
     )
     planner_top_k: int = Field(default=15, ge=1, description="How many actions retrieval keeps.")
+    planner_trust_draft: bool = Field(
+        default=True,
+        description=(
+            "A heuristic draft that is valid, complete and serves every part of the goal is "
+            "the LLM planner's plan without asking the model (a small local model changes "
+            "such drafts for the worse: bench/llm.py). False: the model plans every goal."
+        ),
+    )
     planner_catalog_tokens: int = Field(
         default=3000,
         ge=200,

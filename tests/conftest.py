@@ -66,6 +66,19 @@ def llm_server() -> Iterator[ScriptedLLMServer]:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def scripted_answers_are_heard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With a scripted LLM, the model is asked for every goal: the heuristic draft is not
+    trusted in its place (`planner_trust_draft`), so the scripted answers are what the
+    tests exercise. The rule itself is tested with `trust_draft=True`."""
+    if "llm_server" not in request.fixturenames:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_INTEGRATIONS_AETHER_PLANNER_TRUST_DRAFT", "false")
+        yield
+
+
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """`prefect server start` on 127.0.0.1, plus a process serving tests/deploy_flows.py.

@@ -62,7 +62,8 @@ async def test_auto_keeps_the_heuristic_plan_when_the_llm_fails_in_any_way(
     result = await auto(llm_server, catalog).plan(ctx)
     assert result.plan == offline.plan
     assert result.planner == "heuristic"
-    fallback = next(e for e in result.events if e.phase == "fallback")
+    # The LLM planner's own draft standing (its fallback event) comes first; auto's last.
+    fallback = [e for e in result.events if e.phase == "fallback"][-1]
     assert why in fallback.message
     assert fallback.message.endswith("using the heuristic planner's plan")
     assert "\n" not in fallback.message
@@ -186,4 +187,29 @@ async def test_the_plan_cache_tells_planners_and_models_apart(
         assert len(llm_server.requests) == 1
         again = await service.plan("load the sales", user_inputs={"csv": "a.csv"})
         assert again.cached
+    # A planner passed in is its own kind: never served the heuristic planner's plans.
+    llm_server.script(Reply.chat(json.dumps({"steps": steps})))
+    custom = ActionPlanner(catalog, OpenAICompatibleLLM(llm_server.base_url, "m1"))
+    passed = PlannerService(catalog, planner=custom, store=store)
+    assert passed.planner_key.startswith(
+        "custom:prefect_aether.planning.llm_planner.ActionPlanner|"
+    )
+    assert not (await passed.plan("load the sales", user_inputs={"csv": "a.csv"})).cached
+    assert len(llm_server.requests) == 1
     await store.close()
+
+
+async def test_auto_does_not_ask_the_llm_when_the_heuristic_plan_does_the_whole_goal(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A valid, complete plan that serves every part of the goal ranks highest: no LLM
+    # plan could be taken over it, so the LLM is not asked (the default setting).
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_PLANNER_TRUST_DRAFT", "true")
+    llm_server.script()
+    ctx = PlanningContext(goal=GOAL, user_inputs={"csv": "x.csv"})
+    result = await auto(llm_server, catalog).plan(ctx)
+    assert llm_server.requests == []
+    assert result.plan is not None
+    assert result.planner == "heuristic"
+    fallback = [e for e in result.events if e.phase == "fallback"][-1]
+    assert "does the whole goal (the LLM was not asked)" in fallback.message

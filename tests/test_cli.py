@@ -259,6 +259,8 @@ def test_run_goal_falls_back_to_heuristic_when_llm_is_down(monkeypatch: pytest.M
     monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MODEL", "test-model")
     monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_LLM_MAX_RETRIES", "0")
+    # The model is asked although the heuristic plan does the whole goal.
+    monkeypatch.setenv("PREFECT_INTEGRATIONS_AETHER_PLANNER_TRUST_DRAFT", "false")
     result = runner.invoke(app, ["run", "--goal", "load the sales data", "-m", PIPELINE])
     assert result.exit_code == 0, result.output
     assert "the LLM failed (LLMError: ConnectError" in " ".join(result.output.split())
@@ -534,7 +536,8 @@ async def test_an_llm_failure_says_what_failed_once() -> None:
     catalog = ActionCatalog()
     catalog.register_module(PIPELINE)
     events: list[PlanningEvent] = []
-    planner = AutoPlanner(catalog, ActionPlanner(catalog, Silent(), max_iter=1))  # type: ignore[arg-type]
+    asked = ActionPlanner(catalog, Silent(), max_iter=1, trust_draft=False)  # type: ignore[arg-type]
+    planner = AutoPlanner(catalog, asked)
     result = await planner.plan(PlanningContext(goal="revenue by region"), on_event=events.append)
     assert result.planner == "heuristic"
     fallbacks = [e.message for e in events if e.phase == "fallback"]

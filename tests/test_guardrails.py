@@ -169,7 +169,8 @@ async def test_planners_never_choose_a_manual_action(
     plan = HeuristicPlanner(catalog).build(PlanningContext(goal=goal))
     assert "purge_customers" not in [s.action for s in plan.steps]
 
-    # An LLM that plans it anyway (an uninvited step): refused every round, never run.
+    # An LLM that plans it anyway (an uninvited step): refused every round, never run
+    # (no draft: the refused answer is no plan).
     uninvited = json.dumps(
         {
             "steps": [
@@ -181,9 +182,8 @@ async def test_planners_never_choose_a_manual_action(
     llm_server.script(*[Reply.chat(uninvited)] * 2)
     llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
     before = await flow_run_count()
-    result = await PlannerService(catalog, planner=ActionPlanner(catalog, llm, max_iter=2)).plan(
-        goal
-    )
+    alone = ActionPlanner(catalog, llm, max_iter=2, use_draft=False)
+    result = await PlannerService(catalog, planner=alone).plan(goal)
     assert result.plan is None
     assert result.validation is not None
     assert "manual_action" in [i.kind for i in result.validation.issues]

@@ -112,7 +112,7 @@ async def test_a_step_bound_by_its_actions_name_is_bound_to_that_step(
     # Two steps running the action: no guess, the validator says what is wrong.
     twice = [LOAD, {**LOAD, "id": "again"}, named]
     llm_server.script(*[Reply.chat(answer(twice))] * 3)
-    result = await planner(llm_server, catalog).plan(ctx)
+    result = await planner(llm_server, catalog, use_draft=False).plan(ctx)
     assert result.plan is None
     assert result.validation is not None
     assert "refers to step 'load_sales'" in result.validation.summary()
@@ -124,7 +124,7 @@ async def test_a_repair_round_the_models_context_cannot_hold_ends_the_rounds(
     full = "request (4127 tokens) exceeds the available context size (4096 tokens)"
     llm_server.script(Reply.chat(answer([{**CLEAN, "inputs": {}}])), Reply.error(400, full))
     ctx = PlanningContext(goal="clean the sales csv", user_inputs={"csv": "x.csv"})
-    result = await planner(llm_server, catalog).plan(ctx)
+    result = await planner(llm_server, catalog, use_draft=False).plan(ctx)
     assert result.plan is None
     assert result.events[-1].phase == "failure"
     assert "context cannot hold repair round 2" in result.events[-1].message
@@ -196,7 +196,8 @@ async def test_truncated_answers_until_max_iter_fail_cleanly(
 ) -> None:
     truncated = answer([LOAD])[:30]
     llm_server.script(*[Reply.chat(truncated) for _ in range(2)])
-    result = await planner(llm_server, catalog, max_iter=2).plan(PlanningContext(goal="load"))
+    llm = planner(llm_server, catalog, max_iter=2, use_draft=False)
+    result = await llm.plan(PlanningContext(goal="load"))
     assert result.plan is None
     assert [e.phase for e in result.events][-1] == "failure"
     assert (
@@ -434,3 +435,63 @@ def test_what_the_llm_is_shown_fits_a_small_context(monkeypatch: pytest.MonkeyPa
     shown = planner.relevant_actions(PlanningContext(goal="count the rows of the sales report"))
     assert 0 < len(shown) <= 60 // 4
     assert sum(len(catalog.render([s]).encode()) + 1 for s in shown) / 4 <= 600
+
+
+async def test_a_draft_that_does_the_whole_goal_is_the_plan_and_the_model_is_not_asked(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    whole = PlanningContext(goal="compute revenue by region", user_inputs={"csv": "x.csv"})
+    llm_server.script()
+    events: list[PlanningEvent] = []
+    result = await planner(llm_server, catalog, trust_draft=True).plan(
+        whole, on_event=events.append
+    )
+    assert llm_server.requests == []
+    assert result.plan is not None
+    assert result.validation is not None
+    assert result.validation.ok
+    assert [s.action for s in result.plan.steps] == [
+        "load_sales",
+        "clean_sales",
+        "revenue_by_region",
+    ]
+    assert result.plan.extras["review"] == "trusted"
+    assert result.usage == {}
+    assert [e.phase for e in events] == ["success"]
+    assert "the model is not asked" in events[0].message
+    # A draft that leaves a part of the goal unserved is open: the model is asked.
+    llm_server.script(Reply.chat(answer([LOAD, CLEAN, REGIONS])))
+    open_ = PlanningContext(
+        goal="compute revenue by region, then email it to the board",
+        user_inputs={"csv": "x.csv"},
+    )
+    asked = await planner(llm_server, catalog, trust_draft=True).plan(open_)
+    assert len(llm_server.requests) == 1
+    assert asked.plan is not None
+    assert "review" not in asked.plan.extras
+
+
+async def test_an_answer_never_valid_leaves_the_draft_standing(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    ctx = PlanningContext(goal="compute revenue by region", user_inputs={"csv": "x.csv"})
+    bad = answer([{**LOAD, "action": "no_such_action"}])
+    llm_server.script(*[Reply.chat(bad)] * 3)
+    events: list[PlanningEvent] = []
+    stood = await planner(llm_server, catalog).plan(ctx, on_event=events.append)
+    assert len(llm_server.requests) == 3
+    assert stood.plan is not None
+    assert stood.validation is not None
+    assert stood.validation.ok
+    assert [s.action for s in stood.plan.steps] == [
+        "load_sales",
+        "clean_sales",
+        "revenue_by_region",
+    ]
+    assert stood.plan.extras["review"] == "failed"
+    assert events[-1].phase == "fallback"
+    assert events[-1].message == "no acceptable plan after 3 rounds; the draft stands"
+    # Without a draft the same answers are no plan.
+    llm_server.script(*[Reply.chat(bad)] * 3)
+    alone = await planner(llm_server, catalog, use_draft=False).plan(ctx)
+    assert alone.plan is None

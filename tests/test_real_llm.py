@@ -31,8 +31,10 @@ def long_enough(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def planner(base_url: str, catalog: ActionCatalog, max_iter: int) -> ActionPlanner:
+    """The LLM planner over the real model; the model is asked for every goal, also where
+    the heuristic draft would be trusted in its place (`trust_draft`)."""
     llm = OpenAICompatibleLLM(base_url, "qwen2.5-coder-1.5b", timeout=240, max_retries=0)
-    return ActionPlanner(catalog, llm, max_iter=max_iter)
+    return ActionPlanner(catalog, llm, max_iter=max_iter, trust_draft=False)
 
 
 def shape(plan: CandidatePlan) -> tuple[list[str], set[tuple[str, str, str]]]:

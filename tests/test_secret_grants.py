@@ -84,8 +84,12 @@ async def test_the_llm_sees_only_granted_secrets_and_cannot_use_others(
         "unserved": [],
     }
     llm_server.script(*[Reply.chat(json.dumps(answer))] * 2)
+    # Without a draft to stand instead, the refused answer is no plan.
     planner = ActionPlanner(
-        catalog, OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0), max_iter=2
+        catalog,
+        OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0),
+        max_iter=2,
+        use_draft=False,
     )
     figures.add("guardrails.ungranted_secrets_tried")
     result = await planner.plan(

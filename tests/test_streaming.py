@@ -15,6 +15,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from prefect_aether import ActionCatalog, ApprovalRequired, OpenAICompatibleLLM, PlannerService
 from prefect_aether.catalog.policy import action_tags
+from prefect_aether.planning.llm_planner import ActionPlanner
 from tests import chain_flows
 from tests.llm_server import Reply, ScriptedLLMServer
 
@@ -42,7 +43,7 @@ def answer(steps: list[tuple[str, str, dict[str, Any]]]) -> str:
     )
 
 
-def service(server: ScriptedLLMServer, *extra: Any) -> PlannerService:
+def service(server: ScriptedLLMServer, *extra: Any, draft: bool = True) -> PlannerService:
     catalog = ActionCatalog()
     for f in [
         chain_flows.fetch_weather,
@@ -54,6 +55,8 @@ def service(server: ScriptedLLMServer, *extra: Any) -> PlannerService:
     ]:
         catalog.register(f)
     llm = OpenAICompatibleLLM(server.base_url, "m", max_retries=0)
+    if not draft:
+        return PlannerService(catalog, planner=ActionPlanner(catalog, llm, use_draft=False))
     return PlannerService(catalog, planner="llm", llm=llm)
 
 
@@ -103,7 +106,8 @@ async def test_a_streamed_plan_invalid_at_the_end_stops_what_has_not_started(
     llm_server: ScriptedLLMServer,
 ) -> None:
     # `score` lacks its required input: it never starts, nor `chart` that binds it; the
-    # repair rounds (never streamed) fix nothing, and the plan is invalid at the end.
+    # repair rounds (never streamed) fix nothing, and the plan is invalid at the end (no
+    # draft to stand instead).
     broken = [*CHAIN[:2], ("score", "score-weather", {}), CHAIN[3]]
     llm_server.script(
         Reply.streamed(answer(broken), chunk=8, pause=0.03),
@@ -111,7 +115,7 @@ async def test_a_streamed_plan_invalid_at_the_end_stops_what_has_not_started(
         Reply.chat(answer(broken)),
     )
     events: list[tuple[float, Any]] = []
-    planned, result = await service(llm_server).aplan_and_execute(
+    planned, result = await service(llm_server, draft=False).aplan_and_execute(
         GOAL, stream=True, execution_events_cb=lambda e: events.append((time.monotonic(), e))
     )
     assert planned.plan is None

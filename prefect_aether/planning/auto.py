@@ -9,12 +9,14 @@ than the heuristic planner's by this rule, in order:
    serves less;
 4. a plan that asks the user for fewer values beats one that asks for more.
 
-On a tie the heuristic planner's plan stays: it is deterministic and made only of
-what the goal says; except when the LLM's answer streamed into execution
-(`plan_and_execute(..., stream=True)`): then its steps may be running, and on a tie
-the LLM's plan stays. Whenever the LLM's plan is not taken (invalid after its repair
-rounds, garbage, empty, late, or the server failed in any way), a `fallback` event
-says why in one line.
+A heuristic plan that is valid, complete and serves the whole goal ranks highest:
+no LLM plan could be taken over it, so the LLM is not asked (the LLM planner's
+`trust_draft`, on by default). On a tie the heuristic planner's plan stays: it is
+deterministic and made only of what the goal says; except when the LLM's answer
+streamed into execution (`plan_and_execute(..., stream=True)`): then its steps may be
+running, and on a tie the LLM's plan stays. Whenever the LLM's plan is not taken
+(invalid after its repair rounds, garbage, empty, late, or the server failed in any
+way), a `fallback` event says why in one line.
 
 Examples:
     >>> from prefect_aether.planning.base import PlanResult
@@ -117,6 +119,12 @@ def _why_not(llm: PlanResult, heuristic: PlanResult) -> str:
     if llm.plan is None:
         last = next((e.message for e in reversed(llm.events) if e.phase == "failure"), "")
         return f"the LLM gave no acceptable plan ({_line(last) or 'none'})"
+    review = llm.plan.extras.get("review")
+    if review == "trusted":
+        return "the heuristic planner's plan does the whole goal (the LLM was not asked)"
+    if review == "failed":
+        why = _line(str(llm.plan.extras.get("review_reason", "")))
+        return f"the LLM's change of the heuristic planner's plan failed ({why})"
     if _rank(llm) == _rank(heuristic):
         return "the LLM's plan is no better than the heuristic planner's"
     return "the LLM's plan is worse than the heuristic planner's (less complete)"

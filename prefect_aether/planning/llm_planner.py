@@ -69,7 +69,15 @@ class ActionPlanner:
         retrieval_threshold: Catalogs larger than this are not rendered whole:
             only the `top_k` actions most relevant to the goal, plus those it names.
         top_k: How many actions retrieval keeps.
-        use_draft: Show the LLM the offline heuristic planner's plan as a draft.
+        use_draft: Show the LLM the offline heuristic planner's plan as a draft to
+            keep, fix or discard. An answer that is still invalid after the repair rounds
+            (or whose repair no longer fits the model's context) leaves the draft standing.
+        trust_draft: A draft that is valid, complete (no value left to ask) and serves
+            every part of the goal (nothing `unserved`) is the plan, and the model is not
+            asked: the model is asked where the draft leaves something open. A small
+            local model rewrites such drafts for the worse (`bench/llm.py`); set False
+            for a model that should plan every goal. Default: the `planner_trust_draft`
+            setting (True).
 
     Examples:
         >>> from prefect_aether import ActionCatalog
@@ -87,6 +95,7 @@ class ActionPlanner:
         retrieval_threshold: int = 40,
         top_k: int = 15,
         use_draft: bool = True,
+        trust_draft: bool | None = None,
     ) -> None:
         settings = current_settings()
         if not 1 <= max_iter <= settings.max_planning_iterations:
@@ -102,6 +111,7 @@ class ActionPlanner:
         self.retrieval_threshold = retrieval_threshold
         self.top_k = top_k
         self.use_draft = use_draft
+        self.trust_draft = settings.planner_trust_draft if trust_draft is None else trust_draft
         self._retriever = Retriever(catalog)
 
     def relevant_actions(
@@ -247,6 +257,10 @@ class ActionPlanner:
         counted = 0
 
         draft = self.draft(ctx)
+        if draft is not None and self.trust_draft:
+            trusted = await self._trusted(draft, ctx, emit)
+            if trusted is not None:
+                return trusted
         messages = self.messages(ctx, draft)
         shown = self.relevant_actions(ctx, draft)
         examples = shown_examples(ctx)
@@ -281,7 +295,10 @@ class ActionPlanner:
             streaming = {"on_text": listener} if listener is not None else {}
             try:
                 content, used = await self.llm.chat(
-                    messages, json_schema=answer_schema(shown), schema_name="plan", **streaming
+                    messages,
+                    json_schema=answer_schema(shown),
+                    schema_name="plan",
+                    **streaming,
                 )
             except LLMError as exc:
                 if iteration == 1 or not context_exceeded(exc):
@@ -292,6 +309,10 @@ class ActionPlanner:
                     f"the model's context cannot hold repair round {iteration} "
                     f"(the server answered: {sanitize(exc.body or str(exc), 200)})"
                 )
+                if draft is not None:
+                    return await self._draft_stands(
+                        draft, ctx, emit, message, usage, iteration, validation
+                    )
                 await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
                 return PlanResult(plan=None, validation=validation, events=events, usage=usage)
             for key, value in used.items():
@@ -369,15 +390,91 @@ class ActionPlanner:
                     unserved=unserved,
                 )
             messages.append({"role": "user", "content": _repair(validation, ctx)})
+        message = f"no acceptable plan after {self.max_iter} rounds"
+        if draft is not None:
+            return await self._draft_stands(
+                draft, ctx, emit, message, usage, self.max_iter, validation
+            )
         await emit(
             PlanningEvent(
-                phase="failure",
-                iteration=self.max_iter,
-                message=f"no acceptable plan after {self.max_iter} rounds",
-                validation=validation,
+                phase="failure", iteration=self.max_iter, message=message, validation=validation
             )
         )
         return PlanResult(plan=None, validation=validation, events=events, usage=usage)
+
+    async def _trusted(
+        self, draft: CandidatePlan, ctx: PlanningContext, emit: EventLog
+    ) -> PlanResult | None:
+        """The draft as the plan without asking the model, when it is valid, complete
+        and leaves no part of the goal unserved (`trust_draft`); None otherwise."""
+        if draft.extras.get("unserved"):
+            return None
+        plan = joined(draft, ctx)
+        validation = await checked(plan, self.catalog, ctx, EventLog(None), 0)  # not told
+        if not validation.ok:
+            return None
+        extras = {**plan.extras, "goal": ctx.goal, "review": "trusted"}
+        plan = plan.model_copy(update={"extras": extras})
+        await emit(
+            PlanningEvent(
+                phase="success",
+                iteration=0,
+                message=(
+                    "the heuristic draft is valid, complete and serves the whole goal: "
+                    "it is the plan, the model is not asked (trust_draft)"
+                ),
+                plan_dict=plan.to_dict(),
+                validation=validation,
+            )
+        )
+        return PlanResult(plan=plan, validation=validation, events=emit.events, usage={})
+
+    async def _draft_stands(
+        self,
+        draft: CandidatePlan,
+        ctx: PlanningContext,
+        emit: EventLog,
+        why: str,
+        usage: dict[str, int],
+        iteration: int,
+        last: ValidationResult | None,
+    ) -> PlanResult:
+        """The draft as the plan, when the model asked to change it and its change never
+        became a valid plan: a reviewed draft is only replaced by a valid plan. When the
+        draft cannot stand either, what was wrong with the model's last plan (`last`)."""
+        plan = joined(draft, ctx)
+        validation = await checked(plan, self.catalog, ctx, emit, iteration)
+        if not (validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())):
+            await emit(
+                PlanningEvent(phase="failure", iteration=iteration, message=why, validation=last)
+            )
+            return PlanResult(plan=None, validation=last, events=emit.events, usage=usage)
+        plan = plan.model_copy(
+            update={
+                "extras": {
+                    **plan.extras,
+                    "goal": ctx.goal,
+                    "review": "failed",
+                    "review_reason": why,
+                }
+            }
+        )
+        await emit(
+            PlanningEvent(
+                phase="fallback",
+                iteration=iteration,
+                message=f"{why}; the draft stands",
+                plan_dict=plan.to_dict(),
+                validation=validation,
+            )
+        )
+        return PlanResult(
+            plan=plan,
+            validation=validation,
+            events=emit.events,
+            usage=usage,
+            unserved=[str(u) for u in plan.extras.get("unserved") or []],
+        )
 
 
 _SYSTEM = """You plan workflows out of the listed actions (Prefect flows).
