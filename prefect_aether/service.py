@@ -267,7 +267,8 @@ class PlannerService:
     @property
     def planner_key(self) -> str:
         """The planner as the plan cache tells plans apart: its kind (a planner passed
-        in: its class), and for an LLM its base URL and model."""
+        in: its class), and for an LLM its base URL, model and whether it trusts a
+        heuristic draft that does the whole goal (`planner_trust_draft`)."""
         llm = self.llm
         kind = self.planner_kind
         if kind == "custom":
@@ -279,7 +280,9 @@ class PlannerService:
         if llm is None:
             return kind
         base = getattr(llm, "base_url", type(llm).__name__)
-        return f"{kind}|{base}|{getattr(llm, 'model', '')}"
+        asked = getattr(self.planner, "llm_planner", self.planner)  # auto asks its LLM planner
+        trusts = "|trusts-draft" if getattr(asked, "trust_draft", False) else ""
+        return f"{kind}|{base}|{getattr(llm, 'model', '')}{trusts}"
 
     async def aparse_inputs(
         self,

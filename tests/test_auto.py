@@ -196,6 +196,12 @@ async def test_the_plan_cache_tells_planners_and_models_apart(
     )
     assert not (await passed.plan("load the sales", user_inputs={"csv": "a.csv"})).cached
     assert len(llm_server.requests) == 1
+    # Trusting a heuristic draft that does the whole goal, or asking the model anyway,
+    # are two planners too.
+    trusting = ActionPlanner(catalog, custom.llm, trust_draft=True)
+    asking = ActionPlanner(catalog, custom.llm, trust_draft=False)
+    keys = {PlannerService(catalog, planner=p).planner_key for p in (trusting, asking)}
+    assert len(keys) == 2
     await store.close()
 
 

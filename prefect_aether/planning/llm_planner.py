@@ -295,10 +295,7 @@ class ActionPlanner:
             streaming = {"on_text": listener} if listener is not None else {}
             try:
                 content, used = await self.llm.chat(
-                    messages,
-                    json_schema=answer_schema(shown),
-                    schema_name="plan",
-                    **streaming,
+                    messages, json_schema=answer_schema(shown), schema_name="plan", **streaming
                 )
             except LLMError as exc:
                 if iteration == 1 or not context_exceeded(exc):
@@ -439,9 +436,10 @@ class ActionPlanner:
         iteration: int,
         last: ValidationResult | None,
     ) -> PlanResult:
-        """The draft as the plan, when the model asked to change it and its change never
-        became a valid plan: a reviewed draft is only replaced by a valid plan. When the
-        draft cannot stand either, what was wrong with the model's last plan (`last`)."""
+        """The draft as the plan, when the model's answers never became a valid plan (or
+        its repair no longer fits its context): the draft is only replaced by a valid
+        plan. When the draft cannot stand either, what was wrong with the model's last
+        plan (`last`)."""
         plan = joined(draft, ctx)
         validation = await checked(plan, self.catalog, ctx, emit, iteration)
         if not (validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())):
