@@ -437,6 +437,19 @@ def test_what_the_llm_is_shown_fits_a_small_context(monkeypatch: pytest.MonkeyPa
     assert sum(len(catalog.render([s]).encode()) + 1 for s in shown) / 4 <= 600
 
 
+def assert_the_draft(result: Any, review: str) -> None:
+    """`result` is the heuristic draft for revenue by region, valid, marked `review`."""
+    assert result.plan is not None
+    assert result.validation is not None
+    assert result.validation.ok
+    assert [s.action for s in result.plan.steps] == [
+        "load_sales",
+        "clean_sales",
+        "revenue_by_region",
+    ]
+    assert result.plan.extras["review"] == review
+
+
 async def test_a_draft_that_does_the_whole_goal_is_the_plan_and_the_model_is_not_asked(
     llm_server: ScriptedLLMServer, catalog: ActionCatalog
 ) -> None:
@@ -447,15 +460,7 @@ async def test_a_draft_that_does_the_whole_goal_is_the_plan_and_the_model_is_not
         whole, on_event=events.append
     )
     assert llm_server.requests == []
-    assert result.plan is not None
-    assert result.validation is not None
-    assert result.validation.ok
-    assert [s.action for s in result.plan.steps] == [
-        "load_sales",
-        "clean_sales",
-        "revenue_by_region",
-    ]
-    assert result.plan.extras["review"] == "trusted"
+    assert_the_draft(result, "trusted")
     assert result.usage == {}
     assert [e.phase for e in events] == ["success"]
     assert "the model is not asked" in events[0].message
@@ -480,15 +485,7 @@ async def test_an_answer_never_valid_leaves_the_draft_standing(
     events: list[PlanningEvent] = []
     stood = await planner(llm_server, catalog).plan(ctx, on_event=events.append)
     assert len(llm_server.requests) == 3
-    assert stood.plan is not None
-    assert stood.validation is not None
-    assert stood.validation.ok
-    assert [s.action for s in stood.plan.steps] == [
-        "load_sales",
-        "clean_sales",
-        "revenue_by_region",
-    ]
-    assert stood.plan.extras["review"] == "failed"
+    assert_the_draft(stood, "failed")
     assert events[-1].phase == "fallback"
     assert events[-1].message == "no acceptable plan after 3 rounds; the draft stands"
     # Without a draft the same answers are no plan.
