@@ -142,3 +142,5 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # The cache keeps the server and the model, not one log per run.
+        self.log.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from prefect_aether import (
 )
 from prefect_aether.execution.executor import PlanExecutor
 from prefect_aether.planning.llm import OpenAICompatibleLLM
-from prefect_aether.planning.llm_planner import decode_plan
+from prefect_aether.planning.llm_planner import ActionPlanner, decode_plan
 from tests import figures
 from tests.artifacts import results
 from tests.llm_server import Reply, ScriptedLLMServer
@@ -87,9 +87,10 @@ async def check_rejected(
         with pytest.raises(PlanValidationError, match="cannot run"):
             await PlanExecutor(catalog).execute(plan)
 
-    # 2. The same answer from an LLM over HTTP, through the service, every round.
+    # 2. The same answer from an LLM over HTTP, through the service, every round (no
+    # heuristic draft to stand in its place: tests/test_planner.py covers that).
     llm = OpenAICompatibleLLM(llm_server.base_url, "m", max_retries=0)
-    service = PlannerService(catalog, planner="llm", llm=llm)
+    service = PlannerService(catalog, planner=ActionPlanner(catalog, llm, use_draft=False))
     llm_server.script(*[Reply.chat(answer) for _ in range(3)])
     if len(answer) > 2_000_000:
         # Refused before decoding: the LLM response size cap.
