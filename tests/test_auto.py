@@ -219,3 +219,30 @@ async def test_auto_does_not_ask_the_llm_when_the_heuristic_plan_does_the_whole_
     assert result.planner == "heuristic"
     fallback = [e for e in result.events if e.phase == "fallback"][-1]
     assert "does the whole goal (the LLM was not asked)" in fallback.message
+
+
+async def test_a_plan_that_leaves_out_what_the_goal_asked_for_is_not_better(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    # The heuristic plan computes the revenue and says the email is beyond its actions.
+    # An answer that "serves everything" by loading the sales alone ranks higher by its
+    # own word (nothing unserved), but leaves out what the goal asked for: not taken.
+    goal = "compute revenue by region, then email it to the board"
+    ctx = PlanningContext(goal=goal, user_inputs={"csv": "x.csv"})
+    offline = await HeuristicPlanner(catalog).plan(ctx)
+    assert offline.plan is not None
+    assert offline.unserved
+    load = {"id": "load", "action": "load_sales", "inputs": {"path": "${user.csv}"}}
+    llm_server.script(Reply.chat(json.dumps({"steps": [load], "unserved": []})))
+    result = await auto(llm_server, catalog).plan(ctx)
+    assert len(llm_server.requests) == 1
+    assert result.plan == offline.plan
+    fallback = [e for e in result.events if e.phase == "fallback"][-1]
+    assert "leaves out what the goal asked for (clean_sales, revenue_by_region)" in (
+        fallback.message
+    )
+    # Every action of the heuristic plan, and by its word serving more: taken.
+    same = [{"id": s.id, "action": s.action, "inputs": s.inputs} for s in offline.plan.steps]
+    llm_server.script(Reply.chat(json.dumps({"steps": same, "unserved": []})))
+    taken = await auto(llm_server, catalog).plan(ctx)
+    assert taken.planner == "llm"

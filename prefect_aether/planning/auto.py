@@ -7,7 +7,12 @@ than the heuristic planner's by this rule, in order:
 2. a complete plan (no `${user.*}` value left to give) beats a partial one;
 3. a plan that serves more of the goal (fewer `unserved` parts) beats one that
    serves less;
-4. a plan that asks the user for fewer values beats one that asks for more.
+4. a plan that asks the user for fewer values beats one that asks for more;
+
+and only when it runs every action of the heuristic planner's plan: each of those
+is there because a clause of the goal asked for it, so a plan that is complete, or
+says it serves more of the goal, by leaving one out is not better (the LLM's own
+`unserved` is a claim, not a check).
 
 A heuristic plan that is valid, complete and serves the whole goal ranks highest:
 no LLM plan could be taken over it, so the LLM is not asked (the LLM planner's
@@ -41,7 +46,7 @@ from prefect_aether.planning.base import (
 from prefect_aether.planning.heuristic import HeuristicPlanner
 from prefect_aether.planning.llm_planner import ActionPlanner
 
-__all__ = ["AutoPlanner", "better"]
+__all__ = ["AutoPlanner", "better", "dropped"]
 
 logger = logging.getLogger("prefect_aether.planner")
 
@@ -95,7 +100,7 @@ class AutoPlanner:
             why = f"the LLM failed ({type(exc).__name__}{f': {text}' if text else ''})"
         streamed = STREAMED.get() is not None
         if result is not None and (
-            better(result, heuristic)
+            (better(result, heuristic) and not dropped(result, heuristic))
             or (streamed and result.plan is not None and not better(heuristic, result))
         ):
             return result.model_copy(update={"events": emit.events, "planner": "llm"})
@@ -115,6 +120,14 @@ class AutoPlanner:
         )
 
 
+def dropped(llm: PlanResult, heuristic: PlanResult) -> list[str]:
+    """The actions of the heuristic planner's plan that the LLM's plan does not run."""
+    if llm.plan is None or heuristic.plan is None:
+        return []
+    ran = {s.action for s in llm.plan.steps}
+    return sorted({s.action for s in heuristic.plan.steps} - ran)
+
+
 def _why_not(llm: PlanResult, heuristic: PlanResult) -> str:
     if llm.plan is None:
         last = next((e.message for e in reversed(llm.events) if e.phase == "failure"), "")
@@ -125,6 +138,9 @@ def _why_not(llm: PlanResult, heuristic: PlanResult) -> str:
     if review == "failed":
         why = _line(str(llm.plan.extras.get("review_reason", "")))
         return f"the LLM's change of the heuristic planner's plan failed ({why})"
+    left_out = dropped(llm, heuristic)
+    if left_out and better(llm, heuristic):
+        return f"the LLM's plan leaves out what the goal asked for ({', '.join(left_out)})"
     if _rank(llm) == _rank(heuristic):
         return "the LLM's plan is no better than the heuristic planner's"
     return "the LLM's plan is worse than the heuristic planner's (less complete)"
