@@ -492,3 +492,35 @@ async def test_an_answer_never_valid_leaves_the_draft_standing(
     llm_server.script(*[Reply.chat(bad)] * 3)
     alone = await planner(llm_server, catalog, use_draft=False).plan(ctx)
     assert alone.plan is None
+
+
+async def test_a_trusted_draft_is_extended_never_cut(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    # The draft computes the revenue and leaves the email unserved: the model is asked,
+    # and may extend the draft, not leave its steps out nor say nothing can be done.
+    ctx = PlanningContext(
+        goal="compute revenue by region, then email it to the board",
+        user_inputs={"csv": "x.csv"},
+    )
+    cut = answer([LOAD])
+    events: list[PlanningEvent] = []
+    llm_server.script(Reply.chat(cut))
+    stood = await planner(llm_server, catalog, trust_draft=True).plan(ctx, on_event=events.append)
+    assert_the_draft(stood, "failed")
+    assert events[-1].message == (
+        "the model's plan leaves out clean_sales, revenue_by_region of the draft; the draft stands"
+    )
+    nothing = json.dumps({"steps": [], "unserved": [ctx.goal]})
+    llm_server.script(Reply.chat(nothing))
+    refused = await planner(llm_server, catalog, trust_draft=True).plan(ctx)
+    assert_the_draft(refused, "failed")
+    assert refused.plan is not None
+    assert refused.plan.extras["review_reason"].startswith("the model says no action can")
+    # Asked to plan every goal its own way, the model's word is taken.
+    llm_server.script(Reply.chat(cut))
+    own = await planner(llm_server, catalog, trust_draft=False).plan(ctx)
+    assert own.plan is not None
+    assert [s.action for s in own.plan.steps] == ["load_sales"]
+    llm_server.script(Reply.chat(nothing))
+    assert (await planner(llm_server, catalog, trust_draft=False).plan(ctx)).plan is None

@@ -23,6 +23,7 @@ from prefect_aether.catalog.specs import render_spec
 from prefect_aether.exceptions import AetherUsageError, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
 from prefect_aether.planning._answer import answer_schema, bind_by_action, drop_cyclic_after
+from prefect_aether.planning._drafts import draft_stands, left_out_of, trusted_draft
 from prefect_aether.planning._retrieval import Retriever
 from prefect_aether.planning.base import (
     STREAMED,
@@ -74,10 +75,12 @@ class ActionPlanner:
             (or whose repair no longer fits the model's context) leaves the draft standing.
         trust_draft: A draft that is valid, complete (no value left to ask) and serves
             every part of the goal (nothing `unserved`) is the plan, and the model is not
-            asked: the model is asked where the draft leaves something open. A small
-            local model rewrites such drafts for the worse (`bench/llm.py`); set False
-            for a model that should plan every goal. Default: the `planner_trust_draft`
-            setting (True).
+            asked: the model is asked where the draft leaves something open, and its plan
+            may fix and extend the draft but not leave out a draft action, nor say that
+            no action can do the goal (each draft step is there because a clause of the
+            goal asked for it): the draft then stands. A small local model rewrites
+            drafts for the worse (`bench/llm.py`); set False for a model that should plan
+            every goal its own way. Default: the `planner_trust_draft` setting (True).
 
     Examples:
         >>> from prefect_aether import ActionCatalog
@@ -258,7 +261,7 @@ class ActionPlanner:
 
         draft = self.draft(ctx)
         if draft is not None and self.trust_draft:
-            trusted = await self._trusted(draft, ctx, emit)
+            trusted = await trusted_draft(self.catalog, draft, ctx, emit)
             if trusted is not None:
                 return trusted
         messages = self.messages(ctx, draft)
@@ -307,8 +310,8 @@ class ActionPlanner:
                     f"(the server answered: {sanitize(exc.body or str(exc), 200)})"
                 )
                 if draft is not None:
-                    return await self._draft_stands(
-                        draft, ctx, emit, message, usage, iteration, validation
+                    return await draft_stands(
+                        self.catalog, draft, ctx, emit, message, usage, iteration, validation
                     )
                 await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
                 return PlanResult(plan=None, validation=validation, events=events, usage=usage)
@@ -360,6 +363,19 @@ class ActionPlanner:
             whole = _wording(ctx.goal)
             if unserved and (not plan.steps or any(_wording(u) == whole for u in unserved)):
                 message = "no action can: " + "; ".join(unserved)
+                if draft is not None and self.trust_draft:
+                    # The draft's steps do parts of the goal: each is there because a
+                    # clause asked for it.
+                    return await draft_stands(
+                        self.catalog,
+                        draft,
+                        ctx,
+                        emit,
+                        f"the model says {message}",
+                        usage,
+                        iteration,
+                        None,
+                    )
                 await emit(PlanningEvent(phase="failure", iteration=iteration, message=message))
                 return PlanResult(
                     plan=None, validation=None, events=events, usage=usage, unserved=unserved
@@ -367,6 +383,12 @@ class ActionPlanner:
             plan = joined(plan, ctx)
             validation = await checked(plan, self.catalog, ctx, emit, iteration)
             if validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok()):
+                left_out = left_out_of(draft, plan) if self.trust_draft else []
+                if left_out and draft is not None:
+                    why = f"the model's plan leaves out {', '.join(left_out)} of the draft"
+                    return await draft_stands(
+                        self.catalog, draft, ctx, emit, why, usage, iteration, validation
+                    )
                 plan = plan.model_copy(
                     update={"extras": {**plan.extras, "goal": ctx.goal, "planner": "llm"}}
                 )
@@ -389,8 +411,8 @@ class ActionPlanner:
             messages.append({"role": "user", "content": _repair(validation, ctx)})
         message = f"no acceptable plan after {self.max_iter} rounds"
         if draft is not None:
-            return await self._draft_stands(
-                draft, ctx, emit, message, usage, self.max_iter, validation
+            return await draft_stands(
+                self.catalog, draft, ctx, emit, message, usage, self.max_iter, validation
             )
         await emit(
             PlanningEvent(
@@ -398,81 +420,6 @@ class ActionPlanner:
             )
         )
         return PlanResult(plan=None, validation=validation, events=events, usage=usage)
-
-    async def _trusted(
-        self, draft: CandidatePlan, ctx: PlanningContext, emit: EventLog
-    ) -> PlanResult | None:
-        """The draft as the plan without asking the model, when it is valid, complete
-        and leaves no part of the goal unserved (`trust_draft`); None otherwise."""
-        if draft.extras.get("unserved"):
-            return None
-        plan = joined(draft, ctx)
-        validation = await checked(plan, self.catalog, ctx, EventLog(None), 0)  # not told
-        if not validation.ok:
-            return None
-        extras = {**plan.extras, "goal": ctx.goal, "review": "trusted"}
-        plan = plan.model_copy(update={"extras": extras})
-        await emit(
-            PlanningEvent(
-                phase="success",
-                iteration=0,
-                message=(
-                    "the heuristic draft is valid, complete and serves the whole goal: "
-                    "it is the plan, the model is not asked (trust_draft)"
-                ),
-                plan_dict=plan.to_dict(),
-                validation=validation,
-            )
-        )
-        return PlanResult(plan=plan, validation=validation, events=emit.events, usage={})
-
-    async def _draft_stands(
-        self,
-        draft: CandidatePlan,
-        ctx: PlanningContext,
-        emit: EventLog,
-        why: str,
-        usage: dict[str, int],
-        iteration: int,
-        last: ValidationResult | None,
-    ) -> PlanResult:
-        """The draft as the plan, when the model's answers never became a valid plan (or
-        its repair no longer fits its context): the draft is only replaced by a valid
-        plan. When the draft cannot stand either, what was wrong with the model's last
-        plan (`last`)."""
-        plan = joined(draft, ctx)
-        validation = await checked(plan, self.catalog, ctx, emit, iteration)
-        if not (validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok())):
-            await emit(
-                PlanningEvent(phase="failure", iteration=iteration, message=why, validation=last)
-            )
-            return PlanResult(plan=None, validation=last, events=emit.events, usage=usage)
-        plan = plan.model_copy(
-            update={
-                "extras": {
-                    **plan.extras,
-                    "goal": ctx.goal,
-                    "review": "failed",
-                    "review_reason": why,
-                }
-            }
-        )
-        await emit(
-            PlanningEvent(
-                phase="fallback",
-                iteration=iteration,
-                message=f"{why}; the draft stands",
-                plan_dict=plan.to_dict(),
-                validation=validation,
-            )
-        )
-        return PlanResult(
-            plan=plan,
-            validation=validation,
-            events=emit.events,
-            usage=usage,
-            unserved=[str(u) for u in plan.extras.get("unserved") or []],
-        )
 
 
 _SYSTEM = """You plan workflows out of the listed actions (Prefect flows).
