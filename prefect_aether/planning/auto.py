@@ -35,6 +35,7 @@ import asyncio
 import logging
 
 from prefect_aether.catalog.registry import ActionCatalog
+from prefect_aether.planning._drafts import left_out_of
 from prefect_aether.planning.base import (
     STREAMED,
     EventLog,
@@ -122,10 +123,7 @@ class AutoPlanner:
 
 def dropped(llm: PlanResult, heuristic: PlanResult) -> list[str]:
     """The actions of the heuristic planner's plan that the LLM's plan does not run."""
-    if llm.plan is None or heuristic.plan is None:
-        return []
-    ran = {s.action for s in llm.plan.steps}
-    return sorted({s.action for s in heuristic.plan.steps} - ran)
+    return left_out_of(heuristic.plan, llm.plan) if llm.plan is not None else []
 
 
 def _why_not(llm: PlanResult, heuristic: PlanResult) -> str:
@@ -137,7 +135,7 @@ def _why_not(llm: PlanResult, heuristic: PlanResult) -> str:
         return "the heuristic planner's plan does the whole goal (the LLM was not asked)"
     if review == "failed":
         why = _line(str(llm.plan.extras.get("review_reason", "")))
-        return f"the LLM's change of the heuristic planner's plan failed ({why})"
+        return f"the LLM planner kept the heuristic planner's plan ({why})"
     left_out = dropped(llm, heuristic)
     if left_out and better(llm, heuristic):
         return f"the LLM's plan leaves out what the goal asked for ({', '.join(left_out)})"
