@@ -78,7 +78,7 @@ class Counting:
         self.rounds += sum(
             1 for e in events if e.phase == "llm_request" and e.message.startswith("round")
         )
-        # What the model said of the draft (keep, change; failed: the draft stood).
+        # How the draft fared: trusted (the model not asked), failed (the draft stood).
         review = result.plan.extras.get("review") if result.plan is not None else None
         if isinstance(review, str):
             self.reviews[review] = self.reviews.get(review, 0) + 1

@@ -1,4 +1,4 @@
-"""The heuristic draft in the LLM planner's place (private to `llm_planner`).
+"""The heuristic draft in the LLM planner's place (private to `llm_planner` and `auto`).
 
 A draft that is valid, complete and serves the whole goal is trusted: it is the plan
 and the model is not asked (`trusted_draft`). Where the model is asked, the draft
