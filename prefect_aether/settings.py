@@ -133,9 +133,9 @@ class AetherSettings(PrefectBaseSettings):
         description=(
             "A heuristic draft that is valid, complete and serves every part of the goal is "
             "the LLM planner's plan without asking the model, and where the model is asked "
-            "it may extend the draft, not leave its actions out (a small local model "
-            "changes drafts for the worse: bench/llm.py). False: the model plans every "
-            "goal its own way."
+            "it may extend the draft, not leave its actions out nor make it worse (a small "
+            "local model changes drafts for the worse: bench/llm.py). False: the model plans "
+            "every goal its own way."
         ),
     )
     planner_catalog_tokens: int = Field(

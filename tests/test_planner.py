@@ -524,3 +524,49 @@ async def test_a_trusted_draft_is_extended_never_cut(
     assert [s.action for s in own.plan.steps] == ["load_sales"]
     llm_server.script(Reply.chat(nothing))
     assert (await planner(llm_server, catalog, trust_draft=False).plan(ctx)).plan is None
+
+
+async def test_a_trusted_draft_stands_over_a_model_plan_that_is_worse(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    # The draft computes the revenue, is complete and leaves the email unserved. A model
+    # plan that runs all of it but leaves a value to give that the goal never needed, or
+    # says more of the goal is unserved, is worse by auto's rule: the draft stands. One
+    # that is no worse and adds a step is the model's extension, and is taken.
+    ctx = PlanningContext(
+        goal="compute revenue by region, then email it to the board",
+        user_inputs={"csv": "x.csv"},
+    )
+    asks = {**LOAD, "inputs": {**LOAD["inputs"], "limit": "${user.limit}"}}
+    llm_server.script(Reply.chat(answer([asks, CLEAN, REGIONS])))
+    events: list[PlanningEvent] = []
+    stood = await planner(llm_server, catalog, trust_draft=True).plan(ctx, on_event=events.append)
+    assert_the_draft(stood, "failed")
+    assert events[-1].message == (
+        "the model's plan is less complete than the draft (limit left to give); the draft stands"
+    )
+    claims = json.dumps(
+        {"steps": [LOAD, CLEAN, REGIONS], "unserved": ["email the board", "print it on paper"]}
+    )
+    llm_server.script(Reply.chat(claims))
+    stood = await planner(llm_server, catalog, trust_draft=True).plan(ctx)
+    assert_the_draft(stood, "failed")
+    assert stood.plan is not None
+    assert stood.plan.extras["review_reason"] == (
+        "the model's plan leaves more of the goal unserved than the draft (2 parts, not 1)"
+    )
+    trend = {"id": "trend", "action": "monthly_trend", "inputs": {"records": "${clean.records}"}}
+    extended = json.dumps(
+        {"steps": [LOAD, CLEAN, REGIONS, trend], "unserved": ["email it to the board"]}
+    )
+    llm_server.script(Reply.chat(extended))
+    taken = await planner(llm_server, catalog, trust_draft=True).plan(ctx)
+    assert taken.plan is not None
+    assert [s.action for s in taken.plan.steps][-1] == "monthly_trend"
+    assert taken.plan.extras["planner"] == "llm"
+    # Asked to plan every goal its own way, the model's worse plan is taken.
+    llm_server.script(Reply.chat(answer([asks, CLEAN, REGIONS])))
+    own = await planner(llm_server, catalog, trust_draft=False).plan(ctx)
+    assert own.plan is not None
+    assert own.validation is not None
+    assert "limit" in own.validation.missing_user_bindings

@@ -35,7 +35,7 @@ import asyncio
 import logging
 
 from prefect_aether.catalog.registry import ActionCatalog
-from prefect_aether.planning._drafts import left_out_of
+from prefect_aether.planning._drafts import better, left_out_of, worse_in
 from prefect_aether.planning.base import (
     STREAMED,
     EventLog,
@@ -50,24 +50,6 @@ from prefect_aether.planning.llm_planner import ActionPlanner
 __all__ = ["AutoPlanner", "better", "dropped"]
 
 logger = logging.getLogger("prefect_aether.planner")
-
-
-def _rank(result: PlanResult) -> tuple[int, int, int, int]:
-    """Higher is better: (has a plan, complete, -unserved parts, -user values asked)."""
-    if result.plan is None or result.validation is None:
-        return (0, 0, 0, 0)
-    validation = result.validation
-    return (
-        1,
-        1 if validation.ok else 0,
-        -len(result.unserved),
-        -len(validation.missing_user_bindings),
-    )
-
-
-def better(candidate: PlanResult, incumbent: PlanResult) -> bool:
-    """Whether `candidate` is strictly better than `incumbent` by the module's rule."""
-    return _rank(candidate) > _rank(incumbent)
 
 
 class AutoPlanner:
@@ -139,9 +121,10 @@ def _why_not(llm: PlanResult, heuristic: PlanResult) -> str:
     left_out = dropped(llm, heuristic)
     if left_out and better(llm, heuristic):
         return f"the LLM's plan leaves out what the goal asked for ({', '.join(left_out)})"
-    if _rank(llm) == _rank(heuristic):
-        return "the LLM's plan is no better than the heuristic planner's"
-    return "the LLM's plan is worse than the heuristic planner's (less complete)"
+    worse = worse_in(llm, heuristic, "the heuristic planner's")
+    if worse:
+        return f"the LLM's plan {worse}"
+    return "the LLM's plan is no better than the heuristic planner's"
 
 
 def _line(text: str, limit: int = 200) -> str:

@@ -23,7 +23,7 @@ from prefect_aether.catalog.specs import render_spec
 from prefect_aether.exceptions import AetherUsageError, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
 from prefect_aether.planning._answer import answer_schema, bind_by_action, drop_cyclic_after
-from prefect_aether.planning._drafts import draft_stands, left_out_of, trusted_draft
+from prefect_aether.planning._drafts import draft_stands, kept_over, trusted_draft
 from prefect_aether.planning._retrieval import Retriever
 from prefect_aether.planning.base import (
     STREAMED,
@@ -78,7 +78,9 @@ class ActionPlanner:
             asked: the model is asked where the draft leaves something open, and its plan
             may fix and extend the draft but not leave out a draft action, nor say that
             no action can do the goal (each draft step is there because a clause of the
-            goal asked for it): the draft then stands. A small local model rewrites
+            goal asked for it), nor be worse than the draft by `auto`'s rule (less
+            complete, more left unserved, more values to ask): the draft then stands.
+            On a tie the model's extension is taken. A small local model rewrites
             drafts for the worse (`bench/llm.py`); set False for a model that should plan
             every goal its own way. Default: the `planner_trust_draft` setting (True).
 
@@ -383,12 +385,13 @@ class ActionPlanner:
             plan = joined(plan, ctx)
             validation = await checked(plan, self.catalog, ctx, emit, iteration)
             if validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok()):
-                left_out = left_out_of(draft, plan) if self.trust_draft else []
-                if left_out and draft is not None:
-                    why = f"the model's plan leaves out {', '.join(left_out)} of the draft"
-                    return await draft_stands(
-                        self.catalog, draft, ctx, emit, why, usage, iteration, validation
-                    )
+                if draft is not None and self.trust_draft:
+                    taken = PlanResult(plan=plan, validation=validation, unserved=unserved)
+                    why = await kept_over(self.catalog, draft, ctx, taken)
+                    if why:
+                        return await draft_stands(
+                            self.catalog, draft, ctx, emit, why, usage, iteration, validation
+                        )
                 plan = plan.model_copy(
                     update={"extras": {**plan.extras, "goal": ctx.goal, "planner": "llm"}}
                 )
