@@ -133,6 +133,29 @@ async def test_a_strictly_better_llm_plan_is_taken(llm_server: ScriptedLLMServer
     assert result.validation.ok
 
 
+async def test_a_worse_llm_plan_is_not_taken_and_the_line_says_how_it_is_worse(
+    llm_server: ScriptedLLMServer, catalog: ActionCatalog
+) -> None:
+    ctx = PlanningContext(goal="revenue by region")
+    offline = await HeuristicPlanner(catalog).plan(ctx)
+    assert offline.validation is not None
+    assert offline.validation.ok
+    steps = [
+        {"id": "load", "action": "load_sales", "inputs": {"limit": "${user.limit}"}},
+        {"id": "clean", "action": "clean_sales", "inputs": {"rows": "${load.rows}"}},
+        {"id": "regions", "action": "revenue_by_region", "inputs": {"records": "${clean.records}"}},
+    ]
+    llm_server.script(Reply.chat(json.dumps({"steps": steps, "unserved": []})))
+    result = await auto(llm_server, catalog).plan(ctx)
+    assert result.planner == "heuristic"
+    assert result.plan == offline.plan
+    fallback = [e for e in result.events if e.phase == "fallback"][-1]
+    assert fallback.message == (
+        "the LLM's plan is less complete than the heuristic planner's (limit left to give); "
+        "using the heuristic planner's plan"
+    )
+
+
 async def test_a_trickling_answer_is_cut_at_the_timeout(llm_server: ScriptedLLMServer) -> None:
     llm_server.script(Reply(body=Reply.chat("{}").body, trickle=0.2))
     started = time.monotonic()
