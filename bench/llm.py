@@ -13,8 +13,9 @@ fixed, evenly spread sample of TaskBench development requests with:
 
 With a draft that is valid, complete and serves the whole goal, (c) and (d) do not ask
 the model (`planner_trust_draft`, the default); `draft_reviews` counts the plans that
-were such a `trusted` draft, and those where the draft stood because the model's answer
-never validated (`failed`).
+were such a `trusted` draft, and those where the draft stood over the model's answer
+(`failed`: it never validated, left out a draft action, said no action can do the goal,
+or was worse than the draft by `auto`'s rule).
 
 It prints one JSON object: per planner the scorer's figures, TaskBench n-F1 and e-F1,
 prompt and completion tokens per plan, seconds per plan and LLM rounds per plan. (c) and
