@@ -437,6 +437,12 @@ def test_what_the_llm_is_shown_fits_a_small_context(monkeypatch: pytest.MonkeyPa
     assert sum(len(catalog.render([s]).encode()) + 1 for s in shown) / 4 <= 600
 
 
+# The heuristic draft computes the revenue and leaves the email unserved: it is open.
+OPEN = PlanningContext(
+    goal="compute revenue by region, then email it to the board", user_inputs={"csv": "x.csv"}
+)
+
+
 def assert_the_draft(result: Any, review: str) -> None:
     """`result` is the heuristic draft for revenue by region, valid, marked `review`."""
     assert result.plan is not None
@@ -466,11 +472,7 @@ async def test_a_draft_that_does_the_whole_goal_is_the_plan_and_the_model_is_not
     assert "the model is not asked" in events[0].message
     # A draft that leaves a part of the goal unserved is open: the model is asked.
     llm_server.script(Reply.chat(answer([LOAD, CLEAN, REGIONS])))
-    open_ = PlanningContext(
-        goal="compute revenue by region, then email it to the board",
-        user_inputs={"csv": "x.csv"},
-    )
-    asked = await planner(llm_server, catalog, trust_draft=True).plan(open_)
+    asked = await planner(llm_server, catalog, trust_draft=True).plan(OPEN)
     assert len(llm_server.requests) == 1
     assert asked.plan is not None
     assert "review" not in asked.plan.extras
@@ -499,10 +501,7 @@ async def test_a_trusted_draft_is_extended_never_cut(
 ) -> None:
     # The draft computes the revenue and leaves the email unserved: the model is asked,
     # and may extend the draft, not leave its steps out nor say nothing can be done.
-    ctx = PlanningContext(
-        goal="compute revenue by region, then email it to the board",
-        user_inputs={"csv": "x.csv"},
-    )
+    ctx = OPEN
     cut = answer([LOAD])
     events: list[PlanningEvent] = []
     llm_server.script(Reply.chat(cut))
@@ -533,10 +532,7 @@ async def test_a_trusted_draft_stands_over_a_model_plan_that_is_worse(
     # plan that runs all of it but leaves a value to give that the goal never needed, or
     # says more of the goal is unserved, is worse by auto's rule: the draft stands. One
     # that is no worse and adds a step is the model's extension, and is taken.
-    ctx = PlanningContext(
-        goal="compute revenue by region, then email it to the board",
-        user_inputs={"csv": "x.csv"},
-    )
+    ctx = OPEN
     asks = {**LOAD, "inputs": {**LOAD["inputs"], "limit": "${user.limit}"}}
     llm_server.script(Reply.chat(answer([asks, CLEAN, REGIONS])))
     events: list[PlanningEvent] = []
