@@ -89,30 +89,27 @@ async def draft_result(
     return PlanResult(plan=plan, validation=validation, unserved=unserved)
 
 
-async def kept_over(
-    catalog: ActionCatalog, draft: CandidatePlan, ctx: PlanningContext, result: PlanResult
-) -> str:
-    """Why a trusted draft stands over the model's valid plan (`result`), in one line;
-    "" when the model's plan is taken: it runs every action of the draft and is no worse
-    by the rule (on a tie it is the model's extension of the draft)."""
+def kept_over(drafted: PlanResult, result: PlanResult) -> str:
+    """Why a trusted draft (`drafted`, its `draft_result`) stands over the model's valid
+    plan (`result`), in one line; "" when the model's plan is taken: it runs every
+    action of the draft and is no worse by the rule (on a tie it is the model's
+    extension of the draft)."""
     assert result.plan is not None
-    left_out = left_out_of(draft, result.plan)
+    left_out = left_out_of(drafted.plan, result.plan)
     if left_out:
         return f"the model's plan leaves out {', '.join(left_out)} of the draft"
-    worse = worse_in(result, await draft_result(catalog, draft, ctx), "the draft")
+    worse = worse_in(result, drafted, "the draft")
     return f"the model's plan {worse}" if worse else ""
 
 
 async def trusted_draft(
-    catalog: ActionCatalog, draft: CandidatePlan, ctx: PlanningContext, emit: EventLog
+    drafted: PlanResult, ctx: PlanningContext, emit: EventLog
 ) -> PlanResult | None:
-    """The draft as the plan without asking the model, when it is valid, complete and
-    leaves no part of the goal unserved; None otherwise (and nothing is told)."""
-    if draft.extras.get("unserved"):
-        return None
-    result = await draft_result(catalog, draft, ctx)
-    plan, validation = result.plan, result.validation
-    if plan is None or validation is None or not validation.ok:
+    """The draft (`drafted`, its `draft_result`) as the plan without asking the model,
+    when it is valid, complete and leaves no part of the goal unserved; None otherwise
+    (and nothing is told)."""
+    plan, validation = drafted.plan, drafted.validation
+    if drafted.unserved or plan is None or validation is None or not validation.ok:
         return None
     plan = plan.model_copy(
         update={"extras": {**plan.extras, "goal": ctx.goal, "review": "trusted"}}

@@ -23,7 +23,12 @@ from prefect_aether.catalog.specs import render_spec
 from prefect_aether.exceptions import AetherUsageError, LLMError, PlanDecodingError
 from prefect_aether.plan import CandidatePlan, canonical_json
 from prefect_aether.planning._answer import answer_schema, bind_by_action, drop_cyclic_after
-from prefect_aether.planning._drafts import draft_stands, kept_over, trusted_draft
+from prefect_aether.planning._drafts import (
+    draft_result,
+    draft_stands,
+    kept_over,
+    trusted_draft,
+)
 from prefect_aether.planning._retrieval import Retriever
 from prefect_aether.planning.base import (
     STREAMED,
@@ -262,8 +267,14 @@ class ActionPlanner:
         counted = 0
 
         draft = self.draft(ctx)
-        if draft is not None and self.trust_draft:
-            trusted = await trusted_draft(self.catalog, draft, ctx, emit)
+        # The draft as a plan, validated once: trusted, or what the model's plan must beat.
+        drafted = (
+            await draft_result(self.catalog, draft, ctx)
+            if draft is not None and self.trust_draft
+            else None
+        )
+        if drafted is not None:
+            trusted = await trusted_draft(drafted, ctx, emit)
             if trusted is not None:
                 return trusted
         messages = self.messages(ctx, draft)
@@ -385,9 +396,9 @@ class ActionPlanner:
             plan = joined(plan, ctx)
             validation = await checked(plan, self.catalog, ctx, emit, iteration)
             if validation.ok or (ctx.allow_partial_plans and validation.is_partial_ok()):
-                if draft is not None and self.trust_draft:
+                if drafted is not None and draft is not None:
                     taken = PlanResult(plan=plan, validation=validation, unserved=unserved)
-                    why = await kept_over(self.catalog, draft, ctx, taken)
+                    why = kept_over(drafted, taken)
                     if why:
                         return await draft_stands(
                             self.catalog, draft, ctx, emit, why, usage, iteration, validation
