@@ -215,6 +215,18 @@ def test_plan_command_writes_the_plan(tmp_path: Path) -> None:
     assert "Plan is valid." in result.output
 
 
+def test_a_plan_for_part_of_the_goal_says_which_part_it_leaves_undone() -> None:
+    goal = "compute revenue by region, then email it to the board [b]"
+    result = runner.invoke(app, ["plan", goal, "-m", PIPELINE, "--planner", "heuristic"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    # Untrusted goal text is printed as text, not read as console markup.
+    assert "not done by this plan (no action can do it): email it to the board [b]" in said
+    whole = runner.invoke(app, ["plan", "compute revenue by region", "-m", PIPELINE])
+    assert whole.exit_code == 0, whole.output
+    assert "not done by this plan" not in whole.output
+
+
 def test_plan_command_errors() -> None:
     unknown = runner.invoke(app, ["plan", "launch the rocket", "-m", PIPELINE])
     assert unknown.exit_code == 2

@@ -83,6 +83,14 @@ def show_plan(plan: CandidatePlan) -> None:
             escape(str(step.extras.get("reason", ""))),
         )
     console.print(table)
+    # The parts of the goal the plan does not do (its planner found no action for them).
+    unserved = [str(part) for part in plan.extras.get("unserved") or []]
+    if unserved:
+        console.print(
+            f"[yellow]not done by this plan (no action can do it): "
+            f"{escape('; '.join(unserved))}[/]",
+            highlight=False,
+        )
 
 
 def build_catalog(modules: list[str] | None, entrypoints: list[str] | None) -> ActionCatalog:
